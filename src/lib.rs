@@ -1,0 +1,5 @@
+//! portsentinel: watches which sockets listen on a Linux machine and tells a person when
+//! something listens where nothing should.
+
+pub mod model;
+pub mod registry;

@@ -1,0 +1,261 @@
+//! What the kernel says listens, and who owns it.
+//!
+//! A [`Socket`] is one kernel socket as a source reports it; a [`Listener`] is what the
+//! rest of the program reasons about: the sockets of one owner on one protocol, address and
+//! port, grouped (a server with eight `SO_REUSEPORT` sockets on :443 is one listener).
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A transport protocol the daemon watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => Err(format!("unknown protocol `{s}` (expected `tcp` or `udp`)")),
+        }
+    }
+}
+
+/// A socket inode number (the `N` in `socket:[N]`), unique across the machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Inode(pub u64);
+
+/// A process id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pid(pub u32);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// One listening kernel socket: a TCP socket in LISTEN or an unconnected UDP socket.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Socket {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    /// `IPV6_V6ONLY` of an IPv6 socket: `Some(false)` on `[::]` means it also accepts IPv4.
+    /// `None` for IPv4 sockets, and for IPv6 sockets when the source cannot tell
+    /// (`/proc/net` does not say).
+    pub v6only: Option<bool>,
+    /// The socket's owner uid as the kernel records it (the creator's effective uid).
+    pub uid: u32,
+    /// 0 for a socket no file refers to (some kernel sockets).
+    pub inode: Inode,
+}
+
+/// Where a listener can be reached from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reach {
+    /// Bound to a loopback address: only this machine can connect.
+    Loopback,
+    /// Bound to the IPv4 wildcard `0.0.0.0`: every IPv4 interface.
+    AllIpv4,
+    /// Bound to `[::]` with `IPV6_V6ONLY` off: every interface, IPv4 and IPv6.
+    DualStack,
+    /// Bound to `[::]` with `IPV6_V6ONLY` on: every IPv6 interface only.
+    AllIpv6,
+    /// Bound to `[::]` and the source could not read `IPV6_V6ONLY`.
+    AllIpv6MaybeIpv4,
+    /// Bound to one specific non-loopback address.
+    Address,
+}
+
+impl Reach {
+    pub fn of(address: IpAddr, v6only: Option<bool>) -> Reach {
+        if address.is_loopback() || is_v4_mapped_loopback(address) {
+            return Reach::Loopback;
+        }
+        match address {
+            IpAddr::V4(a) if a == Ipv4Addr::UNSPECIFIED => Reach::AllIpv4,
+            IpAddr::V6(a) if a == Ipv6Addr::UNSPECIFIED => match v6only {
+                Some(false) => Reach::DualStack,
+                Some(true) => Reach::AllIpv6,
+                None => Reach::AllIpv6MaybeIpv4,
+            },
+            _ => Reach::Address,
+        }
+    }
+
+    /// True when machines other than this one can connect.
+    pub fn is_external(self) -> bool {
+        self != Reach::Loopback
+    }
+
+    /// Words for a person: "all interfaces (IPv4 + IPv6)", "loopback only", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reach::Loopback => "loopback only",
+            Reach::AllIpv4 => "all IPv4 interfaces",
+            Reach::DualStack => "all interfaces, IPv4 + IPv6 (dual-stack)",
+            Reach::AllIpv6 => "all IPv6 interfaces (IPv6 only)",
+            Reach::AllIpv6MaybeIpv4 => "all IPv6 interfaces (IPv4 unknown)",
+            Reach::Address => "one address",
+        }
+    }
+}
+
+fn is_v4_mapped_loopback(address: IpAddr) -> bool {
+    match address {
+        IpAddr::V6(a) => a.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(_) => false,
+    }
+}
+
+/// Text for an address as `ss` users know it: `0.0.0.0`, `[::]`, `[fe80::1%2]`.
+pub fn display_address(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+/// The process that holds a socket, as far as it could be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub pid: Pid,
+    /// The kernel's `comm` (at most 15 bytes), which is what `ps` and `ss` show.
+    pub name: String,
+    /// `/proc/PID/exe`; `None` when it cannot be read (kernel thread, no permission).
+    pub exe: Option<String>,
+    pub cmdline: Vec<String>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// The systemd unit the process runs in (`nginx.service`, `session-2.scope`).
+    pub unit: Option<String>,
+    /// Start time in clock ticks since boot: with the pid, it tells a reused pid apart.
+    pub start_time: u64,
+}
+
+/// Why a socket's owner is not known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownOwner {
+    /// Some processes' `/proc/PID/fd` could not be read (run as root, or with
+    /// `CAP_DAC_READ_SEARCH` + `CAP_SYS_PTRACE`).
+    NoPermission,
+    /// No process holds the socket: it belongs to the kernel (nfsd, lockd, wireguard, ...).
+    Kernel,
+    /// The socket closed, or its process exited, while it was being looked up.
+    Vanished,
+}
+
+impl UnknownOwner {
+    pub fn describe(self) -> &'static str {
+        match self {
+            UnknownOwner::NoPermission => "owner not readable: no permission (run as root)",
+            UnknownOwner::Kernel => "kernel socket: no process holds it",
+            UnknownOwner::Vanished => "owner exited while it was being looked up",
+        }
+    }
+}
+
+/// The owner of a socket: a process, or the reason none could be named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Owner {
+    Process(Process),
+    Unknown(UnknownOwner),
+}
+
+impl Owner {
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            Owner::Process(p) => Some(p),
+            Owner::Unknown(_) => None,
+        }
+    }
+}
+
+/// A listener: one or more sockets of one owner on one protocol, address and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    pub protocol: Protocol,
+    pub address: IpAddr,
+    pub port: u16,
+    pub v6only: Option<bool>,
+    pub uid: u32,
+    /// The inodes of the grouped sockets, lowest first.
+    pub inodes: Vec<Inode>,
+    pub owner: Owner,
+}
+
+impl Listener {
+    pub fn reach(&self) -> Reach {
+        Reach::of(self.address, self.v6only)
+    }
+
+    /// `867/tcp` style.
+    pub fn port_proto(&self) -> String {
+        format!("{}/{}", self.port, self.protocol)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reach_tells_dual_stack_from_ipv6_only() {
+        let any6 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        assert_eq!(Reach::of(any6, Some(false)), Reach::DualStack);
+        assert_eq!(Reach::of(any6, Some(true)), Reach::AllIpv6);
+        assert_eq!(Reach::of(any6, None), Reach::AllIpv6MaybeIpv4);
+        assert_eq!(
+            Reach::of("127.0.0.53".parse().unwrap(), None),
+            Reach::Loopback
+        );
+        assert_eq!(
+            Reach::of("::ffff:127.0.0.1".parse().unwrap(), Some(false)),
+            Reach::Loopback
+        );
+        assert_eq!(Reach::of("0.0.0.0".parse().unwrap(), None), Reach::AllIpv4);
+        assert_eq!(
+            Reach::of("192.0.2.7".parse().unwrap(), None),
+            Reach::Address
+        );
+        assert!(!Reach::Loopback.is_external());
+        assert!(Reach::Address.is_external());
+    }
+
+    #[test]
+    fn protocol_parses_case_insensitively() {
+        assert_eq!("TCP".parse::<Protocol>(), Ok(Protocol::Tcp));
+        assert!("sctp".parse::<Protocol>().is_err());
+    }
+}
