@@ -7,6 +7,7 @@
 //! table is exactly what the loader would make of the CSV it came from (a test checks it).
 
 pub mod csv;
+#[rustfmt::skip]
 mod table;
 
 use std::fmt;

@@ -1,0 +1,141 @@
+//! The OS edge: which sockets listen, and who owns them.
+//!
+//! [`KernelSource`] asks netlink sock_diag and falls back to `/proc/net` when netlink is
+//! refused (a seccomp filter, a kernel without `inet_diag`), says so once, and goes back to
+//! netlink as soon as it answers again. Every path under `/proc` is built from a root that
+//! tests can point at a fixture tree.
+
+pub mod cgroup;
+pub mod owners;
+pub mod procnet;
+pub mod sock_diag;
+
+use std::path::{Path, PathBuf};
+
+use crate::model::Socket;
+
+pub use owners::{Attributor, ProcessDetails, SysinfoDetails};
+pub use procnet::ProcNet;
+pub use sock_diag::SockDiag;
+
+/// The default `/proc` root.
+pub const PROC: &str = "/proc";
+
+/// Which backend produced a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    SockDiag,
+    ProcNet,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::SockDiag => "sock_diag",
+            Backend::ProcNet => "/proc/net",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("no socket source works: sock_diag: {diag}; /proc/net: {procnet}")]
+pub struct SourceError {
+    pub diag: String,
+    pub procnet: procnet::ProcNetError,
+}
+
+/// A source of listening sockets. The daemon and `scan` use [`KernelSource`]; tests may
+/// script one.
+pub trait SocketSource {
+    /// Replaces `out`'s content with the listening sockets of this network namespace.
+    fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError>;
+}
+
+/// sock_diag first, `/proc/net` when sock_diag fails.
+#[derive(Debug)]
+pub struct KernelSource {
+    diag: Option<SockDiag>,
+    procnet: ProcNet,
+    /// The sock_diag failure last reported, so it is said once, not every poll.
+    degraded: Option<String>,
+    force_procnet: bool,
+}
+
+impl KernelSource {
+    pub fn new(proc_root: &Path) -> KernelSource {
+        KernelSource {
+            diag: None,
+            procnet: ProcNet::new(proc_root),
+            degraded: None,
+            force_procnet: false,
+        }
+    }
+
+    /// Reads only `/proc/net` (for comparing the two backends).
+    pub fn procnet_only(proc_root: &Path) -> KernelSource {
+        KernelSource {
+            force_procnet: true,
+            ..KernelSource::new(proc_root)
+        }
+    }
+
+    fn try_diag(&mut self, out: &mut Vec<Socket>) -> Result<(), String> {
+        if self.force_procnet {
+            return Err("disabled".into());
+        }
+        let diag = match &mut self.diag {
+            Some(d) => d,
+            None => self
+                .diag
+                .insert(SockDiag::open().map_err(|e| e.to_string())?),
+        };
+        diag.listeners(out).map_err(|e| {
+            // A socket that saw an error may hold stale replies: start afresh next time.
+            self.diag = None;
+            e.to_string()
+        })
+    }
+}
+
+impl SocketSource for KernelSource {
+    fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
+        out.clear();
+        match self.try_diag(out) {
+            Ok(()) => {
+                if let Some(was) = self.degraded.take() {
+                    tracing::warn!(
+                        "sock_diag works again (it failed with: {was}); back to netlink"
+                    );
+                }
+                return Ok(Backend::SockDiag);
+            }
+            Err(e) => {
+                out.clear();
+                if !self.force_procnet && self.degraded.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(
+                        "sock_diag failed: {e}; reading /proc/net instead until it works again"
+                    );
+                }
+                self.degraded = Some(e);
+            }
+        }
+        self.procnet.listeners(out).map_err(|procnet| SourceError {
+            diag: self.degraded.clone().unwrap_or_default(),
+            procnet,
+        })?;
+        Ok(Backend::ProcNet)
+    }
+}
+
+/// The inode of this process's network namespace (`/proc/self/ns/net`), which tells one
+/// namespace's listeners from another's in events and state.
+pub fn netns_inode(proc_root: &Path) -> Option<u64> {
+    let link = std::fs::read_link(proc_root.join("self/ns/net")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The `/proc` root to use: `/proc` unless the caller says otherwise.
+pub fn proc_root(custom: Option<&Path>) -> PathBuf {
+    custom.map_or_else(|| PathBuf::from(PROC), Path::to_owned)
+}

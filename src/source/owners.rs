@@ -1,0 +1,401 @@
+//! Who owns a socket: inode → pid from `/proc/*/fd`, then the pid's details.
+//!
+//! The expensive part is reading every process's fd table, so it runs only for inodes not
+//! seen before, visits each pid at most once per poll, and stops as soon as every new inode
+//! is found. It looks first at processes that appeared since the last look (a new listener
+//! usually belongs to a new process), then at processes of the socket's uid, then the rest.
+//! Owners are cached by inode: while the socket exists, its owner does not change.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags};
+
+use crate::model::{Inode, Owner, Pid, Process, Socket, UnknownOwner};
+
+/// Reads details of processes: name, exe, command line, user, unit.
+pub trait ProcessDetails {
+    /// Details of each pid that could be read; a pid missing from the map has exited.
+    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Process>;
+}
+
+/// What one pass over the fd tables found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FdScan {
+    pub found: HashMap<Inode, Pid>,
+    /// Some fd table could not be read for lack of permission.
+    pub denied: bool,
+    /// Fd tables read in this pass.
+    pub pids_read: usize,
+}
+
+/// Lists pids and reads their fd tables under a `/proc` root (injectable for tests).
+#[derive(Debug)]
+pub struct FdScanner {
+    root: PathBuf,
+    link_buf: Vec<u8>,
+}
+
+impl FdScanner {
+    pub fn new(proc_root: &Path) -> FdScanner {
+        FdScanner {
+            root: proc_root.to_owned(),
+            link_buf: vec![0; 64],
+        }
+    }
+
+    /// Pids under the root with the uid of their `/proc/PID` directory (the process's
+    /// effective uid), in directory order.
+    pub fn list_pids(&self) -> std::io::Result<Vec<(Pid, Option<u32>)>> {
+        let root_fd = open_dir(&self.root)?;
+        let mut dir = Dir::read_from(&root_fd)?;
+        let mut pids = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let Some(pid) = parse_pid(entry.file_name()) else {
+                continue;
+            };
+            let uid = rustix::fs::statat(&root_fd, entry.file_name(), AtFlags::empty())
+                .ok()
+                .map(|st| st.st_uid);
+            pids.push((Pid(pid), uid));
+        }
+        Ok(pids)
+    }
+
+    /// Reads fd tables of `order`'s pids in turn until every inode of `wanted` is found.
+    pub fn scan(&mut self, order: &[Pid], wanted: &HashSet<Inode>) -> FdScan {
+        let mut scan = FdScan::default();
+        let mut missing = wanted.len();
+        let mut path = String::with_capacity(32);
+        for &pid in order {
+            if missing == 0 {
+                break;
+            }
+            path.clear();
+            use std::fmt::Write as _;
+            let _ = write!(path, "{}/{}/fd", self.root.display(), pid.0);
+            let fd_dir = match open_dir(Path::new(&path)) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    scan.denied = true;
+                    continue;
+                }
+                Err(_) => continue, // exited, or not a process
+            };
+            scan.pids_read += 1;
+            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                continue;
+            };
+            while let Some(Ok(entry)) = dir.read() {
+                let name = entry.file_name();
+                if name.to_bytes().first() == Some(&b'.') {
+                    continue;
+                }
+                let Some(inode) = self.socket_inode(&fd_dir, name) else {
+                    continue;
+                };
+                if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
+                    scan.found.insert(inode, pid);
+                    missing -= 1;
+                    if missing == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        scan
+    }
+
+    /// `socket:[N]` → N for one fd link.
+    fn socket_inode(&mut self, fd_dir: &OwnedFd, name: &CStr) -> Option<Inode> {
+        // Socket links are short; a longer target (a file path) is cut off and then
+        // fails to parse, which is what we want.
+        let n = rustix::fs::readlinkat_raw(fd_dir, name, &mut self.link_buf[..]).ok()?;
+        parse_socket_link(&self.link_buf[..n.min(self.link_buf.len())])
+    }
+}
+
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn parse_pid(name: &CStr) -> Option<u32> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Parses a `socket:[12345]` fd link target.
+pub fn parse_socket_link(link: &[u8]) -> Option<Inode> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok().map(Inode)
+}
+
+/// The order in which to read fd tables: pids that appeared since the last look first,
+/// then pids whose uid owns one of the new sockets, then every other pid.
+pub fn attribution_order(
+    pids: &[(Pid, Option<u32>)],
+    previous: &HashSet<Pid>,
+    socket_uids: &HashSet<u32>,
+) -> Vec<Pid> {
+    let rank = |&(pid, uid): &(Pid, Option<u32>)| {
+        if !previous.is_empty() && !previous.contains(&pid) {
+            0
+        } else if uid.is_some_and(|u| socket_uids.contains(&u)) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut ordered: Vec<_> = pids.iter().map(|p| (rank(p), p.0)).collect();
+    // Stable: within a rank, keep directory (pid) order, so a parent comes before its
+    // workers that share the socket.
+    ordered.sort_by_key(|&(rank, _)| rank);
+    ordered.into_iter().map(|(_, pid)| pid).collect()
+}
+
+/// Counters for one attribution pass, for benchmarks and the daemon's status line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AttributionStats {
+    pub new_inodes: usize,
+    pub pids_read: usize,
+}
+
+/// inode → owner, with a cache that keeps the owners of inodes still present.
+#[derive(Debug)]
+pub struct Attributor<D> {
+    fds: FdScanner,
+    details: D,
+    cache: HashMap<Inode, Owner>,
+    previous_pids: HashSet<Pid>,
+    /// Reused between polls to avoid reallocating on the steady path.
+    wanted: HashSet<Inode>,
+}
+
+impl<D: ProcessDetails> Attributor<D> {
+    pub fn new(proc_root: &Path, details: D) -> Attributor<D> {
+        Attributor {
+            fds: FdScanner::new(proc_root),
+            details,
+            cache: HashMap::new(),
+            previous_pids: HashSet::new(),
+            wanted: HashSet::new(),
+        }
+    }
+
+    pub fn owner(&self, inode: Inode) -> Option<&Owner> {
+        self.cache.get(&inode)
+    }
+
+    /// Makes sure every socket of `sockets` has a cached owner, and forgets inodes that are
+    /// gone. Does no `/proc` work when no socket is new.
+    pub fn attribute(&mut self, sockets: &[Socket]) -> AttributionStats {
+        self.wanted.clear();
+        let mut uids = HashSet::new();
+        let mut with_inode = 0;
+        for s in sockets {
+            if s.inode.0 == 0 {
+                continue;
+            }
+            with_inode += 1;
+            if !self.cache.contains_key(&s.inode) && self.wanted.insert(s.inode) {
+                uids.insert(s.uid);
+            }
+        }
+        // More cached + new inodes than sockets: some cached inodes are gone.
+        if self.cache.len() + self.wanted.len() > with_inode {
+            let present: HashSet<Inode> = sockets.iter().map(|s| s.inode).collect();
+            self.cache.retain(|inode, _| present.contains(inode));
+        }
+        let mut stats = AttributionStats {
+            new_inodes: self.wanted.len(),
+            pids_read: 0,
+        };
+        if self.wanted.is_empty() {
+            return stats;
+        }
+
+        let pids = match self.fds.list_pids() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("cannot list processes under /proc: {e}; owners stay unknown");
+                Vec::new()
+            }
+        };
+        let order = attribution_order(&pids, &self.previous_pids, &uids);
+        self.previous_pids = pids.iter().map(|p| p.0).collect();
+        let scan = self.fds.scan(&order, &self.wanted);
+        stats.pids_read = scan.pids_read;
+
+        let mut owner_pids: Vec<Pid> = scan.found.values().copied().collect();
+        owner_pids.sort_unstable();
+        owner_pids.dedup();
+        let details = self.details.details(&owner_pids);
+        for &inode in &self.wanted {
+            let owner = match scan.found.get(&inode) {
+                Some(pid) => match details.get(pid) {
+                    Some(p) => Owner::Process(p.clone()),
+                    None => Owner::Unknown(UnknownOwner::Vanished),
+                },
+                None if scan.denied => Owner::Unknown(UnknownOwner::NoPermission),
+                None => Owner::Unknown(UnknownOwner::Kernel),
+            };
+            // A vanished owner is looked up again next time, should the socket remain.
+            if owner != Owner::Unknown(UnknownOwner::Vanished) {
+                self.cache.insert(inode, owner);
+            }
+        }
+        stats
+    }
+
+    /// The owner of every socket: cached, or the reason it is unknown.
+    pub fn owner_of(&self, socket: &Socket) -> Owner {
+        if socket.inode.0 == 0 {
+            return Owner::Unknown(UnknownOwner::Kernel);
+        }
+        self.cache
+            .get(&socket.inode)
+            .cloned()
+            .unwrap_or(Owner::Unknown(UnknownOwner::Vanished))
+    }
+}
+
+/// Process details through `sysinfo`, refreshing only the pids asked for, plus the unit
+/// from `/proc/PID/cgroup`.
+pub struct SysinfoDetails {
+    proc_root: PathBuf,
+    system: sysinfo::System,
+    users: sysinfo::Users,
+}
+
+impl std::fmt::Debug for SysinfoDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SysinfoDetails")
+            .field("proc_root", &self.proc_root)
+            .finish()
+    }
+}
+
+impl SysinfoDetails {
+    pub fn new(proc_root: &Path) -> Result<SysinfoDetails, String> {
+        let system =
+            sysinfo::System::new().map_err(|e| format!("cannot read process details: {e}"))?;
+        let users = sysinfo::Users::new().map_err(|e| format!("cannot read the user list: {e}"))?;
+        Ok(SysinfoDetails {
+            proc_root: proc_root.to_owned(),
+            system,
+            users,
+        })
+    }
+
+    fn user_name(&mut self, uid: u32) -> Option<String> {
+        let uid = sysinfo::Uid::try_from(uid as usize).ok()?;
+        if self.users.get_user_by_id(&uid).is_none() {
+            // New account since the last look (or the first look): re-read the list once.
+            self.users.refresh();
+        }
+        self.users.get_user_by_id(&uid).map(|u| u.name().to_owned())
+    }
+}
+
+impl ProcessDetails for SysinfoDetails {
+    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Process> {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
+        let sys_pids: Vec<sysinfo::Pid> =
+            pids.iter().map(|p| sysinfo::Pid::from_u32(p.0)).collect();
+        self.system.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&sys_pids),
+            true,
+            ProcessRefreshKind::nothing()
+                .without_tasks()
+                .with_exe(UpdateKind::Always)
+                .with_cmd(UpdateKind::Always)
+                .with_user(UpdateKind::Always),
+        );
+        let mut out = HashMap::with_capacity(pids.len());
+        for &pid in pids {
+            let Some(p) = self.system.process(sysinfo::Pid::from_u32(pid.0)) else {
+                continue;
+            };
+            let uid = p.user_id().map(|u| **u);
+            let unit =
+                std::fs::read_to_string(self.proc_root.join(pid.0.to_string()).join("cgroup"))
+                    .ok()
+                    .and_then(|c| super::cgroup::unit_from_cgroup(&c));
+            let process = Process {
+                pid,
+                name: p.name().to_string_lossy().into_owned(),
+                exe: p.exe().map(|e| e.to_string_lossy().into_owned()),
+                cmdline: p
+                    .cmd()
+                    .iter()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+                uid,
+                user: None,
+                unit,
+                start_time: p.start_time(),
+            };
+            out.insert(pid, process);
+        }
+        for process in out.values_mut() {
+            if let Some(uid) = process.uid {
+                process.user = self.user_name(uid);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(parse_socket_link(b"socket:[12345]"), Some(Inode(12345)));
+        assert_eq!(parse_socket_link(b"pipe:[12345]"), None);
+        assert_eq!(parse_socket_link(b"socket:[]"), None);
+        assert_eq!(parse_socket_link(b"socket:[12a]"), None);
+        assert_eq!(parse_socket_link(b"/dev/null"), None);
+    }
+
+    #[test]
+    fn order_puts_new_pids_first_then_matching_uids() {
+        let pids = [
+            (Pid(1), Some(0)),
+            (Pid(50), Some(1000)),
+            (Pid(70), Some(33)),
+            (Pid(90), Some(0)),
+        ];
+        let previous: HashSet<Pid> = [Pid(1), Pid(50), Pid(70)].into();
+        let uids: HashSet<u32> = [33].into();
+        assert_eq!(
+            attribution_order(&pids, &previous, &uids),
+            [Pid(90), Pid(70), Pid(1), Pid(50)]
+        );
+    }
+
+    #[test]
+    fn first_look_has_no_new_pids() {
+        let pids = [(Pid(1), Some(0)), (Pid(2), Some(7))];
+        let uids: HashSet<u32> = [7].into();
+        assert_eq!(
+            attribution_order(&pids, &HashSet::new(), &uids),
+            [Pid(2), Pid(1)]
+        );
+    }
+}

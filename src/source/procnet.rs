@@ -1,0 +1,201 @@
+//! The fallback source: `/proc/net/{tcp,tcp6,udp,udp6}`.
+//!
+//! Slower than sock_diag (the kernel prints every socket in every state and we filter) and
+//! blind to `IPV6_V6ONLY`, so IPv6 sockets from here carry `v6only: None`. It is used only
+//! when netlink is refused, and it yields the same listener set.
+
+use std::io::{self, BufRead};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use crate::model::{Inode, Protocol, Socket};
+
+const TCP_LISTEN: u8 = 0x0A;
+const TCP_CLOSE: u8 = 0x07;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcNetError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}:{line}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Parses one `/proc/net/{tcp,udp}[6]` table, appending its listeners to `out`.
+///
+/// Returns `(line, message)` for the first line that does not parse.
+pub fn parse_reader(
+    reader: impl BufRead,
+    protocol: Protocol,
+    out: &mut Vec<Socket>,
+) -> Result<(), (usize, String)> {
+    let wanted = match protocol {
+        Protocol::Tcp => TCP_LISTEN,
+        Protocol::Udp => TCP_CLOSE,
+    };
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| (i + 1, e.to_string()))?;
+        if i == 0 || line.trim().is_empty() {
+            continue; // header
+        }
+        if let Some(socket) = parse_line(&line, protocol, wanted).map_err(|m| (i + 1, m))? {
+            out.push(socket);
+        }
+    }
+    Ok(())
+}
+
+fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socket>, String> {
+    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+    let mut fields = line.split_ascii_whitespace();
+    let mut next = |what: &str| fields.next().ok_or_else(|| format!("no {what} field"));
+    next("sl")?;
+    let local = next("local_address")?;
+    next("rem_address")?;
+    let state = u8::from_str_radix(next("st")?, 16).map_err(|e| format!("bad state: {e}"))?;
+    if state != wanted {
+        return Ok(None);
+    }
+    next("tx_queue:rx_queue")?;
+    next("tr:tm->when")?;
+    next("retrnsmt")?;
+    let uid = next("uid")?
+        .parse::<u32>()
+        .map_err(|e| format!("bad uid: {e}"))?;
+    next("timeout")?;
+    let inode = next("inode")?
+        .parse::<u64>()
+        .map_err(|e| format!("bad inode: {e}"))?;
+    let (address, port) = parse_endpoint(local)?;
+    Ok(Some(Socket {
+        protocol,
+        address,
+        port,
+        v6only: None,
+        uid,
+        inode: Inode(inode),
+    }))
+}
+
+/// `0100007F:0016` or a 32-digit IPv6 address; each 32-bit word in host byte order.
+fn parse_endpoint(s: &str) -> Result<(IpAddr, u16), String> {
+    let (addr, port) = s
+        .split_once(':')
+        .ok_or_else(|| format!("bad address `{s}`"))?;
+    let port = u16::from_str_radix(port, 16).map_err(|_| format!("bad port in `{s}`"))?;
+    let word = |hex: &str| u32::from_str_radix(hex, 16).map_err(|_| format!("bad address `{s}`"));
+    let address = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(addr)?.to_ne_bytes())),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for (i, chunk) in bytes.chunks_exact_mut(4).enumerate() {
+                let hex = addr
+                    .get(i * 8..i * 8 + 8)
+                    .ok_or_else(|| format!("bad address `{s}`"))?;
+                chunk.copy_from_slice(&word(hex)?.to_ne_bytes());
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return Err(format!("bad address `{s}`")),
+    };
+    Ok((address, port))
+}
+
+/// Reads the four tables under `PROC/net`.
+#[derive(Debug, Clone)]
+pub struct ProcNet {
+    net_dir: PathBuf,
+}
+
+impl ProcNet {
+    pub fn new(proc_root: &Path) -> ProcNet {
+        ProcNet {
+            net_dir: proc_root.join("net"),
+        }
+    }
+
+    pub fn listeners(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        let start = out.len();
+        for (file, protocol) in [
+            ("tcp", Protocol::Tcp),
+            ("tcp6", Protocol::Tcp),
+            ("udp", Protocol::Udp),
+            ("udp6", Protocol::Udp),
+        ] {
+            let path = self.net_dir.join(file);
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                // No IPv6 in this kernel: nothing listens on it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
+                Err(source) => {
+                    out.truncate(start);
+                    return Err(ProcNetError::Read { path, source });
+                }
+            };
+            if let Err((line, message)) = parse_reader(io::BufReader::new(f), protocol, out) {
+                out.truncate(start);
+                return Err(ProcNetError::Parse {
+                    path,
+                    line,
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:0363 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0016 0100007F:A2B4 01 00000000:00000000 00:00000000 00000000  1000        0 31338 1 0000000000000000 20 4 30 10 -1
+";
+    const UDP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  100: 00000000000000000000000000000000:0363 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000   65534        0 777 2 0000000000000000 0
+  101: 00000000000000000000000001000000:D431 00000000000000000000000001000000:0009 01 00000000:00000000 00:00000000 00000000     0        0 778 2 0000000000000000 0
+";
+
+    #[test]
+    fn keeps_only_listeners() {
+        let mut out = Vec::new();
+        parse_reader(TCP.as_bytes(), Protocol::Tcp, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].port, 867);
+        assert_eq!(out[0].address, "0.0.0.0".parse::<IpAddr>().unwrap());
+        assert_eq!(out[0].inode, Inode(31337));
+        assert_eq!(out[0].uid, 0);
+    }
+
+    #[test]
+    fn udp6_unconnected_only() {
+        let mut out = Vec::new();
+        parse_reader(UDP6.as_bytes(), Protocol::Udp, &mut out).unwrap();
+        assert_eq!(out.len(), 1, "the connected client socket must not appear");
+        assert_eq!(out[0].address, "::".parse::<IpAddr>().unwrap());
+        assert_eq!((out[0].port, out[0].uid, out[0].v6only), (867, 65534, None));
+    }
+
+    #[test]
+    fn loopback_v6_word_order() {
+        let (a, p) = parse_endpoint("00000000000000000000000001000000:0016").unwrap();
+        assert_eq!((a, p), ("::1".parse().unwrap(), 22));
+        let (a, _) = parse_endpoint("0100007F:0016").unwrap();
+        assert_eq!(a, "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn bad_lines_name_their_line() {
+        let text = "header\n   0: zzzz:0016 00000000:0000 0A\n";
+        let mut out = Vec::new();
+        let (line, msg) = parse_reader(text.as_bytes(), Protocol::Tcp, &mut out).unwrap_err();
+        assert_eq!(line, 2);
+        assert!(msg.contains("zzzz") || msg.contains("field"), "{msg}");
+    }
+}

@@ -1,0 +1,385 @@
+//! Listening sockets from the kernel over `NETLINK_SOCK_DIAG`.
+//!
+//! One dump per (family, protocol), with the state filter applied by the kernel: TCP in
+//! LISTEN, UDP in CLOSE (unconnected: a `connect`ed UDP client is ESTABLISHED and never
+//! leaves the kernel). Every error the kernel reports — an `NLMSG_ERROR`, an errno inside
+//! `NLMSG_DONE`, an interrupted dump — is an error here, never an empty or partial result.
+//! The parser works on byte buffers ([`parse_dump`]) so tests and the fuzzer feed it bytes.
+
+use std::io;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_sock_diag::SockDiagMessage;
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use netlink_packet_sock_diag::inet::{
+    ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla,
+};
+use netlink_sys::protocols::NETLINK_SOCK_DIAG;
+use netlink_sys::{Socket as NlSocket, SocketAddr};
+
+use crate::model::{Inode, Protocol, Socket};
+
+/// Receive buffer: large enough that the kernel never truncates a dump message batch.
+const RECV_BUF: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiagError {
+    #[error("cannot open a NETLINK_SOCK_DIAG socket: {0}")]
+    Open(#[source] io::Error),
+    #[error("sock_diag {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("sock_diag dump of {family}/{protocol} failed: the kernel answered {errno}")]
+    Kernel {
+        family: &'static str,
+        protocol: Protocol,
+        errno: io::Error,
+    },
+    #[error("sock_diag dump of {family}/{protocol} was interrupted by a concurrent change")]
+    Interrupted {
+        family: &'static str,
+        protocol: Protocol,
+    },
+    #[error("sock_diag: malformed reply: {0}")]
+    Malformed(String),
+}
+
+/// What [`parse_dump`] found in one buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// More messages follow in the next `recv`.
+    More,
+    /// `NLMSG_DONE` arrived without an error.
+    Done,
+}
+
+/// Why a buffer ends a dump in failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseFailure {
+    /// The kernel reported this errno (positive).
+    Errno(i32),
+    /// The kernel set `NLM_F_DUMP_INTR`: the table changed during the dump.
+    Interrupted,
+    Malformed(String),
+}
+
+/// Parses one `recv` worth of a dump reply, appending the sockets it holds to `out`.
+///
+/// `protocol` is the protocol that was asked for; the reply does not repeat it.
+pub fn parse_dump(
+    mut bytes: &[u8],
+    protocol: Protocol,
+    out: &mut Vec<Socket>,
+) -> Result<Progress, ParseFailure> {
+    while !bytes.is_empty() {
+        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
+            .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
+        let len = msg.header.length as usize;
+        if len < 16 || len > bytes.len() {
+            return Err(ParseFailure::Malformed(format!(
+                "message length {len} with {} bytes left",
+                bytes.len()
+            )));
+        }
+        if msg.header.flags & NLM_F_DUMP_INTR != 0 {
+            return Err(ParseFailure::Interrupted);
+        }
+        match msg.payload {
+            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) => {
+                let h = &resp.header;
+                let v6only = resp.nlas.iter().find_map(|nla| match nla {
+                    Nla::SkV6Only(v) => Some(*v),
+                    _ => None,
+                });
+                let address: IpAddr = h.socket_id.source_address;
+                out.push(Socket {
+                    protocol,
+                    address,
+                    port: h.socket_id.source_port,
+                    v6only: if address.is_ipv6() { v6only } else { None },
+                    uid: h.uid,
+                    inode: Inode(u64::from(h.inode)),
+                });
+            }
+            NetlinkPayload::Done(done) => {
+                return if done.code == 0 {
+                    Ok(Progress::Done)
+                } else {
+                    Err(ParseFailure::Errno(done.code.saturating_abs()))
+                };
+            }
+            NetlinkPayload::Error(err) => {
+                return match err.code {
+                    Some(code) => Err(ParseFailure::Errno(code.get().saturating_abs())),
+                    // An ACK in the middle of a dump is not something the kernel sends.
+                    None => Err(ParseFailure::Malformed("unexpected ACK in a dump".into())),
+                };
+            }
+            NetlinkPayload::Noop => {}
+            NetlinkPayload::Overrun(_) => return Err(ParseFailure::Malformed("overrun".into())),
+            other => {
+                return Err(ParseFailure::Malformed(format!(
+                    "unexpected message type {}",
+                    other.message_type()
+                )));
+            }
+        }
+        // Messages are 4-byte aligned.
+        let advance = (len + 3) & !3;
+        bytes = bytes.get(advance..).unwrap_or(&[]);
+    }
+    Ok(Progress::More)
+}
+
+/// A `NETLINK_SOCK_DIAG` socket and its reusable buffers.
+#[derive(Debug)]
+pub struct SockDiag {
+    socket: NlSocket,
+    recv: Vec<u8>,
+    send: Vec<u8>,
+    sequence: u32,
+}
+
+impl SockDiag {
+    pub fn open() -> Result<SockDiag, DiagError> {
+        let mut socket = NlSocket::new(NETLINK_SOCK_DIAG).map_err(DiagError::Open)?;
+        socket.bind_auto().map_err(DiagError::Open)?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(DiagError::Open)?;
+        Ok(SockDiag {
+            socket,
+            recv: vec![0; RECV_BUF],
+            send: Vec::with_capacity(128),
+            sequence: 0,
+        })
+    }
+
+    /// Appends every listening socket of the calling process's network namespace to `out`.
+    pub fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<(), DiagError> {
+        for protocol in Protocol::ALL {
+            for family in [AF_INET, AF_INET6] {
+                self.dump(family, protocol, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One kernel-filtered dump. On failure, `out` is left as it was before the call.
+    pub fn dump(
+        &mut self,
+        family: u8,
+        protocol: Protocol,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), DiagError> {
+        let start = out.len();
+        let result = self.dump_inner(family, protocol, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn dump_inner(
+        &mut self,
+        family: u8,
+        protocol: Protocol,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), DiagError> {
+        let family_name = if family == AF_INET { "ipv4" } else { "ipv6" };
+        let (proto_num, states) = match protocol {
+            Protocol::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
+            // Unconnected UDP sockets are in TCP_CLOSE; connected ones are ESTABLISHED.
+            Protocol::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        header.sequence_number = self.sequence;
+        let mut packet = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: proto_num,
+                extensions: ExtensionFlags::empty(),
+                states,
+                socket_id: if family == AF_INET {
+                    SocketId::new_v4()
+                } else {
+                    SocketId::new_v6()
+                },
+            })
+            .into(),
+        );
+        packet.finalize();
+        self.send.clear();
+        self.send.resize(packet.buffer_len(), 0);
+        packet.serialize(&mut self.send);
+        self.socket
+            .send(&self.send, 0)
+            .map_err(|source| DiagError::Io {
+                what: "send",
+                source,
+            })?;
+
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.recv[..], 0)
+                .map_err(|source| DiagError::Io {
+                    what: "recv",
+                    source,
+                })?;
+            if n == 0 {
+                return Err(DiagError::Malformed("empty reply".into()));
+            }
+            match parse_dump(&self.recv[..n], protocol, out) {
+                Ok(Progress::More) => continue,
+                Ok(Progress::Done) => return Ok(()),
+                Err(ParseFailure::Errno(errno)) => {
+                    return Err(DiagError::Kernel {
+                        family: family_name,
+                        protocol,
+                        errno: io::Error::from_raw_os_error(errno),
+                    });
+                }
+                Err(ParseFailure::Interrupted) => {
+                    self.drain();
+                    return Err(DiagError::Interrupted {
+                        family: family_name,
+                        protocol,
+                    });
+                }
+                Err(ParseFailure::Malformed(m)) => {
+                    self.drain();
+                    return Err(DiagError::Malformed(m));
+                }
+            }
+        }
+    }
+
+    /// Reads and discards what is left of a failed dump so the next one starts clean.
+    fn drain(&mut self) {
+        if self.socket.set_non_blocking(true).is_err() {
+            return;
+        }
+        while matches!(self.socket.recv(&mut &mut self.recv[..], 0), Ok(n) if n > 0) {}
+        let _ = self.socket.set_non_blocking(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nlmsg(kind: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
+        let len = 16 + payload.len();
+        let mut v = Vec::new();
+        v.extend_from_slice(&(len as u32).to_ne_bytes());
+        v.extend_from_slice(&kind.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&1u32.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+    /// An `inet_diag_msg` for 0.0.0.0:PORT, uid 1000, inode 4242.
+    fn inet_msg(port: u16) -> Vec<u8> {
+        let mut p = vec![AF_INET, 10 /* LISTEN */, 0, 0];
+        p.extend_from_slice(&port.to_be_bytes());
+        p.extend_from_slice(&0u16.to_be_bytes());
+        p.extend_from_slice(&[0; 16]); // src
+        p.extend_from_slice(&[0; 16]); // dst
+        p.extend_from_slice(&0u32.to_ne_bytes()); // if
+        p.extend_from_slice(&[0xff; 8]); // cookie
+        p.extend_from_slice(&0u32.to_ne_bytes()); // expires
+        p.extend_from_slice(&0u32.to_ne_bytes()); // rqueue
+        p.extend_from_slice(&0u32.to_ne_bytes()); // wqueue
+        p.extend_from_slice(&1000u32.to_ne_bytes()); // uid
+        p.extend_from_slice(&4242u32.to_ne_bytes()); // inode
+        nlmsg(SOCK_DIAG_BY_FAMILY, 2, &p)
+    }
+
+    #[test]
+    fn parses_sockets_then_done() {
+        let mut bytes = inet_msg(867);
+        bytes.extend(nlmsg(NLMSG_DONE, 2, &0i32.to_ne_bytes()));
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_dump(&bytes, Protocol::Tcp, &mut out),
+            Ok(Progress::Done)
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].port, 867);
+        assert_eq!(out[0].uid, 1000);
+        assert_eq!(out[0].inode, Inode(4242));
+        assert_eq!(out[0].address, "0.0.0.0".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn more_when_no_done_yet() {
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_dump(&inet_msg(22), Protocol::Tcp, &mut out),
+            Ok(Progress::More)
+        );
+    }
+
+    /// An errno inside NLMSG_DONE is an error, not an empty dump.
+    #[test]
+    fn errno_in_done_is_an_error() {
+        let bytes = nlmsg(NLMSG_DONE, 2, &(-95i32).to_ne_bytes());
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_dump(&bytes, Protocol::Udp, &mut out),
+            Err(ParseFailure::Errno(95))
+        );
+    }
+
+    #[test]
+    fn error_message_is_an_error() {
+        let mut payload = (-2i32).to_ne_bytes().to_vec();
+        payload.extend(nlmsg(SOCK_DIAG_BY_FAMILY, 0x301, &[0; 56])[..16].iter());
+        let bytes = nlmsg(NLMSG_ERROR, 0, &payload);
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_dump(&bytes, Protocol::Udp, &mut out),
+            Err(ParseFailure::Errno(2))
+        );
+    }
+
+    #[test]
+    fn interrupted_dump_is_an_error() {
+        let bytes = nlmsg(NLMSG_DONE, NLM_F_DUMP_INTR, &0i32.to_ne_bytes());
+        let mut out = Vec::new();
+        assert_eq!(
+            parse_dump(&bytes, Protocol::Tcp, &mut out),
+            Err(ParseFailure::Interrupted)
+        );
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let mut out = Vec::new();
+        for bytes in [&[1u8, 2, 3][..], &[0xff; 40][..], &[0; 16][..]] {
+            assert!(matches!(
+                parse_dump(bytes, Protocol::Tcp, &mut out),
+                Err(ParseFailure::Malformed(_))
+            ));
+        }
+    }
+}
