@@ -1,0 +1,486 @@
+//! Configuration: parse the file as written ([`file`]), then validate it into a [`Config`]
+//! the rest of the program uses. Defaults live in [`Config::default`] and nowhere else.
+//!
+//! Every error names the place (`FILE:LINE:COL`), the key, the bad value and what is
+//! allowed. Validation is pure: it takes text and returns values; only [`load`] and
+//! [`Config::registry`] touch the file system.
+
+pub mod file;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::{Spanned, Value};
+
+use crate::model::{AddressMatch, AllowRule, Condition, Policy, Protocol, UserMatch};
+use crate::registry::Registry;
+
+use file::{AllowFile, ConfigFile};
+
+/// Where the daemon looks for its configuration when none is given.
+pub const DEFAULT_PATH: &str = "/etc/portsentinel/config.toml";
+
+/// A place in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    fn of(text: &str, offset: usize) -> Location {
+        let before = &text[..offset.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            line,
+            column: before[line_start..].chars().count() + 1,
+        }
+    }
+}
+
+/// A config that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(l) => write!(f, "{}:{}:{}: {}", self.file, l.line, l.column, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file it came from; `None` for the built-in defaults.
+    pub file: Option<PathBuf>,
+    /// An IANA CSV to load instead of the built-in table, and where the key was written.
+    pub registry_csv: Option<(PathBuf, Location)>,
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            file: None,
+            registry_csv: None,
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The registry this config asks for: the built-in table, or the CSV it names.
+    pub fn registry(&self) -> Result<Registry, ConfigError> {
+        let Some((path, location)) = &self.registry_csv else {
+            return Ok(Registry::builtin());
+        };
+        Registry::from_csv_file(path).map_err(|e| ConfigError {
+            file: self.file_label(),
+            location: Some(location.clone()),
+            message: format!("registry.csv: {e}"),
+        })
+    }
+
+    fn file_label(&self) -> String {
+        self.file.as_ref().map_or_else(
+            || "(built-in defaults)".to_owned(),
+            |p| p.display().to_string(),
+        )
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.display().to_string(),
+        location: None,
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// The config at `path` if given; otherwise the default path if that file exists;
+/// otherwise the built-in defaults. An explicitly named file must exist.
+pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => load(p),
+        None if Path::new(DEFAULT_PATH).exists() => load(Path::new(DEFAULT_PATH)),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Validates config text; `path` names it in errors and resolves relative paths in it.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let v = Validator {
+        text,
+        file: path.display().to_string(),
+    };
+    let raw: ConfigFile =
+        toml::from_str(text).map_err(|e| v.error(e.span(), e.message().trim_end().to_owned()))?;
+    let mut config = Config {
+        file: Some(path.to_owned()),
+        ..Config::default()
+    };
+    if let Some(registry) = raw.registry
+        && let Some(csv) = registry.csv
+    {
+        let location = Location::of(text, csv.span().start);
+        let mut p = PathBuf::from(csv.get_ref());
+        if p.is_relative() {
+            p = path.parent().unwrap_or(Path::new(".")).join(p);
+        }
+        config.registry_csv = Some((p, location));
+    }
+    if let Some(policy) = raw.policy
+        && let Some(alert_on) = policy.alert_on
+    {
+        config.policy.alert_on.clear();
+        for item in alert_on.get_ref() {
+            let c = Condition::parse(item.get_ref()).ok_or_else(|| {
+                v.at(
+                    item,
+                    format!(
+                        "policy.alert_on: unknown condition `{}`; allowed: {}",
+                        item.get_ref(),
+                        Condition::ALL.map(Condition::as_str).join(", ")
+                    ),
+                )
+            })?;
+            config.policy.alert_on.insert(c);
+        }
+    }
+    for (i, allow) in raw.allow.into_iter().flatten().enumerate() {
+        config.policy.allow.push(v.allow_rule(i, &allow)?);
+    }
+    Ok(config)
+}
+
+struct Validator<'t> {
+    text: &'t str,
+    file: String,
+}
+
+impl Validator<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            location: span.map(|s| Location::of(self.text, s.start)),
+            message,
+        }
+    }
+
+    fn at<T>(&self, spanned: &Spanned<T>, message: String) -> ConfigError {
+        self.error(Some(spanned.span()), message)
+    }
+
+    fn allow_rule(
+        &self,
+        index: usize,
+        entry: &Spanned<AllowFile>,
+    ) -> Result<AllowRule, ConfigError> {
+        let a = entry.get_ref();
+        let start = Location::of(self.text, entry.span().start);
+        let mut rule = AllowRule {
+            name: a.name.as_ref().map(|n| n.get_ref().clone()),
+            origin: format!("{}:{}", short_name(&self.file), start.line),
+            ..AllowRule::default()
+        };
+        if let Some(port) = &a.port {
+            rule.ports = self.each(
+                port,
+                "port",
+                "a port 0-65535, a range \"N-M\", or a list of these",
+                parse_port,
+            )?;
+        }
+        if let Some(p) = &a.protocol {
+            rule.protocol = Some(p.get_ref().parse().map_err(|_| {
+                self.at(
+                    p,
+                    format!(
+                        "allow.protocol: `{}` is not a protocol; allowed: \"tcp\", \"udp\"",
+                        p.get_ref()
+                    ),
+                )
+            })?);
+        }
+        if let Some(addr) = &a.address {
+            rule.addresses = self.each(
+                addr,
+                "address",
+                "\"loopback\", \"any\" (the wildcard address), an IP address or a CIDR network, or a list of these",
+                parse_address,
+            )?;
+        }
+        if let Some(p) = &a.process {
+            rule.processes = self.each(
+                p,
+                "process",
+                "a process name as `ps` shows it (at most 15 bytes), or a list",
+                |v| {
+                    let s = v.as_str()?;
+                    (!s.is_empty() && s.len() <= 15).then(|| s.to_owned())
+                },
+            )?;
+        }
+        if let Some(e) = &a.exe {
+            rule.exes = self.each(e, "exe", "an absolute path to a program, or a list", |v| {
+                let s = v.as_str()?;
+                s.starts_with('/').then(|| s.to_owned())
+            })?;
+        }
+        if let Some(u) = &a.user {
+            rule.users =
+                self.each(
+                    u,
+                    "user",
+                    "a user name or a numeric uid, or a list",
+                    |v| match v {
+                        Value::Integer(n) => u32::try_from(*n).ok().map(UserMatch::Uid),
+                        Value::String(s) if !s.is_empty() => Some(match s.parse::<u32>() {
+                            Ok(n) => UserMatch::Uid(n),
+                            Err(_) => UserMatch::Name(s.clone()),
+                        }),
+                        _ => None,
+                    },
+                )?;
+        }
+        if let Some(u) = &a.unit {
+            rule.units = self.each(
+                u,
+                "unit",
+                "a systemd unit name such as \"ssh.service\", or a list",
+                |v| {
+                    let s = v.as_str()?;
+                    (s.contains('.') && !s.contains('/')).then(|| s.to_owned())
+                },
+            )?;
+        }
+        let empty = rule.ports.is_empty()
+            && rule.protocol.is_none()
+            && rule.addresses.is_empty()
+            && rule.processes.is_empty()
+            && rule.exes.is_empty()
+            && rule.users.is_empty()
+            && rule.units.is_empty();
+        if empty {
+            return Err(self.at(
+                entry,
+                format!(
+                    "[[allow]] entry {} matches every listener: give at least one of port, protocol, address, process, exe, user, unit",
+                    index + 1
+                ),
+            ));
+        }
+        Ok(rule)
+    }
+
+    /// Validates a key that takes one value or a list of values.
+    fn each<T>(
+        &self,
+        value: &Spanned<Value>,
+        key: &str,
+        allowed: &str,
+        parse: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let items: Vec<&Value> = match value.get_ref() {
+            Value::Array(items) if items.is_empty() => {
+                return Err(self.at(
+                    value,
+                    format!("allow.{key}: empty list; expected {allowed}"),
+                ));
+            }
+            Value::Array(items) => items.iter().collect(),
+            one => vec![one],
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                parse(item).ok_or_else(|| {
+                    self.at(
+                        value,
+                        format!(
+                            "allow.{key}: {} is not valid; expected {allowed}",
+                            show(item)
+                        ),
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        other => format!("`{other}`"),
+    }
+}
+
+fn short_name(file: &str) -> &str {
+    Path::new(file)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(file)
+}
+
+fn parse_port(v: &Value) -> Option<(u16, u16)> {
+    match v {
+        Value::Integer(n) => u16::try_from(*n).ok().map(|p| (p, p)),
+        Value::String(s) => {
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
+            (a <= b).then_some((a, b))
+        }
+        _ => None,
+    }
+}
+
+fn parse_address(v: &Value) -> Option<AddressMatch> {
+    let s = v.as_str()?;
+    match s {
+        "loopback" => Some(AddressMatch::Loopback),
+        "any" => Some(AddressMatch::Any),
+        _ => {
+            let s = s.trim_start_matches('[').trim_end_matches(']');
+            if let Ok(ip) = s.parse::<IpAddr>() {
+                return Some(AddressMatch::Net(ip.into()));
+            }
+            s.parse().ok().map(AddressMatch::Net)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("/etc/portsentinel/config.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(c.policy, Policy::default());
+        assert_eq!(c.registry_csv, None);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_column_and_key() {
+        let e = err("[policy]\nalert_on = []\n\n[[allow]]\nprot = 22\n");
+        assert!(e.starts_with("/etc/portsentinel/config.toml:5:1: "), "{e}");
+        assert!(e.contains("unknown field `prot`"), "{e}");
+        assert!(e.contains("`port`"), "lists what is allowed: {e}");
+    }
+
+    #[test]
+    fn bad_values_say_what_is_allowed() {
+        let e = err("[[allow]]\nport = 70000\n");
+        assert!(
+            e.starts_with("/etc/portsentinel/config.toml:2:8: allow.port: `70000` is not valid"),
+            "{e}"
+        );
+        assert!(e.contains("0-65535"), "{e}");
+        let e = err("[[allow]]\nport = 22\naddress = [\"loopback\", \"10.0.0.0/33\"]\n");
+        assert!(e.contains(":3:11: allow.address: \"10.0.0.0/33\""), "{e}");
+        let e = err("[policy]\nalert_on = [\"well-known\", \"everything\"]\n");
+        assert!(
+            e.contains(":2:27: policy.alert_on: unknown condition `everything`"),
+            "{e}"
+        );
+        assert!(e.contains("registered-unassigned"), "{e}");
+        let e = err("[[allow]]\nprotocol = \"sctp\"\n");
+        assert!(e.contains(":2:12: allow.protocol: `sctp`"), "{e}");
+        let e = err("[[allow]]\nname = \"nothing\"\n");
+        assert!(e.contains("matches every listener"), "{e}");
+        let e = err("[[allow]]\nexe = \"sshd\"\n");
+        assert!(e.contains("absolute path"), "{e}");
+        let e = err("[policy\n");
+        assert!(e.starts_with("/etc/portsentinel/config.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn allow_rules_accept_one_value_or_lists() {
+        let c = parse(
+            r#"
+[policy]
+alert_on = ["well-known", "registered-unassigned"]
+
+[[allow]]
+name = "web"
+port = [80, "8000-8099"]
+protocol = "TCP"
+address = ["any", "::1", "[fe80::1]", "10.0.0.0/8"]
+process = "nginx"
+exe = ["/usr/sbin/nginx"]
+user = ["www-data", 0, "33"]
+unit = "nginx.service"
+"#,
+            Path::new("/etc/x/c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.policy.alert_on,
+            [Condition::WellKnown, Condition::RegisteredUnassigned].into()
+        );
+        let r = &c.policy.allow[0];
+        assert_eq!(r.name.as_deref(), Some("web"));
+        assert_eq!(r.origin, "c.toml:5");
+        assert_eq!(r.ports, [(80, 80), (8000, 8099)]);
+        assert_eq!(r.protocol, Some(Protocol::Tcp));
+        assert_eq!(r.addresses.len(), 4);
+        assert_eq!(r.addresses[0], AddressMatch::Any);
+        assert_eq!(
+            r.users,
+            [
+                UserMatch::Name("www-data".into()),
+                UserMatch::Uid(0),
+                UserMatch::Uid(33)
+            ]
+        );
+        assert_eq!(r.units, ["nginx.service"]);
+    }
+
+    #[test]
+    fn relative_registry_csv_is_relative_to_the_config() {
+        let c = parse(
+            "[registry]\ncsv = \"iana.csv\"\n",
+            Path::new("/etc/portsentinel/config.toml"),
+        )
+        .unwrap();
+        let (p, loc) = c.registry_csv.unwrap();
+        assert_eq!(p, Path::new("/etc/portsentinel/iana.csv"));
+        assert_eq!((loc.line, loc.column), (2, 7));
+    }
+
+    #[test]
+    fn missing_registry_csv_is_a_config_error() {
+        let c = parse(
+            "[registry]\ncsv = \"/nonexistent/iana.csv\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let e = c.registry().unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "c.toml:2:7: registry.csv: cannot open IANA registry /nonexistent/iana.csv"
+            ),
+            "{e}"
+        );
+    }
+}
