@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Spanned, Value};
 
-use crate::model::{AddressMatch, AllowRule, Condition, Policy, Protocol, UserMatch};
+use crate::model::{AddressMatch, AllowRule, Condition, Policy, UserMatch};
 use crate::registry::Registry;
 
 use file::{AllowFile, ConfigFile};
@@ -60,24 +60,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The validated configuration. `Config::default()` is the built-in defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// The file it came from; `None` for the built-in defaults.
     pub file: Option<PathBuf>,
     /// An IANA CSV to load instead of the built-in table, and where the key was written.
     pub registry_csv: Option<(PathBuf, Location)>,
     pub policy: Policy,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            file: None,
-            registry_csv: None,
-            policy: Policy::default(),
-        }
-    }
 }
 
 impl Config {
@@ -366,6 +356,7 @@ fn parse_address(v: &Value) -> Option<AddressMatch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
 
     fn err(text: &str) -> String {
         parse(text, Path::new("/etc/portsentinel/config.toml"))

@@ -81,19 +81,24 @@ pub struct Socket {
 
 /// Where a listener can be reached from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Reach {
     /// Bound to a loopback address: only this machine can connect.
+    #[serde(rename = "loopback")]
     Loopback,
     /// Bound to the IPv4 wildcard `0.0.0.0`: every IPv4 interface.
+    #[serde(rename = "all-ipv4")]
     AllIpv4,
     /// Bound to `[::]` with `IPV6_V6ONLY` off: every interface, IPv4 and IPv6.
+    #[serde(rename = "dual-stack")]
     DualStack,
     /// Bound to `[::]` with `IPV6_V6ONLY` on: every IPv6 interface only.
+    #[serde(rename = "ipv6-only")]
     AllIpv6,
     /// Bound to `[::]` and the source could not read `IPV6_V6ONLY`.
+    #[serde(rename = "ipv6-v4-unknown")]
     AllIpv6MaybeIpv4,
     /// Bound to one specific non-loopback address.
+    #[serde(rename = "address")]
     Address,
 }
 
@@ -113,6 +118,19 @@ impl Reach {
         }
     }
 
+    /// The word scripts and the table use: `loopback`, `all-ipv4`, `dual-stack`,
+    /// `ipv6-only`, `ipv6-v4-unknown`, `address`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Loopback => "loopback",
+            Reach::AllIpv4 => "all-ipv4",
+            Reach::DualStack => "dual-stack",
+            Reach::AllIpv6 => "ipv6-only",
+            Reach::AllIpv6MaybeIpv4 => "ipv6-v4-unknown",
+            Reach::Address => "address",
+        }
+    }
+
     /// True when machines other than this one can connect.
     pub fn is_external(self) -> bool {
         self != Reach::Loopback
@@ -123,10 +141,10 @@ impl Reach {
         match self {
             Reach::Loopback => "loopback only",
             Reach::AllIpv4 => "all IPv4 interfaces",
-            Reach::DualStack => "all interfaces, IPv4 + IPv6 (dual-stack)",
-            Reach::AllIpv6 => "all IPv6 interfaces (IPv6 only)",
-            Reach::AllIpv6MaybeIpv4 => "all IPv6 interfaces (IPv4 unknown)",
-            Reach::Address => "one address",
+            Reach::DualStack => "all interfaces, IPv4 and IPv6: dual-stack",
+            Reach::AllIpv6 => "all IPv6 interfaces, IPv6 only",
+            Reach::AllIpv6MaybeIpv4 => "all IPv6 interfaces, IPv4 unknown",
+            Reach::Address => "one specific address",
         }
     }
 }
@@ -180,7 +198,9 @@ impl UnknownOwner {
     pub fn describe(self) -> &'static str {
         match self {
             UnknownOwner::NoPermission => "owner not readable: no permission (run as root)",
-            UnknownOwner::Kernel => "kernel socket: no process holds it",
+            UnknownOwner::Kernel => {
+                "kernel socket: no process here holds it (or one in another PID namespace)"
+            }
             UnknownOwner::Vanished => "owner exited while it was being looked up",
         }
     }
@@ -212,6 +232,8 @@ pub struct Listener {
     pub uid: u32,
     /// The inodes of the grouped sockets, lowest first.
     pub inodes: Vec<Inode>,
+    /// Every pid found holding one of the sockets, lowest first.
+    pub pids: Vec<Pid>,
     pub owner: Owner,
 }
 

@@ -1,10 +1,13 @@
 //! The pure core: values in, values out. Nothing here reads the clock, files or sockets.
 
 pub mod listener;
+pub mod policy;
+pub mod report;
+pub mod snapshot;
 
 pub use listener::{
     Inode, Listener, Owner, Pid, Process, Protocol, Reach, Socket, UnknownOwner, display_address,
 };
-pub mod policy;
-
 pub use policy::{AddressMatch, AllowRule, Condition, Policy, Severity, UserMatch, Verdict};
+pub use report::Report;
+pub use snapshot::{ListenerKey, OwnerKey, group_listeners};

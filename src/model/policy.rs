@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::listener::{Listener, Owner, Protocol, Reach};
+use super::listener::{Listener, Protocol, Reach};
 use crate::registry::{PortFacts, PortRange, Registry, Status};
 
 /// A class of listener that raises an alert unless a rule allows it.
@@ -182,7 +182,7 @@ impl AllowRule {
                 self.addresses.iter().any(|a| a.matches(l.address))
             })
             && any_or(self.processes.is_empty(), &|| {
-                process.is_some_and(|p| self.processes.iter().any(|n| *n == p.name))
+                process.is_some_and(|p| self.processes.contains(&p.name))
             })
             && any_or(self.exes.is_empty(), &|| {
                 process
@@ -287,21 +287,13 @@ impl Policy {
         let range = PortRange::of(l.port);
         let fact = registry_fact(l.protocol, l.port, &facts);
         match self.alert_on.iter().find(|c| c.holds(range, &facts)) {
-            Some(&condition) => {
-                let whom = match &l.owner {
-                    Owner::Process(_) => "",
-                    Owner::Unknown(_) => "; owner unknown",
-                };
-                Verdict {
-                    alert: true,
-                    severity: condition.severity(l.reach()),
-                    reason: format!(
-                        "{fact}; no [[allow]] rule matches (alert_on {condition}){whom}"
-                    ),
-                    condition: Some(condition.as_str()),
-                    rule: None,
-                }
-            }
+            Some(&condition) => Verdict {
+                alert: true,
+                severity: condition.severity(l.reach()),
+                reason: format!("{fact}; no [[allow]] rule matches (alert_on {condition})"),
+                condition: Some(condition.as_str()),
+                rule: None,
+            },
             None => Verdict {
                 alert: false,
                 severity: Severity::Info,
@@ -316,7 +308,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Pid, Process, UnknownOwner};
+    use crate::model::{Inode, Owner, Pid, Process, UnknownOwner};
 
     fn listener(proto: Protocol, addr: &str, port: u16, owner: Owner) -> Listener {
         Listener {
@@ -326,6 +318,7 @@ mod tests {
             v6only: None,
             uid: 0,
             inodes: vec![Inode(1)],
+            pids: vec![],
             owner,
         }
     }
@@ -384,9 +377,7 @@ mod tests {
                 Owner::Unknown(UnknownOwner::Kernel),
             ),
         );
-        assert!(
-            v.alert && v.reason.contains("reserved by IANA") && v.reason.contains("owner unknown")
-        );
+        assert!(v.alert && v.reason.contains("reserved by IANA"));
 
         for (port, proto) in [
             (22, Protocol::Tcp),

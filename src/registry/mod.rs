@@ -176,16 +176,17 @@ pub struct PortFacts<'r> {
     pub status: Status,
     /// False when no registry row covers the port: it counts as unassigned.
     pub listed: bool,
-    pub services: Option<&'r Services>,
+    /// The run of ports with the same facts that this port belongs to.
+    pub run: Option<&'r Run>,
 }
 
 impl PortFacts<'_> {
     pub fn services(&self) -> impl Iterator<Item = &str> + '_ {
-        self.services.into_iter().flat_map(Services::iter)
+        self.run.into_iter().flat_map(|r| r.services.iter())
     }
 
     pub fn service_names(&self) -> Vec<String> {
-        self.services.map(Services::to_vec).unwrap_or_default()
+        self.run.map(|r| r.services.to_vec()).unwrap_or_default()
     }
 }
 
@@ -267,12 +268,12 @@ impl Registry {
             Some(run) if run.first <= port => PortFacts {
                 status: run.status,
                 listed: true,
-                services: Some(&run.services),
+                run: Some(run),
             },
             _ => PortFacts {
                 status: Status::Unassigned,
                 listed: false,
-                services: None,
+                run: None,
             },
         }
     }

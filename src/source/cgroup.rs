@@ -28,8 +28,7 @@ pub fn unit_from_cgroup(content: &str) -> Option<String> {
 
 fn unit_from_path(path: &str) -> Option<String> {
     path.split('/')
-        .filter(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .next_back()
+        .rfind(|c| c.ends_with(".service") || c.ends_with(".scope"))
         .map(str::to_owned)
 }
 

@@ -38,10 +38,14 @@ impl Backend {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("no socket source works: sock_diag: {diag}; /proc/net: {procnet}")]
-pub struct SourceError {
-    pub diag: String,
-    pub procnet: procnet::ProcNetError,
+pub enum SourceError {
+    #[error("no socket source works: sock_diag: {diag}; /proc/net: {procnet}")]
+    Both {
+        diag: String,
+        procnet: procnet::ProcNetError,
+    },
+    #[error("{0}")]
+    SockDiagOnly(String),
 }
 
 /// A source of listening sockets. The daemon and `scan` use [`KernelSource`]; tests may
@@ -51,6 +55,18 @@ pub trait SocketSource {
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError>;
 }
 
+/// Which backends a [`KernelSource`] may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SourceMode {
+    /// sock_diag, falling back to /proc/net while sock_diag fails.
+    #[default]
+    Auto,
+    /// sock_diag only: fail when it fails.
+    SockDiag,
+    /// /proc/net only (slower, and IPV6_V6ONLY is unknown).
+    ProcNet,
+}
+
 /// sock_diag first, `/proc/net` when sock_diag fails.
 #[derive(Debug)]
 pub struct KernelSource {
@@ -58,29 +74,21 @@ pub struct KernelSource {
     procnet: ProcNet,
     /// The sock_diag failure last reported, so it is said once, not every poll.
     degraded: Option<String>,
-    force_procnet: bool,
+    mode: SourceMode,
 }
 
 impl KernelSource {
-    pub fn new(proc_root: &Path) -> KernelSource {
+    pub fn new(proc_root: &Path, mode: SourceMode) -> KernelSource {
         KernelSource {
             diag: None,
             procnet: ProcNet::new(proc_root),
             degraded: None,
-            force_procnet: false,
-        }
-    }
-
-    /// Reads only `/proc/net` (for comparing the two backends).
-    pub fn procnet_only(proc_root: &Path) -> KernelSource {
-        KernelSource {
-            force_procnet: true,
-            ..KernelSource::new(proc_root)
+            mode,
         }
     }
 
     fn try_diag(&mut self, out: &mut Vec<Socket>) -> Result<(), String> {
-        if self.force_procnet {
+        if self.mode == SourceMode::ProcNet {
             return Err("disabled".into());
         }
         let diag = match &mut self.diag {
@@ -109,9 +117,13 @@ impl SocketSource for KernelSource {
                 }
                 return Ok(Backend::SockDiag);
             }
+            Err(e) if self.mode == SourceMode::SockDiag => {
+                out.clear();
+                return Err(SourceError::SockDiagOnly(e));
+            }
             Err(e) => {
                 out.clear();
-                if !self.force_procnet && self.degraded.as_deref() != Some(e.as_str()) {
+                if self.mode == SourceMode::Auto && self.degraded.as_deref() != Some(e.as_str()) {
                     tracing::warn!(
                         "sock_diag failed: {e}; reading /proc/net instead until it works again"
                     );
@@ -119,10 +131,12 @@ impl SocketSource for KernelSource {
                 self.degraded = Some(e);
             }
         }
-        self.procnet.listeners(out).map_err(|procnet| SourceError {
-            diag: self.degraded.clone().unwrap_or_default(),
-            procnet,
-        })?;
+        self.procnet
+            .listeners(out)
+            .map_err(|procnet| SourceError::Both {
+                diag: self.degraded.clone().unwrap_or_default(),
+                procnet,
+            })?;
         Ok(Backend::ProcNet)
     }
 }

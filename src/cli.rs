@@ -1,0 +1,143 @@
+//! The command line. Doc comments here are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::Protocol;
+use crate::source::SourceMode;
+
+/// Watches which sockets listen on this machine and says when something listens where
+/// nothing should: above all on a well-known port (0-1023) that IANA never assigned.
+#[derive(Debug, Parser)]
+#[command(
+    name = "portsentinel",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List what listens now, with IANA status, port range, owner and verdict.
+    ///
+    /// Shows every TCP socket in LISTEN and every unconnected UDP socket in this network
+    /// namespace (a connected UDP client is not a listener). Sockets of one program on one
+    /// address and port (SO_REUSEPORT workers) are one row unless --all is given. Owners
+    /// that cannot be read (run without root) are shown with the reason.
+    ///
+    /// Exit status: 0; with --check, 1 when any listener is alerted; 69 when no socket
+    /// source works; 78 when the config is invalid.
+    Scan(ScanArgs),
+    /// Explain a port: IANA status and service names, range, and what the policy says.
+    ///
+    /// Also lists what listens on that port now. Without /tcp or /udp, explains both.
+    ///
+    /// Exit status: 0; 2 for a bad argument; 78 when the config is invalid.
+    Explain(ExplainArgs),
+    /// Validate a config file and exit.
+    ///
+    /// Exit status: 0 valid; 78 invalid, with `FILE:LINE:COL: what is wrong` on stderr.
+    CheckConfig(CheckConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file [default: /etc/portsentinel/config.toml if it exists, else built-in
+    /// defaults].
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Print one JSON array instead of a table (fields: see the README).
+    #[arg(long)]
+    pub json: bool,
+    /// One row per socket instead of one per program, address and port.
+    #[arg(long)]
+    pub all: bool,
+    /// Exit with status 1 when any listener is alerted (for scripts and monitoring).
+    #[arg(long)]
+    pub check: bool,
+    /// Where to read sockets from.
+    #[arg(long, value_enum, default_value_t, value_name = "SOURCE")]
+    pub source: SourceMode,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+/// A port with an optional protocol: `867`, `867/tcp`, `53/UDP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortArg {
+    pub port: u16,
+    pub protocol: Option<Protocol>,
+}
+
+pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
+    let (port, protocol) = match s.split_once('/') {
+        Some((p, proto)) => (p, Some(proto.parse::<Protocol>()?)),
+        None => (s, None),
+    };
+    let port = port.parse::<u32>().map_err(|_| {
+        format!("`{port}` is not a port number (expected 0-65535, e.g. 867 or 867/tcp)")
+    })?;
+    let port = u16::try_from(port)
+        .map_err(|_| format!("port {port} is out of range: ports are 0-65535"))?;
+    Ok(PortArg { port, protocol })
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The port, optionally with its protocol: 867, 867/tcp, 53/udp.
+    #[arg(value_name = "PORT[/tcp|/udp]", value_parser = parse_port_arg)]
+    pub port: PortArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The file to check [default: /etc/portsentinel/config.toml].
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn port_args() {
+        assert_eq!(
+            parse_port_arg("867").unwrap(),
+            PortArg {
+                port: 867,
+                protocol: None
+            }
+        );
+        assert_eq!(
+            parse_port_arg("53/UDP").unwrap(),
+            PortArg {
+                port: 53,
+                protocol: Some(Protocol::Udp)
+            }
+        );
+        assert!(parse_port_arg("70000").unwrap_err().contains("0-65535"));
+        assert!(parse_port_arg("ssh").is_err());
+        assert!(parse_port_arg("22/sctp").unwrap_err().contains("tcp"));
+    }
+}

@@ -1,0 +1,180 @@
+//! `portsentinel explain PORT[/PROTO]`: what IANA says, what the policy says, and what
+//! listens there now.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use super::{Failure, load_config, protocols, scan, snapshot};
+use crate::cli::ExplainArgs;
+use crate::config::Config;
+use crate::model::report::Iana;
+use crate::model::{Listener, Owner, Protocol, Report, UnknownOwner, Verdict};
+use crate::registry::{PortRange, Registry};
+use crate::source::SourceMode;
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub iana: Iana,
+    /// The ports around this one with the same registry facts (IANA's row or rows).
+    pub registry_run: Option<(u16, u16)>,
+    pub range: PortRange,
+    /// What the policy would say of a listener on all interfaces and on loopback, whatever
+    /// the program (rules that name a program are listed in `allow_rules`).
+    pub policy: PolicyView,
+    /// `[[allow]]` rules that cover this port and protocol.
+    pub allow_rules: Vec<String>,
+    /// What listens on this port now.
+    pub listeners: Vec<Report>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyView {
+    pub all_interfaces: Verdict,
+    pub loopback: Verdict,
+}
+
+pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
+    let (config, registry) = load_config(args.config.config.as_deref())?;
+    let protos = protocols(args.port.protocol);
+    let port = args.port.port;
+    let snap = snapshot(SourceMode::Auto, false, |s| {
+        s.port == port && protos.contains(&s.protocol)
+    })?;
+    let explanations: Vec<Explanation> = protos
+        .iter()
+        .map(|&p| explain(&config, &registry, p, port, &snap.listeners))
+        .collect();
+    if args.json {
+        let out = serde_json::to_string_pretty(&explanations).map_err(anyhow::Error::from)?;
+        println!("{out}");
+    } else {
+        for (i, e) in explanations.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", render(e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hypothetical(protocol: Protocol, port: u16, address: IpAddr) -> Listener {
+    Listener {
+        protocol,
+        address,
+        port,
+        v6only: None,
+        uid: 0,
+        inodes: vec![],
+        pids: vec![],
+        owner: Owner::Unknown(UnknownOwner::Kernel),
+    }
+}
+
+pub fn explain(
+    config: &Config,
+    registry: &Registry,
+    protocol: Protocol,
+    port: u16,
+    now: &[Listener],
+) -> Explanation {
+    let policy = &config.policy;
+    let facts = registry.lookup(protocol, port);
+    let judge = |addr| policy.judge(registry, &hypothetical(protocol, port, addr));
+    Explanation {
+        protocol,
+        port,
+        iana: Iana::of(registry, protocol, port),
+        registry_run: facts.run.map(|r| (r.first, r.last)),
+        range: PortRange::of(port),
+        policy: PolicyView {
+            all_interfaces: judge(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            loopback: judge(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        },
+        allow_rules: policy
+            .allow
+            .iter()
+            .filter(|r| r.covers_port(protocol, port))
+            .map(|r| r.describe())
+            .collect(),
+        listeners: scan::reports(
+            &now.iter()
+                .filter(|l| l.protocol == protocol)
+                .cloned()
+                .collect::<Vec<_>>(),
+            policy,
+            registry,
+        ),
+    }
+}
+
+fn verdict_words(v: &Verdict) -> String {
+    if v.alert {
+        format!("ALERT ({})", v.severity)
+    } else {
+        "no alert".to_owned()
+    }
+}
+
+pub fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    let (lo, hi) = e.range.bounds();
+    let iana = match e.iana.status {
+        crate::registry::Status::Assigned => format!("assigned to {}", e.iana.services.join(", ")),
+        status if !e.iana.listed => format!("{status} (no registry row covers it)"),
+        status => match e.registry_run {
+            Some((a, b)) if a != b => format!("{status} (registry: {a}-{b} {status})"),
+            _ => status.to_string(),
+        },
+    };
+    let _ = writeln!(out, "{}/{}", e.port, e.protocol);
+    let _ = writeln!(out, "  IANA:      {iana}");
+    let _ = writeln!(out, "  range:     {} ({lo}-{hi})", e.range);
+    let (a, l) = (&e.policy.all_interfaces, &e.policy.loopback);
+    let _ = writeln!(
+        out,
+        "  policy:    {} on all interfaces, {} on loopback",
+        verdict_words(a),
+        verdict_words(l)
+    );
+    let _ = writeln!(out, "             {}", a.reason);
+    if e.allow_rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "  allowed by: no [[allow]] rule covers {}/{}",
+            e.port, e.protocol
+        );
+    } else {
+        for (i, rule) in e.allow_rules.iter().enumerate() {
+            let label = if i == 0 {
+                "  allowed by:"
+            } else {
+                "             "
+            };
+            let _ = writeln!(out, "{label} {rule} (when all its keys match)");
+        }
+    }
+    if e.listeners.is_empty() {
+        let _ = writeln!(
+            out,
+            "  now:       nothing listens on {}/{}",
+            e.port, e.protocol
+        );
+    } else {
+        let table = scan::render_table(&e.listeners);
+        let _ = writeln!(out, "  now:");
+        for line in table.lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+        for r in e.listeners.iter().filter(|r| !r.verdict.alert) {
+            let _ = writeln!(out, "    {}: {}", r.endpoint(), r.verdict.reason);
+        }
+        out.push_str(&scan::render_alerts(&e.listeners).replace('\n', "\n  "));
+    }
+    out.trim_end().to_owned() + "\n"
+}

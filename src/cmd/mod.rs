@@ -1,0 +1,105 @@
+//! One file per subcommand. Each returns an exit status or a [`Failure`] that says which
+//! status it maps to.
+
+pub mod check_config;
+pub mod explain;
+pub mod scan;
+
+use std::fmt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{Config, ConfigError};
+use crate::model::{Listener, Protocol, Socket, group_listeners};
+use crate::registry::Registry;
+use crate::source::{
+    self, Attributor, Backend, KernelSource, SocketSource, SourceMode, SysinfoDetails,
+};
+
+/// Exit statuses (sysexits.h where one fits).
+pub mod exit {
+    pub const ALERT: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const CONFIG: u8 = 78;
+}
+
+/// Why a command failed, and with which status.
+#[derive(Debug)]
+pub enum Failure {
+    Config(ConfigError),
+    Unavailable(String),
+    Other(anyhow::Error),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Failure::Config(_) => exit::CONFIG,
+            Failure::Unavailable(_) => exit::UNAVAILABLE,
+            Failure::Other(_) => exit::SOFTWARE,
+        })
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Config(e) => write!(f, "{e}"),
+            Failure::Unavailable(e) => write!(f, "{e}"),
+            Failure::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+/// The config (given, default path, or built-in) and the registry it asks for.
+pub fn load_config(path: Option<&Path>) -> Result<(Config, Registry), Failure> {
+    let config = crate::config::load_or_default(path)?;
+    let registry = config.registry()?;
+    Ok((config, registry))
+}
+
+/// What listens now, with owners, for the one-shot commands.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub listeners: Vec<Listener>,
+    pub backend: Backend,
+}
+
+/// Dumps the sockets, keeps those `keep` selects, attributes them and groups them.
+pub fn snapshot(
+    mode: SourceMode,
+    per_socket: bool,
+    keep: impl Fn(&Socket) -> bool,
+) -> Result<Snapshot, Failure> {
+    let proc_root = source::proc_root(None);
+    let mut src = KernelSource::new(&proc_root, mode);
+    let mut sockets = Vec::new();
+    let backend = src
+        .listeners(&mut sockets)
+        .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    sockets.retain(|s| keep(s));
+    let details = SysinfoDetails::new(&proc_root).map_err(Failure::Unavailable)?;
+    let mut attributor = Attributor::new(&proc_root, details);
+    attributor.attribute(&sockets);
+    let listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
+    Ok(Snapshot { listeners, backend })
+}
+
+/// `tcp` and `udp`, or just the one asked for.
+pub fn protocols(only: Option<Protocol>) -> Vec<Protocol> {
+    only.map_or_else(|| Protocol::ALL.to_vec(), |p| vec![p])
+}

@@ -1,0 +1,207 @@
+//! `portsentinel scan`: one look at what listens, as a table or JSON.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use super::{Failure, exit, load_config, snapshot};
+use crate::cli::ScanArgs;
+use crate::model::{Listener, Policy, Report, UnknownOwner, display_address};
+use crate::registry::{Registry, Status};
+use crate::source::Backend;
+use crate::text::clip;
+
+pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
+    let (config, registry) = load_config(args.config.config.as_deref())?;
+    let snap = snapshot(args.source, args.all, |_| true)?;
+    let reports = reports(&snap.listeners, &config.policy, &registry);
+    let alerts = reports.iter().filter(|r| r.verdict.alert).count();
+    if args.json {
+        let out = serde_json::to_string_pretty(&reports).map_err(anyhow::Error::from)?;
+        println!("{out}");
+    } else {
+        print!("{}", render_table(&reports));
+        print!("{}", render_alerts(&reports));
+        let owners_hidden = reports
+            .iter()
+            .any(|r| r.owner_unknown == Some(UnknownOwner::NoPermission));
+        println!(
+            "{} listener(s), {} alert(s){}{}",
+            reports.len(),
+            alerts,
+            if snap.backend == Backend::ProcNet {
+                "; read from /proc/net (sock_diag unavailable, IPV6_V6ONLY unknown)"
+            } else {
+                ""
+            },
+            if owners_hidden {
+                "; some owners need root to be named"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(if args.check && alerts > 0 {
+        ExitCode::from(exit::ALERT)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn reports(listeners: &[Listener], policy: &Policy, registry: &Registry) -> Vec<Report> {
+    listeners
+        .iter()
+        .map(|l| Report::new(l, registry, policy.judge(registry, l)))
+        .collect()
+}
+
+fn iana_word(r: &Report) -> String {
+    match r.iana.status {
+        Status::Assigned => r.iana.services.join(","),
+        Status::Unassigned if !r.iana.listed => "unassigned*".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn program(r: &Report) -> String {
+    match (&r.process, r.owner_unknown) {
+        (Some(p), _) => {
+            let more = if r.pids.len() > 1 {
+                format!(" +{}", r.pids.len() - 1)
+            } else {
+                String::new()
+            };
+            format!("{}[{}]{more}", clip(&p.name, 20), p.pid)
+        }
+        (None, Some(why)) => match why {
+            UnknownOwner::NoPermission => "? (no permission)".to_owned(),
+            UnknownOwner::Kernel => "(kernel)".to_owned(),
+            UnknownOwner::Vanished => "? (exited)".to_owned(),
+        },
+        (None, None) => "?".to_owned(),
+    }
+}
+
+fn user(r: &Report) -> String {
+    match &r.process {
+        Some(p) => p
+            .user
+            .as_deref()
+            .map(|u| clip(u, 16).into_owned())
+            .or_else(|| p.uid.map(|u| u.to_string()))
+            .unwrap_or_else(|| r.uid.to_string()),
+        None => format!("uid {}", r.uid),
+    }
+}
+
+fn verdict(r: &Report) -> String {
+    if r.verdict.alert {
+        format!("ALERT {}", r.verdict.severity)
+    } else if r.verdict.rule.is_some() {
+        "allowed".to_owned()
+    } else {
+        "ok".to_owned()
+    }
+}
+
+/// The table: one row per listener, columns sized to their content.
+pub fn render_table(reports: &[Report]) -> String {
+    let header = [
+        "PROTO", "ADDRESS", "PORT", "REACH", "IANA", "RANGE", "PROGRAM", "USER", "UNIT", "VERDICT",
+    ];
+    let rows: Vec<[String; 10]> = reports
+        .iter()
+        .map(|r| {
+            [
+                r.protocol.to_string(),
+                r.address
+                    .parse()
+                    .map_or_else(|_| r.address.clone(), display_address),
+                r.port.to_string(),
+                r.reach.as_str().to_owned(),
+                clip(&iana_word(r), 24).into_owned(),
+                r.range.to_string(),
+                program(r),
+                user(r),
+                r.process
+                    .as_ref()
+                    .and_then(|p| p.unit.as_deref())
+                    .map_or_else(|| "-".to_owned(), |u| clip(u, 32).into_owned()),
+                verdict(r),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for row in &rows {
+        line(&row.each_ref().map(String::as_str));
+    }
+    out
+}
+
+/// After the table: each alert with its reason and the full program details.
+pub fn render_alerts(reports: &[Report]) -> String {
+    let mut out = String::new();
+    for r in reports.iter().filter(|r| r.verdict.alert) {
+        let _ = writeln!(
+            out,
+            "\nALERT ({}) {}/{} on {}: {}",
+            r.verdict.severity,
+            r.port,
+            r.protocol,
+            r.endpoint(),
+            r.reach.describe()
+        );
+        let _ = writeln!(out, "  why:     {}", r.verdict.reason);
+        match &r.process {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "  program: {} (pid {}, user {}{})",
+                    p.exe.as_deref().map_or_else(
+                        || clip(&p.name, 64).into_owned(),
+                        |e| clip(e, 200).into_owned()
+                    ),
+                    p.pid,
+                    user(r),
+                    p.unit
+                        .as_deref()
+                        .map(|u| format!(", unit {}", clip(u, 64)))
+                        .unwrap_or_default()
+                );
+                if !p.cmdline.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  command: {}",
+                        clip(&crate::text::join_cmdline(&p.cmdline), 160)
+                    );
+                }
+            }
+            None => {
+                let why = r.owner_unknown.map_or("owner unknown", |w| w.describe());
+                let _ = writeln!(out, "  program: unknown: {why} (socket uid {})", r.uid);
+            }
+        }
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}

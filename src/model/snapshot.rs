@@ -1,0 +1,180 @@
+//! From sockets to listeners: grouping by identity.
+//!
+//! A listener's identity is (protocol, address, port, `IPV6_V6ONLY`, owner identity), and
+//! the owner identity is the program, not the pid: its exe path, else its systemd unit,
+//! else its name. Sockets that share an identity — `SO_REUSEPORT` workers, a pre-forked
+//! server — are one listener. The daemon adds the network namespace to the key.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::listener::{Listener, Owner, Protocol, Socket};
+use super::policy::strip_deleted;
+
+/// Who a listener belongs to, stable across restarts of the same program.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum OwnerKey {
+    Exe(String),
+    Unit(String),
+    Name(String),
+    /// Owner not readable; the socket's uid keeps different users' sockets apart.
+    Unknown(u32),
+}
+
+impl OwnerKey {
+    pub fn of(owner: &Owner, socket_uid: u32) -> OwnerKey {
+        match owner {
+            Owner::Process(p) => {
+                if let Some(exe) = &p.exe {
+                    OwnerKey::Exe(strip_deleted(exe).to_owned())
+                } else if let Some(unit) = &p.unit {
+                    OwnerKey::Unit(unit.clone())
+                } else {
+                    OwnerKey::Name(p.name.clone())
+                }
+            }
+            Owner::Unknown(_) => OwnerKey::Unknown(socket_uid),
+        }
+    }
+}
+
+/// A listener's identity (without the network namespace, which the daemon adds).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ListenerKey {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub address: IpAddr,
+    pub v6only: Option<bool>,
+    pub owner: OwnerKey,
+}
+
+impl ListenerKey {
+    pub fn of(l: &Listener) -> ListenerKey {
+        ListenerKey {
+            protocol: l.protocol,
+            port: l.port,
+            address: l.address,
+            v6only: l.v6only,
+            owner: OwnerKey::of(&l.owner, l.uid),
+        }
+    }
+}
+
+/// Groups sockets into listeners, sorted by protocol, port and address.
+///
+/// `owner_of` gives each socket's owner; with `per_socket` every socket is its own listener
+/// (`scan --all`).
+pub fn group_listeners(
+    sockets: &[Socket],
+    owner_of: impl Fn(&Socket) -> Owner,
+    per_socket: bool,
+) -> Vec<Listener> {
+    let mut groups: BTreeMap<(ListenerKey, u64), Listener> = BTreeMap::new();
+    for s in sockets {
+        let owner = owner_of(s);
+        let key = ListenerKey {
+            protocol: s.protocol,
+            port: s.port,
+            address: s.address,
+            v6only: s.v6only,
+            owner: OwnerKey::of(&owner, s.uid),
+        };
+        let split = if per_socket { s.inode.0 } else { 0 };
+        match groups.entry((key, split)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let l = e.get_mut();
+                l.inodes.push(s.inode);
+                if let Owner::Process(p) = &owner
+                    && !l.pids.contains(&p.pid)
+                {
+                    l.pids.push(p.pid);
+                }
+                // Keep the lowest pid as the listener's face: usually the parent.
+                if let (Owner::Process(new), Owner::Process(cur)) = (&owner, &l.owner)
+                    && new.pid < cur.pid
+                {
+                    l.owner = owner;
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Listener {
+                    protocol: s.protocol,
+                    address: s.address,
+                    port: s.port,
+                    v6only: s.v6only,
+                    uid: s.uid,
+                    inodes: vec![s.inode],
+                    pids: owner.process().map(|p| vec![p.pid]).unwrap_or_default(),
+                    owner,
+                });
+            }
+        }
+    }
+    groups
+        .into_values()
+        .map(|mut l| {
+            l.inodes.sort_unstable();
+            l.pids.sort_unstable();
+            l
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Inode, Pid, Process};
+
+    fn sock(port: u16, inode: u64) -> Socket {
+        Socket {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port,
+            v6only: None,
+            uid: 33,
+            inode: Inode(inode),
+        }
+    }
+
+    fn proc_(pid: u32, exe: &str) -> Owner {
+        Owner::Process(Process {
+            pid: Pid(pid),
+            name: "nginx".into(),
+            exe: Some(exe.into()),
+            cmdline: vec![],
+            uid: Some(33),
+            user: None,
+            unit: None,
+            start_time: 0,
+        })
+    }
+
+    #[test]
+    fn reuseport_workers_are_one_listener() {
+        let sockets = [sock(443, 3), sock(443, 1), sock(443, 2), sock(80, 9)];
+        let owner = |s: &Socket| proc_(100 + s.inode.0 as u32, "/usr/sbin/nginx");
+        let ls = group_listeners(&sockets, owner, false);
+        assert_eq!(ls.len(), 2);
+        assert_eq!(ls[0].port, 80);
+        assert_eq!(ls[1].inodes, [Inode(1), Inode(2), Inode(3)]);
+        assert_eq!(ls[1].owner.process().unwrap().pid, Pid(101));
+        assert_eq!(ls[1].pids, [Pid(101), Pid(102), Pid(103)]);
+        assert_eq!(group_listeners(&sockets, owner, true).len(), 4);
+    }
+
+    #[test]
+    fn different_programs_stay_apart() {
+        let sockets = [sock(443, 1), sock(443, 2)];
+        let owner = |s: &Socket| proc_(1, if s.inode.0 == 1 { "/a" } else { "/b" });
+        assert_eq!(group_listeners(&sockets, owner, false).len(), 2);
+    }
+
+    #[test]
+    fn deleted_exe_is_the_same_program() {
+        let a = OwnerKey::of(&proc_(1, "/usr/sbin/nginx (deleted)"), 0);
+        assert_eq!(a, OwnerKey::of(&proc_(2, "/usr/sbin/nginx"), 0));
+    }
+}

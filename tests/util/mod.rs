@@ -1,0 +1,178 @@
+//! Shared test harness: network namespaces, the `listen` helper process, and the binary.
+//!
+//! Tests run as root (as CI does): each test that opens sockets gets its own network
+//! namespace, so tests run in parallel without seeing each other's listeners.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The `portsentinel` binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_portsentinel"))
+}
+
+/// The `listen` example (built by `cargo test` alongside the tests).
+pub fn listen_bin() -> PathBuf {
+    let p = bin().parent().unwrap().join("examples/listen");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --examples`",
+        p.display()
+    );
+    p
+}
+
+/// A network namespace of our own, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!(
+            "pstest-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["-n", &name, "link", "set", "lo", "up"]));
+        Netns { name }
+    }
+
+    /// A command that runs `program` inside the namespace.
+    pub fn command(&self, program: impl Into<PathBuf>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program.into());
+        c
+    }
+
+    /// `portsentinel ARGS` inside the namespace.
+    pub fn portsentinel(&self, args: &[&str]) -> Output {
+        let mut c = self.command(bin());
+        c.args(args);
+        c.output().expect("run portsentinel")
+    }
+
+    /// Starts the `listen` helper inside the namespace.
+    pub fn listen(&self, specs: &[&str]) -> Listen {
+        let mut c = self.command(listen_bin());
+        c.args(specs);
+        Listen::start(c)
+    }
+
+    pub fn sysctl(&self, key_value: &str) {
+        run_ok(
+            Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-q", "-w", key_value]),
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A running `listen` helper; killed on drop.
+pub struct Listen {
+    pub child: Child,
+    pub pid: u32,
+    pub ports: Vec<u16>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Listen {
+    pub fn start(mut command: Command) -> Listen {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the listen helper");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let line = line.trim();
+        assert!(line.starts_with("ready "), "listen helper failed: {line:?}");
+        let mut pid = 0;
+        let mut ports = Vec::new();
+        for field in line.split_whitespace().skip(1) {
+            if let Some(p) = field.strip_prefix("pid=") {
+                pid = p.parse().unwrap();
+            } else if let Some(p) = field.strip_prefix("ports=") {
+                ports = p
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+            }
+        }
+        let stdin = child.stdin.take();
+        Listen {
+            child,
+            pid,
+            ports,
+            stdin,
+        }
+    }
+
+    /// Closes the helper's sockets by ending it, and waits for it.
+    pub fn stop(mut self) {
+        self.stdin.take();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Listen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run_ok(c: &mut Command) -> Output {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{c:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `scan --json` output inside a namespace, parsed.
+pub fn scan_json(ns: &Netns, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["scan", "--json"];
+    args.extend_from_slice(extra);
+    let out = ns.portsentinel(&args);
+    assert!(out.status.success(), "scan failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("scan --json prints a JSON array")
+}
+
+/// The elements of a scan with this protocol and port.
+pub fn find<'a>(
+    scan: &'a [serde_json::Value],
+    protocol: &str,
+    port: u16,
+) -> Vec<&'a serde_json::Value> {
+    scan.iter()
+        .filter(|e| e["protocol"] == protocol && e["port"] == port)
+        .collect()
+}
