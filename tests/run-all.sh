@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the Debian packages the tests need when they are
+# missing, builds everything, and runs every test. Run it as root from the repository:
+#
+#   sudo tests/run-all.sh
+#
+# Tests open real sockets in their own network namespaces, start a real journald and a
+# real systemd in private namespaces, and a real D-Bus session with a notification server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/run-all.sh: the tests need root (network namespaces, ports below 1024, systemd); run it with sudo" >&2
+  exit 1
+fi
+
+# command -> Debian package that provides it
+need=(
+  "ip:iproute2"
+  "setpriv:util-linux"
+  "sysctl:procps"
+)
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*} pkg=${pair#*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run-all.sh: installing ${missing[*]}" >&2
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --all-targets --locked
+cargo test --all-targets --locked
