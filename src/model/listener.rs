@@ -165,7 +165,7 @@ pub fn display_address(address: IpAddr) -> String {
 }
 
 /// The process that holds a socket, as far as it could be read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     pub pid: Pid,
     /// The kernel's `comm` (at most 15 bytes), which is what `ps` and `ss` show.
@@ -182,7 +182,7 @@ pub struct Process {
 }
 
 /// Why a socket's owner is not known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnknownOwner {
     /// Some processes' `/proc/PID/fd` could not be read (run as root, or with
@@ -207,7 +207,8 @@ impl UnknownOwner {
 }
 
 /// The owner of a socket: a process, or the reason none could be named.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Owner {
     Process(Process),
     Unknown(UnknownOwner),
@@ -223,7 +224,7 @@ impl Owner {
 }
 
 /// A listener: one or more sockets of one owner on one protocol, address and port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listener {
     pub protocol: Protocol,
     pub address: IpAddr,

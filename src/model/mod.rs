@@ -1,5 +1,6 @@
 //! The pure core: values in, values out. Nothing here reads the clock, files or sockets.
 
+pub mod events;
 pub mod listener;
 pub mod policy;
 pub mod report;
@@ -11,3 +12,4 @@ pub use listener::{
 pub use policy::{AddressMatch, AllowRule, Condition, Policy, Severity, UserMatch, Verdict};
 pub use report::Report;
 pub use snapshot::{ListenerKey, OwnerKey, group_listeners};
+pub use events::{Event, EventKind, Timing, Tracker};

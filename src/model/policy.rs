@@ -9,13 +9,14 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::listener::{Listener, Protocol, Reach};
 use crate::registry::{PortFacts, PortRange, Registry, Status};
 
 /// A class of listener that raises an alert unless a rule allows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Condition {
     /// 0-1023 and IANA never assigned it for this protocol (or no row covers it).
     WellKnownUnassigned,
@@ -92,7 +93,7 @@ impl fmt::Display for Condition {
 }
 
 /// How urgent a verdict is. `Info` is what an allowed listener gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -242,14 +243,14 @@ impl Default for Policy {
 }
 
 /// What the policy says about one listener.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
     pub alert: bool,
     pub severity: Severity,
     pub reason: String,
     /// The alert condition that fired, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub condition: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
     /// Index of the allow rule that matched, if any.
     #[serde(skip)]
     pub rule: Option<usize>,
@@ -291,7 +292,7 @@ impl Policy {
                 alert: true,
                 severity: condition.severity(l.reach()),
                 reason: format!("{fact}; no [[allow]] rule matches (alert_on {condition})"),
-                condition: Some(condition.as_str()),
+                condition: Some(condition),
                 rule: None,
             },
             None => Verdict {
@@ -534,7 +535,7 @@ mod tests {
         );
         assert_eq!(
             (v.alert, v.severity, v.condition),
-            (true, Severity::Medium, Some("well-known"))
+            (true, Severity::Medium, Some(Condition::WellKnown))
         );
         // 1024..: find an unassigned registered port in the table.
         let port = (1024..49151)
