@@ -1,10 +1,12 @@
 //! The command line. Doc comments here are the `--help` text.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::model::Protocol;
+use crate::sink::LogMode;
 use crate::source::SourceMode;
 
 /// Watches which sockets listen on this machine and says when something listens where
@@ -23,6 +25,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon in the foreground: watch listeners, record every change, alert.
+    ///
+    /// Needs no config file: without one it runs on built-in defaults. Records go to
+    /// journald when started by systemd, else to stderr as `key=value` lines (see --log).
+    /// SIGHUP reloads the config (an invalid one is rejected and the old one kept);
+    /// SIGTERM or SIGINT stop it cleanly.
+    ///
+    /// Exit status: 0 after SIGTERM/SIGINT; 78 when the config is invalid at start.
+    Run(RunArgs),
     /// List what listens now, with IANA status, port range, owner and verdict.
     ///
     /// Shows every TCP socket in LISTEN and every unconnected UDP socket in this network
@@ -51,6 +62,27 @@ pub struct ConfigArg {
     /// defaults].
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Time between two looks at the socket table, e.g. 200ms, 1s (at least 100ms)
+    /// [default: daemon.interval from the config, else 1s].
+    #[arg(long, value_name = "DUR", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Where records go [default: daemon.log from the config, else auto].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub log: Option<LogMode>,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::config::parse_duration(s)?;
+    if d < crate::config::MIN_INTERVAL {
+        return Err(format!("{s} is too short: the least interval is 100ms"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

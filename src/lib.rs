@@ -4,7 +4,10 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod model;
 pub mod registry;
+pub mod sink;
 pub mod source;
+pub mod state;
 pub mod text;

@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod explain;
+pub mod run;
 pub mod scan;
 
 use std::fmt;

@@ -9,9 +9,20 @@ use toml::{Spanned, Value};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    pub daemon: Option<DaemonFile>,
     pub registry: Option<RegistryFile>,
     pub policy: Option<PolicyFile>,
     pub allow: Option<Vec<Spanned<AllowFile>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonFile {
+    pub interval: Option<Spanned<String>>,
+    pub restart_grace: Option<Spanned<String>>,
+    pub realert_after: Option<Spanned<String>>,
+    pub state_directory: Option<Spanned<String>>,
+    pub log: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

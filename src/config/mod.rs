@@ -11,11 +11,13 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::{Spanned, Value};
 
 use crate::model::{AddressMatch, AllowRule, Condition, Policy, UserMatch};
 use crate::registry::Registry;
+use crate::sink::LogMode;
 
 use file::{AllowFile, ConfigFile};
 
@@ -60,11 +62,47 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The daemon's own settings (`[daemon]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonSettings {
+    /// Time between two snapshots.
+    pub interval: Duration,
+    /// How long a vanished listener may take to come back as a restart of itself.
+    pub restart_grace: Duration,
+    /// How long before a listener that was alerted is alerted again (flapping).
+    pub realert_after: Duration,
+    /// Where the alert state is kept; `None`: `$STATE_DIRECTORY` or `/var/lib/portsentinel`.
+    pub state_directory: Option<PathBuf>,
+    pub log: LogMode,
+}
+
+/// The shortest poll interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Default for DaemonSettings {
+    fn default() -> DaemonSettings {
+        DaemonSettings {
+            interval: Duration::from_secs(1),
+            restart_grace: Duration::from_secs(3),
+            realert_after: Duration::from_secs(600),
+            state_directory: None,
+            log: LogMode::Auto,
+        }
+    }
+}
+
+/// Parses `"500ms"`, `"2s"`, `"1m"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"1m\""))
+}
+
 /// The validated configuration. `Config::default()` is the built-in defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     /// The file it came from; `None` for the built-in defaults.
     pub file: Option<PathBuf>,
+    pub daemon: DaemonSettings,
     /// An IANA CSV to load instead of the built-in table, and where the key was written.
     pub registry_csv: Option<(PathBuf, Location)>,
     pub policy: Policy,
@@ -123,6 +161,59 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         file: Some(path.to_owned()),
         ..Config::default()
     };
+    if let Some(d) = raw.daemon {
+        let duration = |value: &Spanned<String>, key: &str, min: Duration| {
+            let d = parse_duration(value.get_ref())
+                .map_err(|e| v.at(value, format!("daemon.{key}: {e}")))?;
+            if d < min {
+                return Err(v.at(
+                    value,
+                    format!(
+                        "daemon.{key}: `{}` is too short; the least allowed is {}",
+                        value.get_ref(),
+                        humantime::format_duration(min)
+                    ),
+                ));
+            }
+            Ok(d)
+        };
+        if let Some(i) = &d.interval {
+            config.daemon.interval = duration(i, "interval", MIN_INTERVAL)?;
+        }
+        if let Some(g) = &d.restart_grace {
+            config.daemon.restart_grace = duration(g, "restart_grace", Duration::ZERO)?;
+        }
+        if let Some(q) = &d.realert_after {
+            config.daemon.realert_after = duration(q, "realert_after", Duration::ZERO)?;
+        }
+        if let Some(dir) = &d.state_directory {
+            let p = PathBuf::from(dir.get_ref());
+            if !p.is_absolute() {
+                return Err(v.at(
+                    dir,
+                    format!(
+                        "daemon.state_directory: `{}` is not an absolute path",
+                        dir.get_ref()
+                    ),
+                ));
+            }
+            config.daemon.state_directory = Some(p);
+        }
+        if let Some(log) = &d.log {
+            config.daemon.log = match log.get_ref().as_str() {
+                "auto" => LogMode::Auto,
+                "journald" => LogMode::Journald,
+                "text" => LogMode::Text,
+                "json" => LogMode::Json,
+                other => {
+                    return Err(v.at(
+                        log,
+                        format!("daemon.log: unknown log mode `{other}`; allowed: \"auto\", \"journald\", \"text\", \"json\""),
+                    ));
+                }
+            };
+        }
+    }
     if let Some(registry) = raw.registry
         && let Some(csv) = registry.csv
     {
@@ -445,6 +536,35 @@ unit = "nginx.service"
             ]
         );
         assert_eq!(r.units, ["nginx.service"]);
+    }
+
+    #[test]
+    fn daemon_settings() {
+        let c = parse(
+            "[daemon]\ninterval = \"250ms\"\nrestart_grace = \"2s\"\nrealert_after = \"1m\"\nstate_directory = \"/var/lib/x\"\nlog = \"json\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.daemon.interval, Duration::from_millis(250));
+        assert_eq!(c.daemon.restart_grace, Duration::from_secs(2));
+        assert_eq!(c.daemon.realert_after, Duration::from_secs(60));
+        assert_eq!(
+            c.daemon.state_directory.as_deref(),
+            Some(Path::new("/var/lib/x"))
+        );
+        assert_eq!(c.daemon.log, LogMode::Json);
+        let e = err("[daemon]\ninterval = \"10ms\"\n");
+        assert!(
+            e.contains(":2:12: daemon.interval: `10ms` is too short; the least allowed is 100ms"),
+            "{e}"
+        );
+        let e = err("[daemon]\ninterval = \"soon\"\n");
+        assert!(
+            e.contains(":2:12: daemon.interval: `soon` is not a duration"),
+            "{e}"
+        );
+        let e = err("[daemon]\nlog = \"syslog\"\n");
+        assert!(e.contains("daemon.log: unknown log mode `syslog`"), "{e}");
     }
 
     #[test]

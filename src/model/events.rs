@@ -202,7 +202,8 @@ impl Tracker {
                     if !inventory {
                         let mut e = self.event(EventKind::ListenerOpened, &l, &verdict, None);
                         e.alert_suppressed = true;
-                        e.detail = Some("alerted within the quiet time already (realert_after)".into());
+                        e.detail =
+                            Some("alerted within the quiet time already (realert_after)".into());
                         out.push(e);
                     }
                 } else {
@@ -251,20 +252,31 @@ impl Tracker {
                 AlertState::Active => EventKind::AlertCleared,
                 AlertState::None | AlertState::Suppressed => EventKind::ListenerClosed,
             };
-            let mut ev = self.event(kind, &e.listener, &e.verdict, Some("listener closed".into()));
+            let mut ev = self.event(
+                kind,
+                &e.listener,
+                &e.verdict,
+                Some("listener closed".into()),
+            );
             ev.alert_suppressed = e.alert == AlertState::Suppressed;
             out.push(ev);
         }
 
         let quiet = self.timing.realert_after;
         if !self.last_alert.is_empty() {
-            self.last_alert.retain(|_, t| now.saturating_duration_since(*t) < quiet);
+            self.last_alert
+                .retain(|_, t| now.saturating_duration_since(*t) < quiet);
         }
     }
 
     /// Judges every known listener again (after a config reload): newly disallowed ones
     /// raise an alert, newly allowed ones clear theirs.
-    pub fn rejudge(&mut self, now: Instant, judge: &dyn Fn(&Listener) -> Verdict, out: &mut Vec<Event>) {
+    pub fn rejudge(
+        &mut self,
+        now: Instant,
+        judge: &dyn Fn(&Listener) -> Verdict,
+        out: &mut Vec<Event>,
+    ) {
         let mut events = Vec::new();
         for (key, e) in self.entries.iter_mut() {
             let verdict = judge(&e.listener);
@@ -274,13 +286,23 @@ impl Tracker {
                 (AlertState::Active, false) => {
                     e.alert = AlertState::None;
                     let detail = format!("allowed after config reload: {}", e.verdict.reason);
-                    events.push((EventKind::AlertCleared, e.listener.clone(), e.verdict.clone(), Some(detail)));
+                    events.push((
+                        EventKind::AlertCleared,
+                        e.listener.clone(),
+                        e.verdict.clone(),
+                        Some(detail),
+                    ));
                 }
                 (AlertState::Suppressed, false) => e.alert = AlertState::None,
                 (AlertState::None, true) => {
                     e.alert = AlertState::Active;
                     self.last_alert.insert(key.clone(), now);
-                    events.push((EventKind::AlertRaised, e.listener.clone(), e.verdict.clone(), None));
+                    events.push((
+                        EventKind::AlertRaised,
+                        e.listener.clone(),
+                        e.verdict.clone(),
+                        None,
+                    ));
                 }
                 _ => {}
             }
@@ -308,6 +330,12 @@ impl Tracker {
         }
     }
 
+    /// True while some vanished listener waits out its grace window: the next poll must
+    /// run the diff even if the socket list did not change.
+    pub fn has_pending(&self) -> bool {
+        self.entries.values().any(|e| e.gone_since.is_some())
+    }
+
     /// Listeners currently present (including those within their grace window).
     pub fn listener_count(&self) -> usize {
         self.entries.len()
@@ -323,7 +351,10 @@ impl Tracker {
     }
 
     pub fn alert_count(&self) -> usize {
-        self.entries.values().filter(|e| e.alert == AlertState::Active).count()
+        self.entries
+            .values()
+            .filter(|e| e.alert == AlertState::Active)
+            .count()
     }
 }
 
@@ -384,8 +415,12 @@ mod tests {
         fn at(&mut self, secs: u64, listeners: Vec<Listener>) -> Vec<(EventKind, u16)> {
             let (reg, pol) = (&self.registry, &self.policy);
             let mut out = Vec::new();
-            self.tracker
-                .update(self.t0 + Duration::from_secs(secs), listeners, &|l| pol.judge(reg, l), &mut out);
+            self.tracker.update(
+                self.t0 + Duration::from_secs(secs),
+                listeners,
+                &|l| pol.judge(reg, l),
+                &mut out,
+            );
             out.iter().map(|e| (e.kind, e.listener.port)).collect()
         }
     }
@@ -395,13 +430,40 @@ mod tests {
     #[test]
     fn inventory_then_opened_and_alerts() {
         let mut s = Script::new(vec![]);
-        let ev = s.at(0, vec![listener(22, 10, "/usr/sbin/sshd"), listener(867, 11, "/tmp/x")]);
-        assert_eq!(ev, [(ListenerPresent, 22), (ListenerPresent, 867), (AlertRaised, 867)]);
+        let ev = s.at(
+            0,
+            vec![
+                listener(22, 10, "/usr/sbin/sshd"),
+                listener(867, 11, "/tmp/x"),
+            ],
+        );
+        assert_eq!(
+            ev,
+            [
+                (ListenerPresent, 22),
+                (ListenerPresent, 867),
+                (AlertRaised, 867)
+            ]
+        );
         assert_eq!(s.tracker.alert_count(), 1);
-        let ev = s.at(1, vec![listener(22, 10, "/usr/sbin/sshd"), listener(867, 11, "/tmp/x"), listener(80, 12, "/usr/sbin/nginx")]);
+        let ev = s.at(
+            1,
+            vec![
+                listener(22, 10, "/usr/sbin/sshd"),
+                listener(867, 11, "/tmp/x"),
+                listener(80, 12, "/usr/sbin/nginx"),
+            ],
+        );
         assert_eq!(ev, [(ListenerOpened, 80)]);
         // Nothing changed: nothing happens.
-        let ev = s.at(2, vec![listener(22, 10, "/usr/sbin/sshd"), listener(867, 11, "/tmp/x"), listener(80, 12, "/usr/sbin/nginx")]);
+        let ev = s.at(
+            2,
+            vec![
+                listener(22, 10, "/usr/sbin/sshd"),
+                listener(867, 11, "/tmp/x"),
+                listener(80, 12, "/usr/sbin/nginx"),
+            ],
+        );
         assert!(ev.is_empty());
     }
 
@@ -409,7 +471,10 @@ mod tests {
     fn close_waits_for_the_grace_window() {
         let mut s = Script::new(vec![]);
         s.at(0, vec![]);
-        assert_eq!(s.at(1, vec![listener(867, 11, "/tmp/x")]), [(AlertRaised, 867)]);
+        assert_eq!(
+            s.at(1, vec![listener(867, 11, "/tmp/x")]),
+            [(AlertRaised, 867)]
+        );
         assert!(s.at(2, vec![]).is_empty(), "within grace: not closed yet");
         assert!(s.at(4, vec![]).is_empty());
         assert_eq!(s.at(5, vec![]), [(AlertCleared, 867)]);
@@ -420,17 +485,40 @@ mod tests {
     #[test]
     fn restart_within_grace_is_one_restarted_event_and_no_new_alert() {
         let mut s = Script::new(vec![]);
-        s.at(0, vec![listener(22, 10, "/usr/sbin/sshd"), listener(867, 11, "/tmp/x")]);
+        s.at(
+            0,
+            vec![
+                listener(22, 10, "/usr/sbin/sshd"),
+                listener(867, 11, "/tmp/x"),
+            ],
+        );
         assert!(s.at(1, vec![]).is_empty());
-        let ev = s.at(2, vec![listener(22, 20, "/usr/sbin/sshd"), listener(867, 21, "/tmp/x")]);
+        let ev = s.at(
+            2,
+            vec![
+                listener(22, 20, "/usr/sbin/sshd"),
+                listener(867, 21, "/tmp/x"),
+            ],
+        );
         assert_eq!(ev, [(ListenerRestarted, 22), (ListenerRestarted, 867)]);
         assert_eq!(s.tracker.alert_count(), 1, "the alert stays raised, once");
         // A restart in place (new pid between two polls) is a restart too.
         let mut out = Vec::new();
         let (reg, pol) = (&s.registry, &s.policy);
-        s.tracker.update(s.t0 + Duration::from_secs(3), vec![listener(22, 30, "/usr/sbin/sshd"), listener(867, 21, "/tmp/x")], &|l| pol.judge(reg, l), &mut out);
+        s.tracker.update(
+            s.t0 + Duration::from_secs(3),
+            vec![
+                listener(22, 30, "/usr/sbin/sshd"),
+                listener(867, 21, "/tmp/x"),
+            ],
+            &|l| pol.judge(reg, l),
+            &mut out,
+        );
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].kind, out[0].previous_pid), (ListenerRestarted, Some(Pid(20))));
+        assert_eq!(
+            (out[0].kind, out[0].previous_pid),
+            (ListenerRestarted, Some(Pid(20)))
+        );
         assert_eq!(out[0].detail.as_deref(), Some("pid 20 replaced by pid 30"));
     }
 
@@ -440,30 +528,45 @@ mod tests {
         s.at(0, vec![listener(867, 11, "/tmp/x")]);
         let ev = s.at(1, vec![listener(867, 12, "/tmp/y")]);
         assert_eq!(ev, [(AlertRaised, 867)]);
-        assert_eq!(s.at(4, vec![listener(867, 12, "/tmp/y")]), [(AlertCleared, 867)]);
+        assert_eq!(
+            s.at(4, vec![listener(867, 12, "/tmp/y")]),
+            [(AlertCleared, 867)]
+        );
     }
 
     #[test]
     fn flapping_is_alerted_again_only_after_the_quiet_time() {
         let mut s = Script::new(vec![]);
         s.at(0, vec![]);
-        assert_eq!(s.at(1, vec![listener(867, 11, "/tmp/x")]), [(AlertRaised, 867)]);
+        assert_eq!(
+            s.at(1, vec![listener(867, 11, "/tmp/x")]),
+            [(AlertRaised, 867)]
+        );
         assert!(s.at(10, vec![]).is_empty());
         assert_eq!(s.at(13, vec![]), [(AlertCleared, 867)]);
         // Back after the grace window but within the quiet time: recorded, not alerted.
-        assert_eq!(s.at(20, vec![listener(867, 12, "/tmp/x")]), [(ListenerOpened, 867)]);
+        assert_eq!(
+            s.at(20, vec![listener(867, 12, "/tmp/x")]),
+            [(ListenerOpened, 867)]
+        );
         assert_eq!(s.tracker.alert_count(), 0);
         assert!(s.at(30, vec![]).is_empty());
         assert_eq!(s.at(33, vec![]), [(ListenerClosed, 867)]);
         // After the quiet time: alerted again.
-        assert_eq!(s.at(700, vec![listener(867, 13, "/tmp/x")]), [(AlertRaised, 867)]);
+        assert_eq!(
+            s.at(700, vec![listener(867, 13, "/tmp/x")]),
+            [(AlertRaised, 867)]
+        );
     }
 
     #[test]
     fn restored_alerts_are_not_raised_twice() {
         let still = listener(867, 11, "/tmp/x");
         let gone = listener(868, 12, "/tmp/y");
-        let restored = vec![(ListenerKey::of(&still), still.clone()), (ListenerKey::of(&gone), gone)];
+        let restored = vec![
+            (ListenerKey::of(&still), still.clone()),
+            (ListenerKey::of(&gone), gone),
+        ];
         let mut s = Script::new(restored);
         // The same program, a new pid after the daemon's restart: still the same identity.
         let ev = s.at(0, vec![listener(867, 99, "/tmp/x")]);
@@ -474,7 +577,13 @@ mod tests {
     #[test]
     fn rejudge_clears_and_raises() {
         let mut s = Script::new(vec![]);
-        s.at(0, vec![listener(867, 11, "/tmp/x"), listener(22, 10, "/usr/sbin/sshd")]);
+        s.at(
+            0,
+            vec![
+                listener(867, 11, "/tmp/x"),
+                listener(22, 10, "/usr/sbin/sshd"),
+            ],
+        );
         let allow_867: Policy = Policy {
             allow: vec![crate::model::AllowRule {
                 origin: "c:1".into(),
@@ -485,12 +594,19 @@ mod tests {
         };
         let mut out = Vec::new();
         let reg = &s.registry;
-        s.tracker.rejudge(s.t0, &|l| allow_867.judge(reg, l), &mut out);
+        s.tracker
+            .rejudge(s.t0, &|l| allow_867.judge(reg, l), &mut out);
         let mut got: Vec<_> = out.iter().map(|e| (e.kind, e.listener.port)).collect();
         got.sort_by_key(|e| e.1);
         assert_eq!(got, [(AlertRaised, 22), (AlertCleared, 867)]);
         let cleared = out.iter().find(|e| e.kind == AlertCleared).unwrap();
-        assert!(cleared.detail.as_deref().unwrap().starts_with("allowed after config reload: allowed by [[allow]]"));
+        assert!(
+            cleared
+                .detail
+                .as_deref()
+                .unwrap()
+                .starts_with("allowed after config reload: allowed by [[allow]]")
+        );
     }
 
     #[test]
@@ -499,7 +615,10 @@ mod tests {
         assert_eq!(ids.len(), EventKind::ALL.len());
         for id in ids {
             assert_eq!(id.len(), 32);
-            assert!(id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
         }
     }
 }

@@ -6,10 +6,10 @@ pub mod policy;
 pub mod report;
 pub mod snapshot;
 
+pub use events::{Event, EventKind, Timing, Tracker};
 pub use listener::{
     Inode, Listener, Owner, Pid, Process, Protocol, Reach, Socket, UnknownOwner, display_address,
 };
 pub use policy::{AddressMatch, AllowRule, Condition, Policy, Severity, UserMatch, Verdict};
 pub use report::Report;
 pub use snapshot::{ListenerKey, OwnerKey, group_listeners};
-pub use events::{Event, EventKind, Timing, Tracker};

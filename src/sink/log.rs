@@ -1,0 +1,267 @@
+//! The log sink: every record to journald (native protocol) or to stderr as text or JSON.
+//!
+//! Records go through a bounded queue to a thread of their own, so a slow journald never
+//! holds up the poll loop. Nothing is dropped: when the queue is full the caller writes the
+//! record to stderr itself, and when journald cannot be reached (stopped, restarting) each
+//! record goes to stderr as a text line until journald answers again. The native protocol
+//! is written here rather than through a crate so that this fallback is ours to control.
+
+use std::io::Write as _;
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::record::{Record, priority};
+
+/// The journal's native socket.
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Records the queue holds before the caller writes them itself.
+const QUEUE: usize = 16 * 1024;
+
+/// How records are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    /// journald when started by systemd ($JOURNAL_STREAM is set), text otherwise.
+    #[default]
+    Auto,
+    /// Native journald records with structured fields.
+    Journald,
+    /// One `key=value` line per record on stderr.
+    Text,
+    /// One JSON object per line on stderr, with journald's field names.
+    Json,
+}
+
+impl LogMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogMode::Auto => "auto",
+            LogMode::Journald => "journald",
+            LogMode::Text => "text",
+            LogMode::Json => "json",
+        }
+    }
+
+    /// `Auto` decided by the environment.
+    pub fn resolve(self) -> LogMode {
+        match self {
+            LogMode::Auto if std::env::var_os("JOURNAL_STREAM").is_some() => LogMode::Journald,
+            LogMode::Auto => LogMode::Text,
+            other => other,
+        }
+    }
+}
+
+/// Counters the daemon reports.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    pub written: AtomicU64,
+    /// Records written to stderr because journald could not take them.
+    pub fallback: AtomicU64,
+    /// Records the poll loop wrote itself because the queue was full.
+    pub overflow: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct LogSink {
+    tx: Option<SyncSender<Record>>,
+    thread: Option<JoinHandle<()>>,
+    mode: LogMode,
+    pub stats: Arc<LogStats>,
+}
+
+impl LogSink {
+    pub fn start(mode: LogMode) -> LogSink {
+        Self::start_at(mode, PathBuf::from(JOURNAL_SOCKET))
+    }
+
+    pub fn start_at(mode: LogMode, journal_socket: PathBuf) -> LogSink {
+        let mode = mode.resolve();
+        let (tx, rx) = sync_channel(QUEUE);
+        let stats = Arc::new(LogStats::default());
+        let thread_stats = stats.clone();
+        let thread = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || writer(mode, journal_socket, rx, &thread_stats))
+            .expect("spawn the log thread");
+        LogSink {
+            tx: Some(tx),
+            thread: Some(thread),
+            mode,
+            stats,
+        }
+    }
+
+    pub fn mode(&self) -> LogMode {
+        self.mode
+    }
+
+    /// Queues a record; writes it to stderr at once if the queue is full.
+    pub fn send(&self, record: Record) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
+                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+                write_stderr(&r, self.mode);
+            }
+        }
+    }
+
+    /// Writes everything queued, then stops the thread.
+    pub fn close(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for LogSink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn write_stderr(r: &Record, mode: LogMode) {
+    let line = match mode {
+        LogMode::Json => r.to_json_line(),
+        _ => r.to_text_line(),
+    };
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+struct Journal {
+    path: PathBuf,
+    socket: Option<UnixDatagram>,
+    /// Since when journald has been unreachable, and when to try it again.
+    down: Option<(Instant, Instant)>,
+    buf: Vec<u8>,
+}
+
+impl Journal {
+    fn send(&mut self, r: &Record) -> Result<(), std::io::Error> {
+        r.to_journal_datagram(&mut self.buf);
+        if self.socket.is_none() {
+            let s = UnixDatagram::unbound()?;
+            s.connect(&self.path)?;
+            self.socket = Some(s);
+        }
+        let s = self.socket.as_ref().expect("connected above");
+        match s.send(&self.buf) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.socket = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Record>, stats: &LogStats) {
+    let mut journal = (mode == LogMode::Journald).then(|| Journal {
+        path,
+        socket: None,
+        down: None,
+        buf: Vec::with_capacity(2048),
+    });
+    for record in rx {
+        stats.written.fetch_add(1, Ordering::Relaxed);
+        let Some(j) = journal.as_mut() else {
+            write_stderr(&record, mode);
+            continue;
+        };
+        let now = Instant::now();
+        if let Some((_, retry_at)) = j.down
+            && now < retry_at
+        {
+            stats.fallback.fetch_add(1, Ordering::Relaxed);
+            write_stderr(&record, LogMode::Text);
+            continue;
+        }
+        match j.send(&record) {
+            Ok(()) => {
+                if let Some((since, _)) = j.down.take() {
+                    let back = Record::plain(
+                        priority::NOTICE,
+                        None,
+                        format!(
+                            "journald is reachable again after {:.1} s; records written to stderr meanwhile: {}",
+                            since.elapsed().as_secs_f64(),
+                            stats.fallback.load(Ordering::Relaxed)
+                        ),
+                    );
+                    let _ = j.send(&back);
+                }
+            }
+            Err(e) => {
+                if j.down.is_none() {
+                    write_stderr(
+                        &Record::plain(
+                            priority::WARNING,
+                            None,
+                            format!(
+                                "cannot write to journald ({}): {e}; writing records to stderr until it answers again",
+                                j.path.display()
+                            ),
+                        ),
+                        LogMode::Text,
+                    );
+                }
+                let since = j.down.map_or(now, |(s, _)| s);
+                j.down = Some((since, now + Duration::from_secs(1)));
+                stats.fallback.fetch_add(1, Ordering::Relaxed);
+                write_stderr(&record, LogMode::Text);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_mode_reaches_a_datagram_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let mut sink = LogSink::start_at(LogMode::Journald, path);
+        sink.send(Record::plain(
+            priority::INFO,
+            Some("0123456789abcdef0123456789abcdef"),
+            "hello".into(),
+        ));
+        sink.close();
+        let mut buf = [0u8; 4096];
+        let n = server.recv(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.contains("MESSAGE=hello\n"), "{text}");
+        assert!(
+            text.contains("MESSAGE_ID=0123456789abcdef0123456789abcdef\n"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("PRIORITY=6\nSYSLOG_IDENTIFIER=portsentinel\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unreachable_journald_falls_back_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = LogSink::start_at(LogMode::Journald, dir.path().join("nobody-listens"));
+        sink.send(Record::plain(priority::INFO, None, "one".into()));
+        sink.send(Record::plain(priority::INFO, None, "two".into()));
+        let stats = sink.stats.clone();
+        sink.close();
+        assert_eq!(stats.written.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.fallback.load(Ordering::Relaxed), 2);
+    }
+}

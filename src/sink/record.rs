@@ -1,0 +1,437 @@
+//! A log record: journald fields, rendered as a native journal entry, a `key=value` text
+//! line or a JSON line.
+//!
+//! Every value that comes from a process (name, exe, command line, unit) is escaped with
+//! [`crate::text::escape_control`] before it becomes a field, so no sink can be made to
+//! show a forged line or a terminal escape; the journal encoding is also length-prefixed
+//! for any value that still holds a newline.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use crate::model::{Event, EventKind, Owner, Reach, display_address};
+use crate::registry::{PortRange, Registry, Status};
+use crate::text::{clip, escape_control, join_cmdline};
+
+/// journald priorities (syslog levels).
+pub mod priority {
+    pub const ERR: u8 = 3;
+    pub const WARNING: u8 = 4;
+    pub const NOTICE: u8 = 5;
+    pub const INFO: u8 = 6;
+}
+
+/// Message ids of the daemon's own records (events have theirs in [`EventKind`]).
+pub mod message_id {
+    pub const CONFIG_REJECTED: &str = "ced820f470394fc5974c79e332d3ec87";
+    pub const CONFIG_RELOADED: &str = "d8e679d922b4497aacb5f48d119bbdde";
+}
+
+/// Longest command line kept in a record, in characters.
+const CMDLINE_MAX: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub time: SystemTime,
+    pub priority: u8,
+    pub message: String,
+    /// `(FIELD, value)`, in the order they are written; `MESSAGE`, `PRIORITY` and
+    /// `SYSLOG_IDENTIFIER` are added by the renderers.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Record {
+    /// A plain daemon record (start-up, reload, a rejected config).
+    pub fn plain(priority: u8, message_id: Option<&'static str>, message: String) -> Record {
+        let mut fields = Vec::new();
+        if let Some(id) = message_id {
+            fields.push(("MESSAGE_ID", id.to_owned()));
+        }
+        Record {
+            time: SystemTime::now(),
+            priority,
+            message,
+            fields,
+        }
+    }
+
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The journal priority of an event.
+    pub fn priority_of(e: &Event) -> u8 {
+        match e.kind {
+            EventKind::AlertRaised => priority::WARNING,
+            EventKind::AlertCleared => priority::NOTICE,
+            _ if e.alert_suppressed => priority::NOTICE,
+            _ => priority::INFO,
+        }
+    }
+
+    pub fn from_event(
+        e: &Event,
+        registry: &Registry,
+        netns: Option<u64>,
+        time: SystemTime,
+    ) -> Record {
+        let l = &e.listener;
+        let facts = registry.lookup(l.protocol, l.port);
+        let range = PortRange::of(l.port);
+        let reach = Reach::of(l.address, l.v6only);
+        let mut f: Vec<(&'static str, String)> = Vec::with_capacity(24);
+        f.push(("MESSAGE_ID", e.kind.message_id().to_owned()));
+        f.push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
+        f.push(("LISTEN_PROTO", l.protocol.to_string()));
+        f.push(("LISTEN_ADDRESS", l.address.to_string()));
+        f.push(("LISTEN_PORT", l.port.to_string()));
+        f.push(("LISTEN_REACH", reach.as_str().to_owned()));
+        if let Some(ns) = netns {
+            f.push(("LISTEN_NETNS", ns.to_string()));
+        }
+        f.push(("IANA_STATUS", facts.status.to_string()));
+        let services: Vec<&str> = facts.services().collect();
+        if !services.is_empty() {
+            f.push(("IANA_SERVICE", services.join(",")));
+        }
+        f.push(("PORT_RANGE", range.to_string()));
+        match &l.owner {
+            Owner::Process(p) => {
+                f.push(("LISTENER_PID", p.pid.to_string()));
+                f.push(("LISTENER_COMM", escape_control(&p.name).into_owned()));
+                if let Some(exe) = &p.exe {
+                    f.push(("LISTENER_EXE", escape_control(exe).into_owned()));
+                }
+                if !p.cmdline.is_empty() {
+                    f.push((
+                        "LISTENER_CMDLINE",
+                        clip(&join_cmdline(&p.cmdline), CMDLINE_MAX).into_owned(),
+                    ));
+                }
+                f.push(("LISTENER_UID", p.uid.unwrap_or(l.uid).to_string()));
+                if let Some(user) = &p.user {
+                    f.push(("LISTENER_USER", escape_control(user).into_owned()));
+                }
+                if let Some(unit) = &p.unit {
+                    f.push(("LISTENER_UNIT", escape_control(unit).into_owned()));
+                }
+            }
+            Owner::Unknown(why) => {
+                f.push(("LISTENER_UID", l.uid.to_string()));
+                f.push(("LISTENER_UNKNOWN", serde_plain(why)));
+            }
+        }
+        if let Some(pid) = e.previous_pid {
+            f.push(("LISTENER_PREVIOUS_PID", pid.to_string()));
+        }
+        if e.verdict.alert {
+            f.push(("ALERT_REASON", e.verdict.reason.clone()));
+            f.push(("ALERT_SEVERITY", e.verdict.severity.to_string()));
+        } else {
+            f.push(("VERDICT_REASON", e.verdict.reason.clone()));
+        }
+        if e.alert_suppressed {
+            f.push(("ALERT_SUPPRESSED", "flapping".to_owned()));
+        }
+        if let Some(d) = &e.detail {
+            f.push(("EVENT_DETAIL", d.clone()));
+        }
+        Record {
+            time,
+            priority: Self::priority_of(e),
+            message: event_message(e, &facts_word(facts.status, facts.listed, &services), reach),
+            fields: f,
+        }
+    }
+
+    /// `2026-11-26T06:34:00.123Z <4> alert-raised MESSAGE="..." LISTEN_PROTO=tcp ...`
+    pub fn to_text_line(&self) -> String {
+        let mut out = String::with_capacity(256);
+        let _ = write!(
+            out,
+            "{} <{}> MESSAGE={}",
+            humantime::format_rfc3339_millis(self.time),
+            self.priority,
+            quote(&self.message)
+        );
+        for (k, v) in &self.fields {
+            let _ = write!(out, " {k}={}", quote(v));
+        }
+        out.push('\n');
+        out
+    }
+
+    /// One JSON object with the journal's field names, and `__REALTIME_TIMESTAMP`.
+    pub fn to_json_line(&self) -> String {
+        let mut map = serde_json::Map::new();
+        let micros = self
+            .time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        map.insert("__REALTIME_TIMESTAMP".into(), micros.to_string().into());
+        map.insert("PRIORITY".into(), self.priority.to_string().into());
+        map.insert("SYSLOG_IDENTIFIER".into(), IDENTIFIER.into());
+        map.insert("MESSAGE".into(), self.message.clone().into());
+        for (k, v) in &self.fields {
+            map.insert((*k).into(), v.clone().into());
+        }
+        let mut s = serde_json::Value::Object(map).to_string();
+        s.push('\n');
+        s
+    }
+
+    /// The native journal protocol: `FIELD=value\n`, or for a value holding a newline,
+    /// `FIELD\n` + 64-bit little-endian length + value + `\n`.
+    pub fn to_journal_datagram(&self, buf: &mut Vec<u8>) {
+        buf.clear();
+        let mut put = |k: &str, v: &str| {
+            if v.contains('\n') {
+                buf.extend_from_slice(k.as_bytes());
+                buf.push(b'\n');
+                buf.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                buf.extend_from_slice(v.as_bytes());
+            } else {
+                buf.extend_from_slice(k.as_bytes());
+                buf.push(b'=');
+                buf.extend_from_slice(v.as_bytes());
+            }
+            buf.push(b'\n');
+        };
+        put("PRIORITY", &self.priority.to_string());
+        put("SYSLOG_IDENTIFIER", IDENTIFIER);
+        put("MESSAGE", &self.message);
+        for (k, v) in &self.fields {
+            put(k, v);
+        }
+    }
+}
+
+pub const IDENTIFIER: &str = "portsentinel";
+
+fn serde_plain<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn facts_word(status: Status, listed: bool, services: &[&str]) -> String {
+    match status {
+        Status::Assigned => format!("IANA: {}", services.join(", ")),
+        Status::Unassigned if !listed => "IANA: unassigned (no registry row)".to_owned(),
+        other => format!("IANA: {other}"),
+    }
+}
+
+/// Quotes a value for the text line when it needs it.
+fn quote(v: &str) -> String {
+    if !v.is_empty() && !v.contains([' ', '"', '=', '\n', '\\']) {
+        return v.to_owned();
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in escape_control(v).chars() {
+        if c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn who(e: &Event) -> String {
+    match &e.listener.owner {
+        Owner::Process(p) => {
+            let mut s = format!("{}[{}]", clip(&p.name, 32), p.pid);
+            let mut extra = Vec::new();
+            if let Some(exe) = &p.exe {
+                extra.push(clip(exe, 200).into_owned());
+            }
+            if let Some(u) = &p.user {
+                extra.push(format!("user {}", clip(u, 32)));
+            } else if let Some(uid) = p.uid {
+                extra.push(format!("uid {uid}"));
+            }
+            if let Some(unit) = &p.unit {
+                extra.push(clip(unit, 64).into_owned());
+            }
+            if !extra.is_empty() {
+                let _ = write!(s, " ({})", extra.join(", "));
+            }
+            s
+        }
+        Owner::Unknown(why) => format!(
+            "an unknown owner ({}; socket uid {})",
+            why.describe(),
+            e.listener.uid
+        ),
+    }
+}
+
+fn event_message(e: &Event, iana: &str, reach: Reach) -> String {
+    let l = &e.listener;
+    let at = format!(
+        "{}/{} on {} ({})",
+        l.port,
+        l.protocol,
+        display_address(l.address),
+        reach.describe()
+    );
+    let whom = who(e);
+    match e.kind {
+        EventKind::AlertRaised => format!("ALERT: {at} by {whom}: {}", e.verdict.reason),
+        EventKind::AlertCleared => format!(
+            "alert cleared: {at} by {whom}: {}",
+            e.detail.as_deref().unwrap_or("listener closed")
+        ),
+        EventKind::ListenerOpened if e.alert_suppressed => {
+            format!(
+                "listener opened again, not alerted again (flapping): {at} by {whom}: {}",
+                e.verdict.reason
+            )
+        }
+        EventKind::ListenerOpened => format!("listener opened: {at} by {whom} [{iana}]"),
+        EventKind::ListenerClosed => format!("listener closed: {at} by {whom}"),
+        EventKind::ListenerRestarted => format!(
+            "listener restarted: {at} by {whom}: {}",
+            e.detail.as_deref().unwrap_or("reopened")
+        ),
+        EventKind::ListenerPresent => {
+            let verdict = if e.verdict.alert {
+                "not allowed"
+            } else {
+                "allowed"
+            };
+            format!("listening at start: {at} by {whom} [{iana}; {verdict}]")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Inode, Listener, Pid, Policy, Process, Protocol};
+
+    fn event(name: &str) -> Event {
+        let l = Listener {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 867,
+            v6only: None,
+            uid: 1000,
+            inodes: vec![Inode(5)],
+            pids: vec![Pid(42)],
+            owner: Owner::Process(Process {
+                pid: Pid(42),
+                name: name.into(),
+                exe: Some(format!("/tmp/{name}")),
+                cmdline: vec![format!("/tmp/{name}"), "--flag".into()],
+                uid: Some(1000),
+                user: Some("alice".into()),
+                unit: Some("session-2.scope".into()),
+                start_time: 0,
+            }),
+        };
+        let verdict = Policy::default().judge(&Registry::builtin(), &l);
+        Event {
+            kind: EventKind::AlertRaised,
+            listener: l,
+            verdict,
+            detail: None,
+            previous_pid: None,
+            alert_suppressed: false,
+        }
+    }
+
+    #[test]
+    fn alert_record_has_the_contract_fields() {
+        let r = Record::from_event(
+            &event("listen"),
+            &Registry::builtin(),
+            Some(4026531840),
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(r.priority, 4);
+        for (k, v) in [
+            ("MESSAGE_ID", "72a41cfb5a384d3fb2b30ae71670a2d4"),
+            ("LISTEN_PROTO", "tcp"),
+            ("LISTEN_ADDRESS", "0.0.0.0"),
+            ("LISTEN_PORT", "867"),
+            ("IANA_STATUS", "unassigned"),
+            ("PORT_RANGE", "well-known"),
+            ("LISTENER_PID", "42"),
+            ("LISTENER_COMM", "listen"),
+            ("LISTENER_EXE", "/tmp/listen"),
+            ("LISTENER_UID", "1000"),
+            ("LISTENER_UNIT", "session-2.scope"),
+        ] {
+            assert_eq!(r.field(k), Some(v), "{k}");
+        }
+        assert!(
+            r.field("ALERT_REASON")
+                .unwrap()
+                .contains("unassigned by IANA")
+        );
+        assert!(r.message.starts_with("ALERT: 867/tcp on 0.0.0.0 (all IPv4 interfaces) by listen[42] (/tmp/listen, user alice, session-2.scope)"), "{}", r.message);
+    }
+
+    #[test]
+    fn injected_names_stay_in_their_field() {
+        let r = Record::from_event(
+            &event("evil\nPRIORITY=0\nMESSAGE=forged\x1b[2J"),
+            &Registry::builtin(),
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        assert_eq!(
+            r.field("LISTENER_COMM"),
+            Some("evil\\nPRIORITY=0\\nMESSAGE=forged\\x1b[2J")
+        );
+        let line = r.to_text_line();
+        assert_eq!(line.matches('\n').count(), 1, "{line}");
+        assert!(!line.contains('\x1b'));
+        let json = r.to_json_line();
+        assert_eq!(json.matches('\n').count(), 1);
+        let mut d = Vec::new();
+        r.to_journal_datagram(&mut d);
+        let text = String::from_utf8(d).unwrap();
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("PRIORITY=")).count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("MESSAGE=")).count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn journal_datagram_length_prefixes_multiline_values() {
+        let mut r = Record::plain(priority::ERR, None, "two\nlines".into());
+        r.fields.push(("X", "y".into()));
+        let mut d = Vec::new();
+        r.to_journal_datagram(&mut d);
+        let mut want = b"PRIORITY=3\nSYSLOG_IDENTIFIER=portsentinel\nMESSAGE\n".to_vec();
+        want.extend_from_slice(&9u64.to_le_bytes());
+        want.extend_from_slice(b"two\nlines\nX=y\n");
+        assert_eq!(d, want);
+    }
+
+    #[test]
+    fn text_line_quotes_what_needs_it() {
+        let mut r = Record::plain(priority::INFO, None, "hello world".into());
+        r.fields.push(("A", "plain".into()));
+        r.fields.push(("B", "has \"quote\"".into()));
+        let line = r.to_text_line();
+        assert!(
+            line.ends_with(" <6> MESSAGE=\"hello world\" A=plain B=\"has \\\"quote\\\"\"\n"),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! `portsentinel run` in the foreground, in a network namespace of its own, read from its
+//! stderr (`--log text` and `--log json`).
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use util::{Netns, bin};
+
+/// A daemon whose stderr lines arrive on a channel.
+struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+    _state: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        let state = tempfile::tempdir().unwrap();
+        let mut c = ns.command(bin());
+        c.arg("run").args(args);
+        c.env("STATE_DIRECTORY", state.path());
+        c.env_remove("JOURNAL_STREAM");
+        let mut child = c
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            _state: state,
+        }
+    }
+
+    /// Waits (generously: these machines are shared) for a line that satisfies `pred`.
+    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within 20 s; stderr so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_free_kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(l);
+        }
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_free_kill(pid: u32, sig: &str) {
+    std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn text_log_reports_an_alert_with_pid_and_exe_then_clears_it() {
+    let ns = Netns::new();
+    let mut d = Daemon::start(&ns, &["--log", "text", "--interval", "200ms"]);
+    d.wait_for("the start-up line", |l| {
+        l.contains("portsentinel 0.1.0 starting")
+    });
+    let bound = Instant::now();
+    let l = ns.listen(&["tcp:0.0.0.0:867"]);
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    eprintln!("alert after {:?}", bound.elapsed());
+    assert!(alert.contains(" <4> "), "{alert}");
+    for field in [
+        "LISTEN_PROTO=tcp".to_owned(),
+        "LISTEN_PORT=867".to_owned(),
+        "IANA_STATUS=unassigned".to_owned(),
+        format!("LISTENER_PID={}", l.pid),
+        format!("LISTENER_EXE={}", util::listen_bin().display()),
+    ] {
+        assert!(
+            alert.contains(&format!(" {field} ")),
+            "{field} missing in {alert}"
+        );
+    }
+    l.stop();
+    let cleared = d.wait_for("the cleared line", |l| {
+        l.contains("PORTSENTINEL_EVENT=alert-cleared")
+    });
+    assert!(
+        cleared.contains("LISTEN_PORT=867") && cleared.contains(" <5> "),
+        "{cleared}"
+    );
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn json_log_is_one_object_per_line() {
+    let ns = Netns::new();
+    let _l = ns.listen(&["udp:0.0.0.0:867", "tcp:127.0.0.1:22"]);
+    let mut d = Daemon::start(&ns, &["--log", "json", "--interval", "100ms"]);
+    let present = d.wait_for("inventory", |l| {
+        l.contains("\"listener-present\"") && l.contains("\"22\"")
+    });
+    let v: serde_json::Value = serde_json::from_str(&present).unwrap();
+    assert_eq!(v["PRIORITY"], "6");
+    assert_eq!(v["MESSAGE_ID"], "9284c68d023d4849a148696afefdebe6");
+    let alert = d.wait_for("the alert", |l| l.contains("\"alert-raised\""));
+    let v: serde_json::Value = serde_json::from_str(&alert).unwrap();
+    assert_eq!(v["LISTEN_PROTO"], "udp");
+    assert_eq!(v["LISTEN_PORT"], "867");
+    assert_eq!(v["PRIORITY"], "4");
+    assert!(d.terminate().success());
+}
+
+#[test]
+fn a_bad_config_stops_the_start_with_78() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[daemon]\ninterval = \"1 fortnight\"\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2:12: daemon.interval", cfg.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[daemon]\ninterval = \"100ms\"\n").unwrap();
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the alert", |l| l.contains("alert-raised"));
+
+    std::fs::write(
+        &cfg,
+        "[daemon]\ninterval = \"100ms\"\n[[allow]]\nport = 867\nbogus = 1\n",
+    )
+    .unwrap();
+    unsafe_free_kill(d.child.id(), "HUP");
+    let rejected = d.wait_for("the rejection", |l| l.contains("config reload rejected"));
+    assert!(rejected.contains(" <3> "), "{rejected}");
+    assert!(
+        rejected.contains(&format!("{}:5:1: unknown field `bogus`", cfg.display())),
+        "{rejected}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "[daemon]\ninterval = \"100ms\"\n[[allow]]\nname = \"ok now\"\nport = 867\n",
+    )
+    .unwrap();
+    unsafe_free_kill(d.child.id(), "HUP");
+    let cleared = d.wait_for("the cleared alert", |l| l.contains("alert-cleared"));
+    assert!(
+        cleared.contains("allowed after config reload: allowed by [[allow]] \\\"ok now\\\""),
+        "{cleared}"
+    );
+    assert!(d.terminate().success());
+}
