@@ -6,6 +6,7 @@
 //! protocol and a comparison of sorted inode lists: no `/proc` work, no grouping, no diff.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -13,9 +14,11 @@ use tokio::time::MissedTickBehavior;
 
 use crate::cmd::Failure;
 use crate::config::{self, Config};
+use crate::model::wire::WireEvent;
 use crate::model::{Event, EventKind, Inode, Socket, Timing, Tracker, group_listeners};
 use crate::registry::{Origin, Registry};
 use crate::sink::record::{message_id, priority};
+use crate::sink::socket::{self, Hub};
 use crate::sink::{LogMode, LogSink, Record};
 use crate::source::{self, Attributor, KernelSource, SocketSource, SourceMode, SysinfoDetails};
 use crate::state::{self, StateStore};
@@ -52,6 +55,7 @@ pub struct Daemon {
     state: StateStore,
     state_failing: bool,
     log: LogSink,
+    hub: Option<Arc<Hub>>,
     sockets: Vec<Socket>,
     inodes: Vec<Inode>,
     previous_inodes: Vec<Inode>,
@@ -146,6 +150,7 @@ impl Daemon {
             state,
             state_failing: false,
             log,
+            hub: None,
             sockets: Vec::new(),
             inodes: Vec::new(),
             previous_inodes: Vec::new(),
@@ -247,8 +252,12 @@ impl Daemon {
         for e in self.events.drain(..) {
             alerts_changed |= matches!(e.kind, EventKind::AlertRaised | EventKind::AlertCleared);
             self.stats.events += 1;
+            // The journal record first: it is written whatever the other sinks do.
             self.log
                 .send(Record::from_event(&e, &self.registry, self.netns, now));
+            if let Some(hub) = &self.hub {
+                hub.publish(WireEvent::new(&e, &self.registry, self.netns, now));
+            }
         }
         if alerts_changed {
             self.save_state();
@@ -330,6 +339,39 @@ impl Daemon {
         }
     }
 
+    /// Opens the event socket (when configured) and returns its accept loop to spawn.
+    /// Failure is a warning: the daemon works without it.
+    pub fn open_event_socket(&mut self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        let path = self.config.events.socket.clone()?;
+        let hub = Arc::new(Hub::new(self.config.events.buffer, self.log.handle()));
+        match socket::bind(&path, self.config.events.group.as_deref()) {
+            Ok((listener, warning)) => {
+                let who = match (&warning, self.config.events.group.as_deref()) {
+                    (None, Some(g)) => format!("root and group {g}"),
+                    _ => "root only".to_owned(),
+                };
+                if let Some(w) = warning {
+                    self.log.send(Record::plain(priority::WARNING, None, w));
+                }
+                self.log.send(Record::plain(
+                    priority::INFO,
+                    None,
+                    format!("event socket {} open to {who}", path.display()),
+                ));
+                self.hub = Some(hub.clone());
+                Some(socket::serve(listener, hub))
+            }
+            Err(e) => {
+                self.log.send(Record::plain(
+                    priority::WARNING,
+                    None,
+                    format!("no event socket: {e}; desktop agents cannot subscribe, monitoring continues"),
+                ));
+                None
+            }
+        }
+    }
+
     pub fn status_line(&self) -> String {
         format!(
             "{} listener(s), {} alert(s); poll every {} ms, last took {:.1} ms, max late {} ms",
@@ -376,6 +418,8 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), Failure> {
     let mut daemon = Daemon::start(options)?;
+    // Before the first poll, so an agent that connects early hears the inventory's alerts.
+    let server = daemon.open_event_socket().map(tokio::spawn);
     let mut hup = signal(SignalKind::hangup()).map_err(anyhow::Error::from)?;
     let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
@@ -424,6 +468,9 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(server) = server {
+        server.abort();
+    }
     daemon.stop();
     Ok(())
 }

@@ -10,6 +10,7 @@ use toml::{Spanned, Value};
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub daemon: Option<DaemonFile>,
+    pub events: Option<EventsFile>,
     pub registry: Option<RegistryFile>,
     pub policy: Option<PolicyFile>,
     pub allow: Option<Vec<Spanned<AllowFile>>>,
@@ -23,6 +24,14 @@ pub struct DaemonFile {
     pub realert_after: Option<Spanned<String>>,
     pub state_directory: Option<Spanned<String>>,
     pub log: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsFile {
+    pub socket: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+    pub buffer: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -76,6 +76,30 @@ pub struct DaemonSettings {
     pub log: LogMode,
 }
 
+/// The event socket (`[events]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSettings {
+    /// `None`: no event socket. Default: `$RUNTIME_DIRECTORY/events.sock`, else
+    /// `/run/portsentinel/events.sock`.
+    pub socket: Option<PathBuf>,
+    /// The group whose members may subscribe (besides root).
+    pub group: Option<String>,
+    /// Lines queued per subscriber before a subscriber that does not read is dropped.
+    pub buffer: usize,
+}
+
+pub const DEFAULT_EVENT_GROUP: &str = "portsentinel";
+
+impl Default for EventSettings {
+    fn default() -> EventSettings {
+        EventSettings {
+            socket: Some(crate::sink::socket::default_path()),
+            group: Some(DEFAULT_EVENT_GROUP.to_owned()),
+            buffer: 1024,
+        }
+    }
+}
+
 /// The shortest poll interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -103,6 +127,7 @@ pub struct Config {
     /// The file it came from; `None` for the built-in defaults.
     pub file: Option<PathBuf>,
     pub daemon: DaemonSettings,
+    pub events: EventSettings,
     /// An IANA CSV to load instead of the built-in table, and where the key was written.
     pub registry_csv: Option<(PathBuf, Location)>,
     pub policy: Policy,
@@ -212,6 +237,45 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     ));
                 }
             };
+        }
+    }
+    if let Some(ev) = raw.events {
+        if let Some(sock) = &ev.socket {
+            config.events.socket = match sock.get_ref().as_str() {
+                "" => None,
+                p if p.starts_with('/') => Some(PathBuf::from(p)),
+                p => {
+                    return Err(v.at(
+                        sock,
+                        format!("events.socket: `{p}` is not an absolute path; give one, or \"\" for no event socket"),
+                    ));
+                }
+            };
+        }
+        if let Some(g) = &ev.group {
+            config.events.group = match g.get_ref().as_str() {
+                "" => None,
+                name if name.len() <= 32 && !name.contains([':', '/', ' ']) => {
+                    Some(name.to_owned())
+                }
+                name => {
+                    return Err(v.at(g, format!("events.group: `{name}` is not a group name; give one, or \"\" for root only")));
+                }
+            };
+        }
+        if let Some(b) = &ev.buffer {
+            config.events.buffer = usize::try_from(*b.get_ref())
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    v.at(
+                        b,
+                        format!(
+                            "events.buffer: `{}` is out of range; allowed: 1-1000000 lines",
+                            b.get_ref()
+                        ),
+                    )
+                })?;
         }
     }
     if let Some(registry) = raw.registry
@@ -563,6 +627,17 @@ unit = "nginx.service"
             e.contains(":2:12: daemon.interval: `soon` is not a duration"),
             "{e}"
         );
+        let e = err("[events]\nbuffer = 0\n");
+        assert!(
+            e.contains(":2:10: events.buffer: `0` is out of range"),
+            "{e}"
+        );
+        let c = parse(
+            "[events]\nsocket = \"\"\ngroup = \"\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!((c.events.socket, c.events.group), (None, None));
         let e = err("[daemon]\nlog = \"syslog\"\n");
         assert!(e.contains("daemon.log: unknown log mode `syslog`"), "{e}");
     }

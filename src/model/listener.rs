@@ -80,7 +80,7 @@ pub struct Socket {
 }
 
 /// Where a listener can be reached from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Reach {
     /// Bound to a loopback address: only this machine can connect.
     #[serde(rename = "loopback")]

@@ -5,6 +5,7 @@ pub mod listener;
 pub mod policy;
 pub mod report;
 pub mod snapshot;
+pub mod wire;
 
 pub use events::{Event, EventKind, Timing, Tracker};
 pub use listener::{

@@ -2,13 +2,13 @@
 //!
 //! Field names are a contract (README, "JSON output"): add fields, never rename them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::listener::{Listener, Owner, Reach, display_address};
 use super::policy::Verdict;
 use crate::registry::{PortRange, Registry, Status};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub protocol: super::Protocol,
     /// The bound address, without brackets: `0.0.0.0`, `::`, `127.0.0.1`.
@@ -30,7 +30,7 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Iana {
     pub status: Status,
     /// False when no registry row covers the port (it counts as unassigned).
@@ -38,7 +38,7 @@ pub struct Iana {
     pub services: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessReport {
     pub pid: u32,
     pub name: String,

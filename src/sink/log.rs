@@ -68,12 +68,36 @@ pub struct LogStats {
     pub overflow: AtomicU64,
 }
 
+/// The log writer thread and a handle to it.
 #[derive(Debug)]
 pub struct LogSink {
-    tx: Option<SyncSender<Record>>,
+    handle: Option<LogHandle>,
     thread: Option<JoinHandle<()>>,
     mode: LogMode,
     pub stats: Arc<LogStats>,
+}
+
+/// A cheap, cloneable way to send records to the log (for the event socket's tasks).
+#[derive(Debug, Clone)]
+pub struct LogHandle {
+    /// `None` asks the writer to stop after what is queued before it.
+    tx: SyncSender<Option<Record>>,
+    mode: LogMode,
+    stats: Arc<LogStats>,
+}
+
+impl LogHandle {
+    /// Queues a record; writes it to stderr at once if the queue is full.
+    pub fn send(&self, record: Record) {
+        match self.tx.try_send(Some(record)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Some(r))) | Err(TrySendError::Disconnected(Some(r))) => {
+                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+                write_stderr(&r, self.mode);
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 impl LogSink {
@@ -91,11 +115,20 @@ impl LogSink {
             .spawn(move || writer(mode, journal_socket, rx, &thread_stats))
             .expect("spawn the log thread");
         LogSink {
-            tx: Some(tx),
+            handle: Some(LogHandle {
+                tx,
+                mode,
+                stats: stats.clone(),
+            }),
             thread: Some(thread),
             mode,
             stats,
         }
+    }
+
+    /// A handle for other threads and tasks; the sink stays open while one exists.
+    pub fn handle(&self) -> Option<LogHandle> {
+        self.handle.clone()
     }
 
     pub fn mode(&self) -> LogMode {
@@ -104,19 +137,19 @@ impl LogSink {
 
     /// Queues a record; writes it to stderr at once if the queue is full.
     pub fn send(&self, record: Record) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(record) {
-            Ok(()) => {}
-            Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
-                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
-                write_stderr(&r, self.mode);
-            }
+        match &self.handle {
+            Some(h) => h.send(record),
+            None => write_stderr(&record, self.mode),
         }
     }
 
-    /// Writes everything queued, then stops the thread.
+    /// Writes everything queued, then stops the thread. Records sent through other
+    /// handles afterwards go straight to stderr.
     pub fn close(&mut self) {
-        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            // Blocks only while the queue is full, that is while the writer works.
+            let _ = h.tx.send(None);
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -164,14 +197,14 @@ impl Journal {
     }
 }
 
-fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Record>, stats: &LogStats) {
+fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Option<Record>>, stats: &LogStats) {
     let mut journal = (mode == LogMode::Journald).then(|| Journal {
         path,
         socket: None,
         down: None,
         buf: Vec::with_capacity(2048),
     });
-    for record in rx {
+    for record in rx.iter().map_while(|r| r) {
         stats.written.fetch_add(1, Ordering::Relaxed);
         let Some(j) = journal.as_mut() else {
             write_stderr(&record, mode);

@@ -6,6 +6,7 @@
 
 pub mod log;
 pub mod record;
+pub mod socket;
 
-pub use log::{LogMode, LogSink};
+pub use log::{LogHandle, LogMode, LogSink};
 pub use record::Record;

@@ -1,0 +1,207 @@
+//! The event socket's format: one JSON object per line, each with a `version`.
+//!
+//! The daemon writes a `hello` line first, then every alert currently active (with
+//! `replay: true`), then every event as it happens. `alert_id` names a listener's identity
+//! (network namespace + [`ListenerKey`]) with a stable hash, so a subscriber can tell an
+//! alert it has shown from a new one across daemon restarts and reconnects.
+
+use serde::{Deserialize, Serialize};
+
+use super::events::{Event, EventKind};
+use super::report::Report;
+use super::snapshot::ListenerKey;
+use crate::registry::Registry;
+
+/// The format version; bumped only for changes old readers would misread.
+pub const VERSION: u32 = 1;
+
+/// Longest line a reader accepts (a line is far shorter; this bounds a broken peer).
+pub const MAX_LINE: usize = 256 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Message {
+    Hello(Hello),
+    Event(WireEvent),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// `portsentinel 0.1.0`
+    pub daemon: String,
+    /// How many replayed alerts follow.
+    pub active_alerts: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireEvent {
+    pub version: u32,
+    pub kind: EventKind,
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// Stable id of the listener's identity: the same listener has the same id in every
+    /// event, across daemon restarts.
+    pub alert_id: String,
+    /// True for the active alerts sent to a new subscriber before live events.
+    #[serde(default)]
+    pub replay: bool,
+    pub listener: Report,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub previous_pid: Option<u32>,
+    #[serde(default)]
+    pub alert_suppressed: bool,
+}
+
+/// FNV-1a, 64 bit: stable across runs and builds, unlike the std hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The stable id of a listener's identity.
+pub fn alert_id(netns: Option<u64>, key: &ListenerKey) -> String {
+    let json = serde_json::to_vec(&(netns, key)).unwrap_or_default();
+    format!("{:016x}", fnv1a(&json))
+}
+
+impl WireEvent {
+    pub fn new(
+        e: &Event,
+        registry: &Registry,
+        netns: Option<u64>,
+        time: std::time::SystemTime,
+    ) -> WireEvent {
+        WireEvent {
+            version: VERSION,
+            kind: e.kind,
+            time: humantime::format_rfc3339_millis(time).to_string(),
+            alert_id: alert_id(netns, &ListenerKey::of(&e.listener)),
+            replay: false,
+            listener: Report::new(&e.listener, registry, e.verdict.clone()),
+            detail: e.detail.clone(),
+            previous_pid: e.previous_pid.map(|p| p.0),
+            alert_suppressed: e.alert_suppressed,
+        }
+    }
+}
+
+impl Message {
+    /// One line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("messages always serialize");
+        s.push('\n');
+        s
+    }
+
+    /// Parses one line. Unknown fields are ignored, so newer daemons can add them.
+    pub fn from_line(line: &str) -> Result<Message, String> {
+        if line.len() > MAX_LINE {
+            return Err(format!("line of {} bytes is too long", line.len()));
+        }
+        let m: Message = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let version = match &m {
+            Message::Hello(h) => h.version,
+            Message::Event(e) => e.version,
+        };
+        if version != VERSION {
+            return Err(format!(
+                "format version {version}, this reader knows {VERSION}"
+            ));
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Inode, Listener, Owner, Pid, Policy, Process, Protocol};
+
+    fn event() -> Event {
+        let l = Listener {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 867,
+            v6only: None,
+            uid: 0,
+            inodes: vec![Inode(1)],
+            pids: vec![Pid(7)],
+            owner: Owner::Process(Process {
+                pid: Pid(7),
+                name: "<b>bold</b> & <i>".into(),
+                exe: Some("/x".into()),
+                cmdline: vec![],
+                uid: Some(0),
+                user: Some("root".into()),
+                unit: None,
+                start_time: 0,
+            }),
+        };
+        let verdict = Policy::default().judge(&Registry::builtin(), &l);
+        Event {
+            kind: EventKind::AlertRaised,
+            listener: l,
+            verdict,
+            detail: None,
+            previous_pid: None,
+            alert_suppressed: false,
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let w = WireEvent::new(
+            &event(),
+            &Registry::builtin(),
+            Some(1),
+            std::time::SystemTime::UNIX_EPOCH,
+        );
+        let line = Message::Event(w.clone()).to_line();
+        assert!(
+            line.starts_with("{\"type\":\"event\",\"version\":1,\"kind\":\"alert-raised\""),
+            "{line}"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        assert_eq!(
+            Message::from_line(line.trim_end()).unwrap(),
+            Message::Event(w)
+        );
+    }
+
+    #[test]
+    fn alert_id_is_stable_and_ignores_the_pid() {
+        let a = event();
+        let mut b = event();
+        b.listener.pids = vec![Pid(8)];
+        if let Owner::Process(p) = &mut b.listener.owner {
+            p.pid = Pid(8);
+        }
+        let id = |e: &Event| alert_id(Some(1), &ListenerKey::of(&e.listener));
+        assert_eq!(id(&a), id(&b));
+        assert_eq!(id(&a).len(), 16);
+        assert_ne!(alert_id(Some(2), &ListenerKey::of(&a.listener)), id(&a));
+    }
+
+    #[test]
+    fn rejects_other_versions_and_garbage() {
+        assert!(
+            Message::from_line(
+                "{\"type\":\"hello\",\"version\":2,\"daemon\":\"x\",\"active_alerts\":0}"
+            )
+            .is_err()
+        );
+        assert!(Message::from_line("not json").is_err());
+        assert!(Message::from_line("{}").is_err());
+        let ok = Message::from_line(
+            "{\"type\":\"hello\",\"version\":1,\"daemon\":\"x\",\"active_alerts\":0,\"new\":true}",
+        );
+        assert!(ok.is_ok(), "unknown fields are ignored");
+    }
+}
