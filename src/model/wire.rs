@@ -22,7 +22,7 @@ pub const MAX_LINE: usize = 256 * 1024;
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Message {
     Hello(Hello),
-    Event(WireEvent),
+    Event(Box<WireEvent>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,7 +163,7 @@ mod tests {
             Some(1),
             std::time::SystemTime::UNIX_EPOCH,
         );
-        let line = Message::Event(w.clone()).to_line();
+        let line = Message::Event(Box::new(w.clone())).to_line();
         assert!(
             line.starts_with("{\"type\":\"event\",\"version\":1,\"kind\":\"alert-raised\""),
             "{line}"

@@ -83,7 +83,7 @@ impl Hub {
 
     /// Sends one event to every subscriber, and keeps track of the active alerts.
     pub fn publish(&self, event: WireEvent) {
-        let line: Arc<str> = Message::Event(event.clone()).to_line().into();
+        let line: Arc<str> = Message::Event(Box::new(event.clone())).to_line().into();
         let mut inner = self.lock();
         match event.kind {
             EventKind::AlertRaised => {
@@ -133,7 +133,7 @@ impl Hub {
         });
         let _ = tx.try_send(hello.to_line().into());
         for e in inner.active.values() {
-            let _ = tx.try_send(Message::Event(e.clone()).to_line().into());
+            let _ = tx.try_send(Message::Event(Box::new(e.clone())).to_line().into());
         }
         let id = inner.next_id;
         inner.next_id += 1;
