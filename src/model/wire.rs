@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(line.matches('\n').count(), 1);
         assert_eq!(
             Message::from_line(line.trim_end()).unwrap(),
-            Message::Event(w)
+            Message::Event(Box::new(w))
         );
     }
 
