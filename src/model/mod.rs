@@ -1,5 +1,6 @@
 //! The pure core: values in, values out. Nothing here reads the clock, files or sockets.
 
+pub mod desktop;
 pub mod events;
 pub mod listener;
 pub mod policy;
