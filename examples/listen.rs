@@ -8,7 +8,8 @@
 //!
 //! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`,
 //! `udp-connected` (a client socket bound to an ephemeral port and connected to ADDR:PORT).
-//! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits.
+//! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits until its
+//! standard input closes, or with `--wait` until it is killed.
 //! `--name NAME` sets the process name (`comm`, at most 15 bytes) first.
 
 use std::ffi::CString;
@@ -68,6 +69,8 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let wait = args.iter().any(|a| a == "--wait");
+    args.retain(|a| a != "--wait");
     if let Some(i) = args.iter().position(|a| a == "--name") {
         let name = args.get(i + 1).cloned().unwrap_or_default();
         args.drain(i..(i + 2).min(args.len()));
@@ -94,6 +97,13 @@ fn main() {
         })
         .collect();
     println!("ready pid={} ports={}", std::process::id(), ports.join(","));
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    if wait {
+        loop {
+            std::thread::park();
+        }
+    }
     // Hold everything until the parent closes our stdin (or kills us).
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop(sockets);

@@ -24,6 +24,7 @@ impl Daemon {
         let mut c = ns.command(bin());
         c.arg("run").args(args);
         c.env("STATE_DIRECTORY", state.path());
+        c.env("RUNTIME_DIRECTORY", state.path());
         c.env_remove("JOURNAL_STREAM");
         let mut child = c
             .stderr(Stdio::piped())

@@ -89,7 +89,10 @@ pub fn escape_markup(s: &str) -> String {
 /// well-known port, reachable from other machines.
 pub fn is_critical(e: &WireEvent) -> bool {
     let l = &e.listener;
-    l.verdict.alert && l.range == PortRange::WellKnown && l.iana.status == Status::Unassigned && l.reach != Reach::Loopback
+    l.verdict.alert
+        && l.range == PortRange::WellKnown
+        && l.iana.status == Status::Unassigned
+        && l.reach != Reach::Loopback
 }
 
 fn reach_words(e: &WireEvent) -> String {
@@ -136,7 +139,8 @@ fn program_words(e: &WireEvent) -> String {
         }
         None => format!(
             "unknown program ({}), socket uid {}",
-            l.owner_unknown.map_or("owner not readable", |w| w.describe()),
+            l.owner_unknown
+                .map_or("owner not readable", |w| w.describe()),
             l.uid
         ),
     }
@@ -145,11 +149,20 @@ fn program_words(e: &WireEvent) -> String {
 /// The notification for one alert.
 pub fn alert_note(e: &WireEvent) -> Note {
     let l = &e.listener;
-    let body = format!("{}\n{}\nlistening on {}", program_words(e), iana_words(e), reach_words(e));
+    let body = format!(
+        "{}\n{}\nlistening on {}",
+        program_words(e),
+        iana_words(e),
+        reach_words(e)
+    );
     Note {
         summary: format!("Unexpected listener on {}/{}", l.port, l.protocol),
         body: escape_markup(&body),
-        urgency: if is_critical(e) { Urgency::Critical } else { Urgency::Normal },
+        urgency: if is_critical(e) {
+            Urgency::Critical
+        } else {
+            Urgency::Normal
+        },
     }
 }
 
@@ -172,8 +185,14 @@ fn summary_note(b: &Burst) -> Note {
     }
     Note {
         summary: format!("{} unexpected listeners", b.count),
-        body: escape_markup(&format!("{ports}\nRun `portsentinel scan` to see them all.")),
-        urgency: if b.critical { Urgency::Critical } else { Urgency::Normal },
+        body: escape_markup(&format!(
+            "{ports}\nRun `portsentinel scan` to see them all."
+        )),
+        urgency: if b.critical {
+            Urgency::Critical
+        } else {
+            Urgency::Normal
+        },
     }
 }
 
@@ -227,7 +246,8 @@ impl Planner {
                 critical,
                 summary_slot: None,
             });
-            self.shown.insert(e.alert_id.clone(), Shown { slot, own: true });
+            self.shown
+                .insert(e.alert_id.clone(), Shown { slot, own: true });
             return vec![Action::Show {
                 slot,
                 note: alert_note(e),
@@ -253,7 +273,8 @@ impl Planner {
         let slot = match &action {
             Action::Show { slot, .. } | Action::Update { slot, .. } => *slot,
         };
-        self.shown.insert(e.alert_id.clone(), Shown { slot, own: false });
+        self.shown
+            .insert(e.alert_id.clone(), Shown { slot, own: false });
         vec![action]
     }
 }
@@ -323,13 +344,25 @@ mod tests {
         let t = Instant::now();
         let a = alert("a", 867, "0.0.0.0", "nc");
         let acts = p.on_event(t, &a);
-        let [Action::Show { slot, note }] = acts.as_slice() else { panic!("{acts:?}") };
+        let [Action::Show { slot, note }] = acts.as_slice() else {
+            panic!("{acts:?}")
+        };
         assert_eq!(note.summary, "Unexpected listener on 867/tcp");
         assert_eq!(note.urgency, Urgency::Critical);
-        assert!(note.body.contains("nc (pid 4242)") && note.body.contains("unassigned"), "{}", note.body);
-        assert!(note.body.contains("all IPv4 interfaces (0.0.0.0)"), "{}", note.body);
+        assert!(
+            note.body.contains("nc (pid 4242)") && note.body.contains("unassigned"),
+            "{}",
+            note.body
+        );
+        assert!(
+            note.body.contains("all IPv4 interfaces (0.0.0.0)"),
+            "{}",
+            note.body
+        );
         let acts = p.on_event(t + Duration::from_secs(10), &cleared(a));
-        assert!(matches!(acts.as_slice(), [Action::Update { slot: s, note }] if s == slot && note.urgency == Urgency::Low));
+        assert!(
+            matches!(acts.as_slice(), [Action::Update { slot: s, note }] if s == slot && note.urgency == Urgency::Low)
+        );
     }
 
     #[test]
@@ -341,14 +374,23 @@ mod tests {
         let mut replay = a.clone();
         replay.replay = true;
         assert!(p.on_event(t + Duration::from_secs(30), &replay).is_empty());
-        assert_eq!(p.on_event(t + Duration::from_secs(31), &alert("b", 868, "0.0.0.0", "nc")).len(), 1);
+        assert_eq!(
+            p.on_event(
+                t + Duration::from_secs(31),
+                &alert("b", 868, "0.0.0.0", "nc")
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
     fn loopback_is_normal_urgency() {
         let mut p = Planner::new(Duration::from_secs(2));
         let acts = p.on_event(Instant::now(), &alert("a", 867, "127.0.0.1", "nc"));
-        assert!(matches!(&acts[..], [Action::Show { note, .. }] if note.urgency == Urgency::Normal));
+        assert!(
+            matches!(&acts[..], [Action::Show { note, .. }] if note.urgency == Urgency::Normal)
+        );
     }
 
     #[test]
@@ -372,16 +414,28 @@ mod tests {
         assert_eq!(shows, 2, "the first alert, then one summary");
         let last = last.unwrap();
         assert_eq!(last.summary, "50 unexpected listeners");
-        assert!(last.body.starts_with("800/tcp, 801/tcp, 802/tcp, 803/tcp, 804/tcp and 45 more"), "{}", last.body);
+        assert!(
+            last.body
+                .starts_with("800/tcp, 801/tcp, 802/tcp, 803/tcp, 804/tcp and 45 more"),
+            "{}",
+            last.body
+        );
         // After the window, alerts stand alone again.
         let later = t + Duration::from_secs(10);
-        assert!(matches!(&p.on_event(later, &alert("z", 900, "0.0.0.0", "x"))[..], [Action::Show { note, .. }] if note.summary.contains("900/tcp")));
+        assert!(
+            matches!(&p.on_event(later, &alert("z", 900, "0.0.0.0", "x"))[..], [Action::Show { note, .. }] if note.summary.contains("900/tcp"))
+        );
     }
 
     #[test]
     fn markup_from_processes_is_escaped() {
         let note = alert_note(&alert("a", 867, "0.0.0.0", "<b>bold</b> & <i>"));
-        assert!(note.body.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;i&gt;"), "{}", note.body);
+        assert!(
+            note.body
+                .contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;i&gt;"),
+            "{}",
+            note.body
+        );
         assert!(!note.body.contains("<b>"));
         assert_eq!(escape_markup("a\nb"), "a\nb".replace('\n', "\\n"));
     }

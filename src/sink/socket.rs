@@ -181,20 +181,25 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, Option<St
     if let Some(name) = group {
         match group_id(name) {
             Some(gid) => {
-                match rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid))) {
-                    Ok(()) => mode = 0o660,
-                    Err(e) => {
-                        warning = Some(format!(
-                            "cannot give the event socket to group `{name}` ({e}): only root can subscribe \
-                         (under systemd, the unit needs SupplementaryGroups={name})"
-                        ))
-                    }
+                use std::os::unix::fs::MetadataExt as _;
+                let has = std::fs::metadata(path).map(|m| m.gid()).ok();
+                // Under the shipped unit the daemon's own group is this group already.
+                let given = has == Some(gid)
+                    || rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid))).is_ok();
+                if given {
+                    mode = 0o660;
+                } else {
+                    warning = Some(format!(
+                        "cannot give the event socket to group `{name}` (the daemon is not in it): \
+                         only root can subscribe (under systemd, the unit needs Group={name})"
+                    ));
                 }
             }
             None => {
                 warning = Some(format!(
                     "group `{name}` does not exist: only root can subscribe to events \
-                     (create it with `groupadd --system {name}`)"
+                     (create it with `systemd-sysusers` and systemd/portsentinel.sysusers, or \
+                     `groupadd --system {name}`)"
                 ))
             }
         }

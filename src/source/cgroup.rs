@@ -14,13 +14,14 @@ pub fn unit_from_cgroup(content: &str) -> Option<String> {
         else {
             continue;
         };
-        if (id == "0" && controllers.is_empty()) || controllers == "name=systemd" {
-            if let Some(unit) = unit_from_path(path) {
-                if id == "0" {
-                    return Some(unit);
-                }
-                fallback = Some(unit);
+        let unified = id == "0" && controllers.is_empty();
+        if (unified || controllers == "name=systemd")
+            && let Some(unit) = unit_from_path(path)
+        {
+            if unified {
+                return Some(unit);
             }
+            fallback = Some(unit);
         }
     }
     fallback

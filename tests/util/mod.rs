@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod systemd;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};

@@ -1,0 +1,223 @@
+//! End to end under a real systemd: the unit installed the way the README says, checked
+//! from the journal (`journalctl -o json`), not from the daemon's own word.
+//!
+//! One test, in steps, because booting systemd is the expensive part (a quarter second)
+//! and the steps build on each other's state.
+
+mod util;
+
+use std::time::Duration;
+
+use util::systemd::{SHARE, Systemd, readme_install_block};
+
+const ALERT: &str = "MESSAGE_ID=72a41cfb5a384d3fb2b30ae71670a2d4";
+const CLEARED: &str = "MESSAGE_ID=6c1f78b8c548483ca17bac2de5cc91f1";
+const RESTARTED: &str = "MESSAGE_ID=49f933d131614fe1b4221e4540a094d5";
+const PRESENT: &str = "MESSAGE_ID=9284c68d023d4849a148696afefdebe6";
+const REJECTED: &str = "MESSAGE_ID=ced820f470394fc5974c79e332d3ec87";
+
+fn field<'a>(r: &'a serde_json::Value, name: &str) -> &'a str {
+    r[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {r}"))
+}
+
+/// Starts `listen` inside as user nobody; returns its pid as seen inside.
+fn listen_as_nobody(sd: &Systemd, specs: &[&str]) -> u32 {
+    let listen = format!("{SHARE}/listen");
+    let mut args = vec![
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &listen,
+        "--wait",
+    ];
+    args.extend_from_slice(specs);
+    sd.spawn(&args)
+}
+
+fn write_config(sd: &Systemd, text: &str) {
+    std::fs::write(sd.share.path().join("next.toml"), text).unwrap();
+    sd.sh_ok("install -m644 next.toml /etc/portsentinel/config.toml");
+}
+
+fn reload(sd: &Systemd) {
+    sd.sh_ok("systemctl reload portsentinel");
+    assert_eq!(sd.is_active("portsentinel"), "active");
+}
+
+#[test]
+fn the_unit_under_real_systemd() {
+    // The hardened unit passes `verify` and rates 1.5 or better.
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/systemd/portsentinel.service"
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for portsentinel.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(score <= 1.5, "exposure {score} > 1.5");
+    eprintln!("systemd-analyze security: {score}");
+
+    let sd = Systemd::boot();
+    let install: String = readme_install_block()
+        .lines()
+        .filter(|l| !l.starts_with("cargo ")) // the binary is already built
+        .collect::<Vec<_>>()
+        .join("\n");
+    sd.sh_ok(&install);
+    let verify = sd.run(&[
+        "systemd-analyze",
+        "verify",
+        "/etc/systemd/system/portsentinel.service",
+    ]);
+    assert!(
+        verify.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert_eq!(sd.is_active("portsentinel"), "active");
+    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
+
+    // An unprivileged user's listener on 867: one alert at warning, with pid and exe.
+    let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let alerts = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(field(a, "MESSAGE_ID"), "72a41cfb5a384d3fb2b30ae71670a2d4");
+    assert_eq!(field(a, "LISTENER_PID"), pid.to_string());
+    assert_eq!(field(a, "LISTENER_EXE"), format!("{SHARE}/listen"));
+    assert_eq!(field(a, "LISTENER_UID"), "65534");
+    assert_eq!(field(a, "LISTEN_PROTO"), "tcp");
+    assert_eq!(field(a, "IANA_STATUS"), "unassigned");
+    assert_eq!(field(a, "PORT_RANGE"), "well-known");
+    assert_eq!(field(a, "SYSLOG_IDENTIFIER"), "portsentinel");
+    assert!(field(a, "ALERT_REASON").contains("unassigned by IANA"));
+    // `journalctl -x` explains it from the installed catalog.
+    let x = sd.run(&[
+        "journalctl",
+        "--no-pager",
+        "-x",
+        "-u",
+        "portsentinel",
+        ALERT,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&x.stdout).contains("What to do"),
+        "catalog not installed"
+    );
+
+    // A restart of the daemon while the listener stays: no second alert.
+    sd.sh_ok("systemctl restart portsentinel");
+    assert_eq!(sd.is_active("portsentinel"), "active");
+    // The new instance's inventory has recorded it, so it has judged it.
+    sd.wait_journal(&["-u", "portsentinel", PRESENT, "LISTEN_PORT=867"], 1);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sd.journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"])
+            .len(),
+        1,
+        "alerted twice"
+    );
+
+    // Closing it clears the alert.
+    sd.sh_ok(&format!("kill {pid}"));
+    let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=867"], 1);
+    assert_eq!(field(&cleared[0], "PRIORITY"), "5");
+    assert_eq!(field(&cleared[0], "LISTENER_PID"), pid.to_string());
+
+    // A broken config on reload: rejected at err with line and column, unit stays active.
+    let again = listen_as_nobody(&sd, &["tcp:127.0.0.1:867"]);
+    sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 2);
+    write_config(
+        &sd,
+        "[policy]\nalert_on = [\"well-known-unassigned\"]\n\n[[allow]]\nport = 867\nprotocoll = \"tcp\"\n",
+    );
+    reload(&sd);
+    let rejected = sd.wait_journal(&["-u", "portsentinel", REJECTED], 1);
+    assert_eq!(field(&rejected[0], "PRIORITY"), "3");
+    assert!(
+        field(&rejected[0], "MESSAGE")
+            .contains("/etc/portsentinel/config.toml:6:1: unknown field `protocoll`"),
+        "{}",
+        rejected[0]
+    );
+
+    // A config that allows 867 clears the alert, naming the rule.
+    write_config(
+        &sd,
+        "[[allow]]\nname = \"lab\"\nport = 867\naddress = \"loopback\"\n",
+    );
+    reload(&sd);
+    let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=867"], 2);
+    let last = cleared.last().unwrap();
+    assert_eq!(field(last, "LISTENER_PID"), again.to_string());
+    assert!(
+        field(last, "EVENT_DETAIL")
+            .starts_with("allowed after config reload: allowed by [[allow]] \"lab\"")
+    );
+
+    // An allowed service restarted (new pid, same exe): one "restarted" record, no alert.
+    sd.sh_ok(&format!(
+        "systemd-run --quiet --unit=fixture {SHARE}/listen --wait tcp:0.0.0.0:22"
+    ));
+    let opened = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=22"], 1);
+    assert_eq!(field(&opened[0], "PORTSENTINEL_EVENT"), "listener-opened");
+    assert_eq!(field(&opened[0], "LISTENER_UNIT"), "fixture.service");
+    sd.sh_ok("systemctl restart fixture");
+    let restarted = sd.wait_journal(&["-u", "portsentinel", RESTARTED, "LISTEN_PORT=22"], 1);
+    assert_ne!(
+        field(&restarted[0], "LISTENER_PID"),
+        field(&restarted[0], "LISTENER_PREVIOUS_PID")
+    );
+    std::thread::sleep(Duration::from_secs(4)); // past the grace window: no close, no alert
+    let port22 = sd.journal(&["-u", "portsentinel", "LISTEN_PORT=22"]);
+    let kinds: Vec<&str> = port22
+        .iter()
+        .map(|r| field(r, "PORTSENTINEL_EVENT"))
+        .collect();
+    assert_eq!(kinds, ["listener-opened", "listener-restarted"]);
+
+    // 200 unexpected listeners at once, then all closed: 200 alerts and 200 cleared records.
+    let specs: Vec<String> = (1..=200)
+        .map(|i| format!("tcp:127.0.{}.{}:868", i / 250, i % 250 + 1))
+        .collect();
+    let spec_refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let many = listen_as_nobody(&sd, &spec_refs);
+    sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=868"], 200);
+    sd.sh_ok(&format!("kill {many}"));
+    let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=868"], 200);
+    assert_eq!(cleared.len(), 200);
+    assert_eq!(
+        sd.journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=868"])
+            .len(),
+        200
+    );
+    let status = String::from_utf8_lossy(
+        &sd.run(&["systemctl", "show", "-P", "StatusText", "portsentinel"])
+            .stdout,
+    )
+    .into_owned();
+    eprintln!("STATUS={status}");
+    let max_late: u64 = status
+        .split("max late ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max late in {status:?}"));
+    // The poll keeps its rhythm: never a whole interval behind.
+    assert!(max_late < 1000, "a poll started {max_late} ms late");
+    assert_eq!(sd.is_active("portsentinel"), "active");
+}
