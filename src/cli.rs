@@ -50,6 +50,15 @@ pub enum Command {
     ///
     /// Exit status: 0; 2 for a bad argument; 78 when the config is invalid.
     Explain(ExplainArgs),
+    /// Show desktop notifications for the daemon's alerts (run as the desktop user).
+    ///
+    /// Connects to the daemon's event socket (root and the `portsentinel` group may read
+    /// it), reconnects while the daemon restarts, and shows one notification per alert,
+    /// updated when the listener closes; a burst of alerts becomes one summary. Started by
+    /// the user unit portsentinel-notify.service or the XDG autostart file.
+    ///
+    /// Exit status: 0 on SIGTERM/SIGINT.
+    NotifyAgent(NotifyAgentArgs),
     /// Validate a config file and exit.
     ///
     /// Exit status: 0 valid; 78 invalid, with `FILE:LINE:COL: what is wrong` on stderr.
@@ -133,6 +142,16 @@ pub struct ExplainArgs {
     pub json: bool,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct NotifyAgentArgs {
+    /// The daemon's event socket [default: /run/portsentinel/events.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Alerts closer together than this are folded into one summary notification.
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = crate::config::parse_duration)]
+    pub burst_window: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon_log = match &cli.command {
         Command::Run(args) => Some(args.log.unwrap_or_default()),
+        Command::NotifyAgent(_) => Some(LogMode::Text),
         _ => None,
     };
     init_tracing(daemon_log);
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         Command::Scan(args) => cmd::scan::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
+        Command::NotifyAgent(args) => cmd::notify_agent::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,95 +3,9 @@
 
 mod util;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use util::{Netns, bin};
-
-/// A daemon whose stderr lines arrive on a channel.
-struct Daemon {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    _state: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start(ns: &Netns, args: &[&str]) -> Daemon {
-        let state = tempfile::tempdir().unwrap();
-        let mut c = ns.command(bin());
-        c.arg("run").args(args);
-        c.env("STATE_DIRECTORY", state.path());
-        c.env("RUNTIME_DIRECTORY", state.path());
-        c.env_remove("JOURNAL_STREAM");
-        let mut child = c
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Daemon {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-            _state: state,
-        }
-    }
-
-    /// Waits (generously: these machines are shared) for a line that satisfies `pred`.
-    fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if pred(&line) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no {what} within 20 s; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe_free_kill(self.child.id(), "TERM");
-        let status = self.child.wait().unwrap();
-        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(l);
-        }
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unsafe_free_kill(pid: u32, sig: &str) {
-    std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-}
+use util::{Daemon, Netns, bin, kill};
 
 #[test]
 fn text_log_reports_an_alert_with_pid_and_exe_then_clears_it() {
@@ -179,7 +93,7 @@ fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
         "[daemon]\ninterval = \"100ms\"\n[[allow]]\nport = 867\nbogus = 1\n",
     )
     .unwrap();
-    unsafe_free_kill(d.child.id(), "HUP");
+    kill(d.child.id(), "HUP");
     let rejected = d.wait_for("the rejection", |l| l.contains("config reload rejected"));
     assert!(rejected.contains(" <3> "), "{rejected}");
     assert!(
@@ -192,7 +106,7 @@ fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
         "[daemon]\ninterval = \"100ms\"\n[[allow]]\nname = \"ok now\"\nport = 867\n",
     )
     .unwrap();
-    unsafe_free_kill(d.child.id(), "HUP");
+    kill(d.child.id(), "HUP");
     let cleared = d.wait_for("the cleared alert", |l| l.contains("alert-cleared"));
     assert!(
         cleared.contains("allowed after config reload: allowed by [[allow]] \\\"ok now\\\""),

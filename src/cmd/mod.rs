@@ -3,6 +3,7 @@
 
 pub mod check_config;
 pub mod explain;
+pub mod notify_agent;
 pub mod run;
 pub mod scan;
 

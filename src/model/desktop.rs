@@ -24,7 +24,8 @@ pub enum Urgency {
     Critical,
 }
 
-/// A notification's content. `body` is already escaped for the freedesktop markup subset.
+/// A notification's content, as plain text (control characters already made visible).
+/// The notifier escapes the body for servers that parse markup.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Note {
     pub summary: String,
@@ -69,12 +70,11 @@ struct Shown {
     own: bool,
 }
 
-/// Escapes text for the freedesktop notification body markup: `&`, `<` and `>`.
-/// Control characters are made visible first.
+/// Escapes text for the freedesktop notification body markup: `&`, `<` and `>`, the
+/// three characters the markup subset gives meaning to.
 pub fn escape_markup(s: &str) -> String {
-    let visible = crate::text::escape_control(s);
-    let mut out = String::with_capacity(visible.len());
-    for c in visible.chars() {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -157,7 +157,7 @@ pub fn alert_note(e: &WireEvent) -> Note {
     );
     Note {
         summary: format!("Unexpected listener on {}/{}", l.port, l.protocol),
-        body: escape_markup(&body),
+        body,
         urgency: if is_critical(e) {
             Urgency::Critical
         } else {
@@ -173,7 +173,7 @@ pub fn cleared_note(e: &WireEvent) -> Note {
     let body = format!("{}\n{}\n{why}", program_words(e), iana_words(e));
     Note {
         summary: format!("No longer alerting: {}/{}", l.port, l.protocol),
-        body: escape_markup(&body),
+        body,
         urgency: Urgency::Low,
     }
 }
@@ -185,9 +185,7 @@ fn summary_note(b: &Burst) -> Note {
     }
     Note {
         summary: format!("{} unexpected listeners", b.count),
-        body: escape_markup(&format!(
-            "{ports}\nRun `portsentinel scan` to see them all."
-        )),
+        body: format!("{ports}\nRun `portsentinel scan` to see them all."),
         urgency: if b.critical {
             Urgency::Critical
         } else {
@@ -430,13 +428,18 @@ mod tests {
     #[test]
     fn markup_from_processes_is_escaped() {
         let note = alert_note(&alert("a", 867, "0.0.0.0", "<b>bold</b> & <i>"));
+        let body = escape_markup(&note.body);
         assert!(
-            note.body
-                .contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;i&gt;"),
-            "{}",
-            note.body
+            body.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &lt;i&gt;"),
+            "{body}"
         );
-        assert!(!note.body.contains("<b>"));
-        assert_eq!(escape_markup("a\nb"), "a\nb".replace('\n', "\\n"));
+        assert!(!body.contains("<b>"));
+        // The notifier's own line breaks stay; a newline from a process is made visible.
+        let evil = alert_note(&alert("a", 867, "0.0.0.0", "x\ny"));
+        assert!(
+            evil.body.starts_with("x\\ny (pid 4242)\n/usr/bin/evil\n"),
+            "{}",
+            evil.body
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! never holds up polling, and the log record of every event is written whatever the other
 //! sinks do.
 
+pub mod desktop;
 pub mod log;
 pub mod record;
 pub mod socket;

@@ -5,12 +5,15 @@
 
 #![allow(dead_code)]
 
+pub mod desktop;
 pub mod systemd;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
 
 /// The `portsentinel` binary under test.
 pub fn bin() -> PathBuf {
@@ -177,4 +180,131 @@ pub fn find<'a>(
     scan.iter()
         .filter(|e| e["protocol"] == protocol && e["port"] == port)
         .collect()
+}
+
+/// Lines a child writes to a pipe, collected by a thread, waited for with a deadline.
+pub struct Lines {
+    rx: Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn new(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (generously: these machines are shared) for a line that satisfies `pred`.
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "no {what} within 20 s; output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Collects what arrives within `d`.
+    pub fn drain_for(&mut self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut got = Vec::new();
+        while let Ok(l) = self
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(l.clone());
+            got.push(l);
+        }
+        got
+    }
+}
+
+/// `portsentinel run` in a namespace, its stderr lines on a channel.
+pub struct Daemon {
+    pub child: Child,
+    pub lines: Lines,
+    /// State and runtime directory (the event socket is `events.sock` in it).
+    pub dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    pub fn start(ns: &Netns, args: &[&str]) -> Daemon {
+        Daemon::start_in(ns, args, tempfile::tempdir().unwrap())
+    }
+
+    /// Starts with a given state and runtime directory (to restart on the same state).
+    pub fn start_in(ns: &Netns, args: &[&str], dir: tempfile::TempDir) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut c = ns.command(bin());
+        c.arg("run").args(args);
+        c.env("STATE_DIRECTORY", dir.path());
+        c.env("RUNTIME_DIRECTORY", dir.path());
+        c.env_remove("JOURNAL_STREAM");
+        let mut child = c
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = Lines::new(child.stderr.take().unwrap());
+        Daemon { child, lines, dir }
+    }
+
+    pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        self.lines.wait_for(what, pred)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("events.sock")
+    }
+
+    /// SIGTERM, wait; returns the exit status and the state directory for a restart.
+    pub fn terminate_keep(mut self) -> (std::process::ExitStatus, tempfile::TempDir) {
+        kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (status, dir)
+    }
+
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        self.lines.drain_for(Duration::from_millis(500));
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn kill(pid: u32, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
 }
