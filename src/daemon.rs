@@ -17,6 +17,7 @@ use crate::config::{self, Config};
 use crate::model::wire::WireEvent;
 use crate::model::{Event, EventKind, Inode, Socket, Timing, Tracker, group_listeners};
 use crate::registry::{Origin, Registry};
+use crate::sink::desktop::Desktop;
 use crate::sink::record::{message_id, priority};
 use crate::sink::socket::{self, Hub};
 use crate::sink::{LogMode, LogSink, Record};
@@ -56,6 +57,8 @@ pub struct Daemon {
     state_failing: bool,
     log: LogSink,
     hub: Option<Arc<Hub>>,
+    desktop: Option<tokio::sync::mpsc::Sender<WireEvent>>,
+    desktop_dropped: u64,
     sockets: Vec<Socket>,
     inodes: Vec<Inode>,
     previous_inodes: Vec<Inode>,
@@ -151,6 +154,8 @@ impl Daemon {
             state_failing: false,
             log,
             hub: None,
+            desktop: None,
+            desktop_dropped: 0,
             sockets: Vec::new(),
             inodes: Vec::new(),
             previous_inodes: Vec::new(),
@@ -255,8 +260,28 @@ impl Daemon {
             // The journal record first: it is written whatever the other sinks do.
             self.log
                 .send(Record::from_event(&e, &self.registry, self.netns, now));
+            if self.hub.is_none() && self.desktop.is_none() {
+                continue;
+            }
+            let wire = WireEvent::new(&e, &self.registry, self.netns, now);
+            if let Some(tx) = &self.desktop
+                && tx.try_send(wire.clone()).is_err()
+            {
+                // The journal has every event; the desktop may miss some in a flood.
+                self.desktop_dropped += 1;
+                if self.desktop_dropped.is_power_of_two() {
+                    self.log.send(Record::plain(
+                        priority::WARNING,
+                        None,
+                        format!(
+                            "desktop notifications fell behind: {} event(s) not shown",
+                            self.desktop_dropped
+                        ),
+                    ));
+                }
+            }
             if let Some(hub) = &self.hub {
-                hub.publish(WireEvent::new(&e, &self.registry, self.netns, now));
+                hub.publish(wire);
             }
         }
         if alerts_changed {
@@ -372,6 +397,27 @@ impl Daemon {
         }
     }
 
+    /// With `[notify] desktop = true`: the task that shows notifications itself.
+    pub fn open_desktop(&mut self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        if !self.config.notify.desktop {
+            return None;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WireEvent>(1024);
+        self.desktop = Some(tx);
+        let mut desktop = Desktop::new(self.config.notify.burst_window);
+        Some(async move {
+            loop {
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => desktop.on_event(&e).await,
+                        None => return,
+                    },
+                    _ = tokio::time::sleep(crate::sink::desktop::RETRY), if desktop.has_pending() => desktop.flush().await,
+                }
+            }
+        })
+    }
+
     pub fn status_line(&self) -> String {
         format!(
             "{} listener(s), {} alert(s); poll every {} ms, last took {:.1} ms, max late {} ms",
@@ -420,6 +466,7 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
     let mut daemon = Daemon::start(options)?;
     // Before the first poll, so an agent that connects early hears the inventory's alerts.
     let server = daemon.open_event_socket().map(tokio::spawn);
+    let desktop = daemon.open_desktop().map(tokio::spawn);
     let mut hup = signal(SignalKind::hangup()).map_err(anyhow::Error::from)?;
     let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
     let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
@@ -468,8 +515,8 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
         }
     }
     notify(&[sd_notify::NotifyState::Stopping]);
-    if let Some(server) = server {
-        server.abort();
+    for task in [server, desktop].into_iter().flatten() {
+        task.abort();
     }
     daemon.stop();
     Ok(())

@@ -256,3 +256,29 @@ fn without_a_session_bus_the_agent_says_so_once_and_catches_up() {
     assert_eq!(history.len(), 1, "{history:#?}");
     assert_eq!(history[0].1, "Unexpected listener on 867/tcp");
 }
+
+/// A daemon run as the desktop user shows notifications itself with `[notify] desktop`.
+#[test]
+fn direct_mode_needs_no_agent() {
+    let ns = Netns::new();
+    let mut session = Session::start();
+    session.start_monitor();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[daemon]\ninterval = \"200ms\"\n[notify]\ndesktop = true\n[events]\nsocket = \"\"\n",
+    )
+    .unwrap();
+    let mut c = ns.command(bin());
+    c.args(["run", "--log", "text", "--config", cfg.to_str().unwrap()]);
+    c.env("STATE_DIRECTORY", dir.path())
+        .env("DBUS_SESSION_BUS_ADDRESS", &session.address);
+    let mut child = c.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let _l = ns.listen(&["udp:0.0.0.0:867"]);
+    let calls = session.wait_calls("the notification", |c| !c.is_empty());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(calls[0].summary, "Unexpected listener on 867/udp");
+    assert_eq!(calls[0].urgency, Some(2));
+}

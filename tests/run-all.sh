@@ -18,17 +18,26 @@ fi
 need=(
   "ip:iproute2"
   "setpriv:util-linux"
+  "nsenter:util-linux"
   "sysctl:procps"
+  "systemd-analyze:systemd"
+  "journalctl:systemd"
+  "busctl:systemd"
+  "Xvfb:xvfb"
+  "dbus-daemon:dbus-daemon"
+  "dbus-send:dbus-bin"
+  "dunst:dunst"
 )
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
 done
+# Packages named only when missing: naming an installed one would upgrade it.
 if [ ${#missing[@]} -gt 0 ]; then
   echo "tests/run-all.sh: installing ${missing[*]}" >&2
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(printf '%s\n' "${missing[@]}" | sort -u)
 fi
 
 cargo build --all-targets --locked

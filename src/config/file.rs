@@ -11,6 +11,7 @@ use toml::{Spanned, Value};
 pub struct ConfigFile {
     pub daemon: Option<DaemonFile>,
     pub events: Option<EventsFile>,
+    pub notify: Option<NotifyFile>,
     pub registry: Option<RegistryFile>,
     pub policy: Option<PolicyFile>,
     pub allow: Option<Vec<Spanned<AllowFile>>>,
@@ -32,6 +33,13 @@ pub struct EventsFile {
     pub socket: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub buffer: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    pub desktop: Option<bool>,
+    pub burst_window: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

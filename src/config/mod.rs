@@ -90,6 +90,24 @@ pub struct EventSettings {
 
 pub const DEFAULT_EVENT_GROUP: &str = "portsentinel";
 
+/// Desktop notifications shown by the daemon itself (`[notify]`), for a daemon that runs
+/// as the desktop user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifySettings {
+    pub desktop: bool,
+    /// Alerts closer together than this become one summary notification.
+    pub burst_window: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> NotifySettings {
+        NotifySettings {
+            desktop: false,
+            burst_window: Duration::from_secs(2),
+        }
+    }
+}
+
 impl Default for EventSettings {
     fn default() -> EventSettings {
         EventSettings {
@@ -128,6 +146,7 @@ pub struct Config {
     pub file: Option<PathBuf>,
     pub daemon: DaemonSettings,
     pub events: EventSettings,
+    pub notify: NotifySettings,
     /// An IANA CSV to load instead of the built-in table, and where the key was written.
     pub registry_csv: Option<(PathBuf, Location)>,
     pub policy: Policy,
@@ -276,6 +295,15 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                         ),
                     )
                 })?;
+        }
+    }
+    if let Some(n) = raw.notify {
+        if let Some(d) = n.desktop {
+            config.notify.desktop = d;
+        }
+        if let Some(w) = &n.burst_window {
+            config.notify.burst_window = parse_duration(w.get_ref())
+                .map_err(|e| v.at(w, format!("notify.burst_window: {e}")))?;
         }
     }
     if let Some(registry) = raw.registry
