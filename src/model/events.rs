@@ -376,7 +376,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(u64::from(pid) * 100 + u64::from(port))],
             pids: vec![Pid(pid)],
-            owner: Owner::Process(Process {
+            owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(pid),
                 name: exe.rsplit('/').next().unwrap().into(),
                 exe: Some(exe.into()),
@@ -385,7 +385,7 @@ mod tests {
                 user: Some("root".into()),
                 unit: None,
                 start_time: 0,
-            }),
+            })),
         }
     }
 

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -210,7 +211,8 @@ impl UnknownOwner {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Owner {
-    Process(Process),
+    /// Shared: the attribution cache, the tracker and events hold the same one.
+    Process(Arc<Process>),
     Unknown(UnknownOwner),
 }
 

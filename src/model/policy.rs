@@ -325,7 +325,7 @@ mod tests {
     }
 
     fn process(name: &str, exe: &str) -> Owner {
-        Owner::Process(Process {
+        Owner::Process(std::sync::Arc::new(Process {
             pid: Pid(100),
             name: name.into(),
             exe: Some(exe.into()),
@@ -334,7 +334,7 @@ mod tests {
             user: Some("root".into()),
             unit: Some("foo.service".into()),
             start_time: 1,
-        })
+        }))
     }
 
     #[test]

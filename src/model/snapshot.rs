@@ -140,7 +140,7 @@ mod tests {
     }
 
     fn proc_(pid: u32, exe: &str) -> Owner {
-        Owner::Process(Process {
+        Owner::Process(std::sync::Arc::new(Process {
             pid: Pid(pid),
             name: "nginx".into(),
             exe: Some(exe.into()),
@@ -149,7 +149,7 @@ mod tests {
             user: None,
             unit: None,
             start_time: 0,
-        })
+        }))
     }
 
     #[test]

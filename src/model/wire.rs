@@ -133,7 +133,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(1)],
             pids: vec![Pid(7)],
-            owner: Owner::Process(Process {
+            owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(7),
                 name: "<b>bold</b> & <i>".into(),
                 exe: Some("/x".into()),
@@ -142,7 +142,7 @@ mod tests {
                 user: Some("root".into()),
                 unit: None,
                 start_time: 0,
-            }),
+            })),
         };
         let verdict = Policy::default().judge(&Registry::builtin(), &l);
         Event {
@@ -181,7 +181,7 @@ mod tests {
         let mut b = event();
         b.listener.pids = vec![Pid(8)];
         if let Owner::Process(p) = &mut b.listener.owner {
-            p.pid = Pid(8);
+            std::sync::Arc::make_mut(p).pid = Pid(8);
         }
         let id = |e: &Event| alert_id(Some(1), &ListenerKey::of(&e.listener));
         assert_eq!(id(&a), id(&b));

@@ -325,7 +325,7 @@ mod tests {
             uid: 1000,
             inodes: vec![Inode(5)],
             pids: vec![Pid(42)],
-            owner: Owner::Process(Process {
+            owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(42),
                 name: name.into(),
                 exe: Some(format!("/tmp/{name}")),
@@ -334,7 +334,7 @@ mod tests {
                 user: Some("alice".into()),
                 unit: Some("session-2.scope".into()),
                 start_time: 0,
-            }),
+            })),
         };
         let verdict = Policy::default().judge(&Registry::builtin(), &l);
         Event {

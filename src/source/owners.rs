@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CStr;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags};
 
@@ -18,7 +19,7 @@ use crate::model::{Inode, Owner, Pid, Process, Socket, UnknownOwner};
 /// Reads details of processes: name, exe, command line, user, unit.
 pub trait ProcessDetails {
     /// Details of each pid that could be read; a pid missing from the map has exited.
-    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Process>;
+    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Arc<Process>>;
 }
 
 /// What one pass over the fd tables found.
@@ -312,7 +313,7 @@ impl SysinfoDetails {
 }
 
 impl ProcessDetails for SysinfoDetails {
-    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Process> {
+    fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Arc<Process>> {
         use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
         let sys_pids: Vec<sysinfo::Pid> =
             pids.iter().map(|p| sysinfo::Pid::from_u32(p.0)).collect();
@@ -326,6 +327,7 @@ impl ProcessDetails for SysinfoDetails {
                 .with_user(UpdateKind::Always),
         );
         let mut out = HashMap::with_capacity(pids.len());
+        let mut found = Vec::with_capacity(pids.len());
         for &pid in pids {
             let Some(p) = self.system.process(sysinfo::Pid::from_u32(pid.0)) else {
                 continue;
@@ -349,12 +351,13 @@ impl ProcessDetails for SysinfoDetails {
                 unit,
                 start_time: p.start_time(),
             };
-            out.insert(pid, process);
+            found.push(process);
         }
-        for process in out.values_mut() {
+        for mut process in found {
             if let Some(uid) = process.uid {
                 process.user = self.user_name(uid);
             }
+            out.insert(process.pid, Arc::new(process));
         }
         out
     }
