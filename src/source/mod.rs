@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod owners;
+pub mod procfs;
 pub mod procnet;
 pub mod sock_diag;
 

@@ -178,6 +178,7 @@ pub struct AttributionStats {
 /// inode → owner, with a cache that keeps the owners of inodes still present.
 #[derive(Debug)]
 pub struct Attributor<D> {
+    root: PathBuf,
     fds: FdScanner,
     details: D,
     cache: HashMap<Inode, Owner>,
@@ -189,6 +190,7 @@ pub struct Attributor<D> {
 impl<D: ProcessDetails> Attributor<D> {
     pub fn new(proc_root: &Path, details: D) -> Attributor<D> {
         Attributor {
+            root: proc_root.to_owned(),
             fds: FdScanner::new(proc_root),
             details,
             cache: HashMap::new(),
@@ -244,12 +246,27 @@ impl<D: ProcessDetails> Attributor<D> {
         let mut owner_pids: Vec<Pid> = scan.found.values().copied().collect();
         owner_pids.sort_unstable();
         owner_pids.dedup();
+        // Start times around the details: a pid that changed hands in between (the owner
+        // exited and the kernel gave its pid to another program) is not reported as certain.
+        let started = |pids: &[Pid]| -> HashMap<Pid, u64> {
+            pids.iter()
+                .filter_map(|&p| super::procfs::start_time(&self.root, p.0).map(|t| (p, t)))
+                .collect()
+        };
+        let before = started(&owner_pids);
         let details = self.details.details(&owner_pids);
+        let after = started(&owner_pids);
         for &inode in &self.wanted {
             let owner = match scan.found.get(&inode) {
-                Some(pid) => match details.get(pid) {
-                    Some(p) => Owner::Process(p.clone()),
-                    None => Owner::Unknown(UnknownOwner::Vanished),
+                Some(pid) => match (details.get(pid), before.get(pid), after.get(pid)) {
+                    (Some(p), Some(t0), Some(t1)) if t0 == t1 => {
+                        let mut p = Arc::clone(p);
+                        if p.start_time != *t0 {
+                            Arc::make_mut(&mut p).start_time = *t0;
+                        }
+                        Owner::Process(p)
+                    }
+                    _ => Owner::Unknown(UnknownOwner::Vanished),
                 },
                 None if scan.denied => Owner::Unknown(UnknownOwner::NoPermission),
                 None => Owner::Unknown(UnknownOwner::Kernel),
@@ -366,6 +383,141 @@ impl ProcessDetails for SysinfoDetails {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
+    use std::cell::Cell;
+
+    /// A `/proc` fixture: `PID/fd/N -> socket:[INODE]` links and `PID/stat` files.
+    fn fake_proc(procs: &[(u32, &[u64])]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for &(pid, inodes) in procs {
+            let fd = dir.path().join(format!("{pid}/fd"));
+            std::fs::create_dir_all(&fd).unwrap();
+            std::os::unix::fs::symlink("/dev/null", fd.join("0")).unwrap();
+            for (i, inode) in inodes.iter().enumerate() {
+                std::os::unix::fs::symlink(
+                    format!("socket:[{inode}]"),
+                    fd.join((i + 3).to_string()),
+                )
+                .unwrap();
+            }
+            write_stat(dir.path(), pid, 1000 + u64::from(pid));
+        }
+        dir
+    }
+
+    fn write_stat(root: &Path, pid: u32, start: u64) {
+        let stat = format!("{pid} (p{pid}) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 0 0");
+        std::fs::write(root.join(format!("{pid}/stat")), stat).unwrap();
+    }
+
+    fn sock(inode: u64) -> Socket {
+        Socket {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 1,
+            v6only: None,
+            uid: 0,
+            inode: Inode(inode),
+        }
+    }
+
+    /// Names every pid it is asked about; optionally rewrites a pid's start time while it
+    /// does, as if the kernel had handed the pid to another program meanwhile.
+    struct Fake {
+        root: PathBuf,
+        reuse: Option<u32>,
+        calls: Cell<usize>,
+    }
+
+    impl ProcessDetails for Fake {
+        fn details(&mut self, pids: &[Pid]) -> HashMap<Pid, Arc<Process>> {
+            self.calls.set(self.calls.get() + 1);
+            if let Some(pid) = self.reuse {
+                write_stat(&self.root, pid, 999_999);
+            }
+            pids.iter()
+                .map(|&pid| {
+                    let p = Process {
+                        pid,
+                        name: format!("p{pid}"),
+                        exe: Some(format!("/bin/p{pid}")),
+                        cmdline: vec![],
+                        uid: Some(0),
+                        user: None,
+                        unit: None,
+                        start_time: 0,
+                    };
+                    (pid, Arc::new(p))
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn finds_owners_in_a_fixture_tree_and_caches_them() {
+        let root = fake_proc(&[(10, &[100]), (20, &[200, 201])]);
+        let fake = Fake {
+            root: root.path().into(),
+            reuse: None,
+            calls: Cell::new(0),
+        };
+        let mut a = Attributor::new(root.path(), fake);
+        let sockets = [sock(100), sock(201), sock(0)];
+        let stats = a.attribute(&sockets);
+        assert_eq!(stats.new_inodes, 2);
+        match a.owner_of(&sockets[1]) {
+            Owner::Process(p) => assert_eq!((p.pid, p.start_time), (Pid(20), 1020)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            a.owner_of(&sockets[2]),
+            Owner::Unknown(UnknownOwner::Kernel)
+        );
+        // Nothing new: no /proc work at all.
+        assert_eq!(a.attribute(&sockets), AttributionStats::default());
+        assert_eq!(a.details.calls.get(), 1);
+        // An inode no process holds is a kernel socket.
+        a.attribute(&[sock(100), sock(300)]);
+        assert_eq!(a.owner_of(&sock(300)), Owner::Unknown(UnknownOwner::Kernel));
+    }
+
+    /// A pid reused by another program between finding the socket and reading the details
+    /// is not reported as the owner.
+    #[test]
+    fn a_pid_that_changed_hands_is_not_the_owner() {
+        let root = fake_proc(&[(10, &[100])]);
+        let fake = Fake {
+            root: root.path().into(),
+            reuse: Some(10),
+            calls: Cell::new(0),
+        };
+        let mut a = Attributor::new(root.path(), fake);
+        a.attribute(&[sock(100)]);
+        assert_eq!(
+            a.owner_of(&sock(100)),
+            Owner::Unknown(UnknownOwner::Vanished)
+        );
+        // Looked up again next time rather than cached as unknown.
+        a.details.reuse = None;
+        a.attribute(&[sock(100)]);
+        assert!(matches!(a.owner_of(&sock(100)), Owner::Process(p) if p.pid == Pid(10)));
+    }
+
+    /// A process that vanishes between listing and reading (its directory gone) is skipped.
+    #[test]
+    fn a_vanished_fd_directory_is_skipped() {
+        let root = fake_proc(&[(10, &[100]), (20, &[200])]);
+        std::fs::remove_dir_all(root.path().join("10/fd")).unwrap();
+        let fake = Fake {
+            root: root.path().into(),
+            reuse: None,
+            calls: Cell::new(0),
+        };
+        let mut a = Attributor::new(root.path(), fake);
+        a.attribute(&[sock(100), sock(200)]);
+        assert_eq!(a.owner_of(&sock(100)), Owner::Unknown(UnknownOwner::Kernel));
+        assert!(matches!(a.owner_of(&sock(200)), Owner::Process(_)));
+    }
 
     #[test]
     fn socket_links() {
