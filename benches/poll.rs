@@ -1,0 +1,227 @@
+//! In-process benchmarks of the poll path, at 100, 1,000, 10,000 and 50,000 listeners:
+//!
+//! - `dump`: the bare kernel-filtered sock_diag dump (the floor);
+//! - `steady_poll`: a daemon poll when nothing changed (target: ≤ 1.2 × `dump`);
+//! - `attribute_new`: finding the owners of N sockets the daemon has never seen;
+//! - `group`: sockets → listeners (identity grouping);
+//! - `diff`: the tracker folding in a snapshot with nothing new;
+//! - `classify`: the policy's verdict on every listener.
+//!
+//! The benchmark runs in a network namespace of its own (it re-executes itself under
+//! `unshare --net`, so it needs root) and holds the sockets in child processes, at most
+//! 15,000 each (one process may hold 20,000 files here). Run with
+//! `cargo bench --bench poll`; `PORTSENTINEL_BENCH_SIZES=100,1000` picks sizes.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use portsentinel::daemon::{Daemon, RunOptions};
+use portsentinel::model::{Listener, Policy, Socket, Timing, Tracker, group_listeners};
+use portsentinel::registry::Registry;
+use portsentinel::source::{Attributor, SockDiag, SysinfoDetails};
+
+const HOLD: &str = "PORTSENTINEL_BENCH_HOLD";
+const IN_NETNS: &str = "PORTSENTINEL_BENCH_NETNS";
+const PER_HOLDER: usize = 15_000;
+
+/// Holder mode: open `count` sockets on `addr` (every tenth one UDP), say so, wait for EOF.
+fn hold(spec: &str) -> ! {
+    let (addr, count) = spec.split_once('*').expect("ADDR*COUNT");
+    let count: usize = count.parse().unwrap();
+    let mut sockets = Vec::with_capacity(count);
+    for i in 0..count {
+        let any: SocketAddr = format!("{addr}:0").parse().unwrap();
+        let s = if i % 10 == 9 {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap()
+        } else {
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap()
+        };
+        s.bind(&any.into()).unwrap();
+        if i % 10 != 9 {
+            s.listen(8).unwrap();
+        }
+        sockets.push(s);
+    }
+    println!("ready");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    std::process::exit(0);
+}
+
+/// `count` listeners held by child processes, on 127.0.0.x addresses.
+struct Table {
+    holders: Vec<Child>,
+}
+
+impl Table {
+    fn build(count: usize) -> Table {
+        let mut holders = Vec::new();
+        let mut left = count;
+        let mut host = 1;
+        while left > 0 {
+            let n = left.min(PER_HOLDER);
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .env(HOLD, format!("127.0.0.{host}*{n}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            BufReader::new(child.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "ready");
+            holders.push(child);
+            left -= n;
+            host += 1;
+        }
+        Table { holders }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        for h in &mut self.holders {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
+
+fn enter_netns() {
+    if std::env::var_os(IN_NETNS).is_some() {
+        let up = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        return;
+    }
+    let status = Command::new("unshare")
+        .arg("--net")
+        .arg("--")
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args_os().skip(1))
+        .env(IN_NETNS, "1")
+        .status()
+        .expect("unshare (util-linux); the benchmark needs root");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn dump() -> Vec<Socket> {
+    let mut out = Vec::new();
+    SockDiag::open().unwrap().listeners(&mut out).unwrap();
+    out
+}
+
+fn bench_size(c: &mut Criterion, n: usize) {
+    let _table = Table::build(n);
+    let sockets = dump();
+    assert!(sockets.len() >= n, "{} sockets for {n}", sockets.len());
+    let proc_root = Path::new("/proc");
+
+    let mut g = c.benchmark_group("poll");
+    g.throughput(Throughput::Elements(n as u64));
+    if n >= 10_000 {
+        g.sample_size(20).measurement_time(Duration::from_secs(10));
+    }
+
+    let mut diag = SockDiag::open().unwrap();
+    let mut out = Vec::with_capacity(n + 16);
+    g.bench_with_input(BenchmarkId::new("dump", n), &n, |b, _| {
+        b.iter(|| {
+            out.clear();
+            diag.listeners(&mut out).unwrap();
+            out.len()
+        })
+    });
+
+    // A real daemon, after its inventory: every further poll finds nothing new.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\nstate_directory = \"{}\"\nlog = \"json\"\n[events]\nsocket = \"\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(RunOptions {
+        config: Some(cfg),
+        ..RunOptions::default()
+    })
+    .unwrap();
+    daemon.poll(Instant::now());
+    g.bench_with_input(BenchmarkId::new("steady_poll", n), &n, |b, _| {
+        b.iter(|| daemon.poll(Instant::now()))
+    });
+    daemon.stop();
+
+    g.bench_with_input(BenchmarkId::new("attribute_new", n), &n, |b, _| {
+        b.iter_batched(
+            || Attributor::new(proc_root, SysinfoDetails::new(proc_root).unwrap()),
+            |mut a| a.attribute(&sockets),
+            BatchSize::PerIteration,
+        )
+    });
+
+    let mut attributor = Attributor::new(proc_root, SysinfoDetails::new(proc_root).unwrap());
+    attributor.attribute(&sockets);
+    g.bench_with_input(BenchmarkId::new("group", n), &n, |b, _| {
+        b.iter(|| group_listeners(&sockets, |s| attributor.owner_of(s), false).len())
+    });
+
+    let listeners: Vec<Listener> = group_listeners(&sockets, |s| attributor.owner_of(s), false);
+    let registry = Registry::builtin();
+    let policy = Policy::default();
+    let judge = |l: &Listener| policy.judge(&registry, l);
+    let mut tracker = Tracker::new(
+        Timing {
+            restart_grace: Duration::from_secs(3),
+            realert_after: Duration::from_secs(600),
+        },
+        Vec::new(),
+    );
+    let mut events = Vec::new();
+    tracker.update(Instant::now(), listeners.clone(), &judge, &mut events);
+    g.bench_with_input(BenchmarkId::new("diff", n), &n, |b, _| {
+        b.iter_batched(
+            || listeners.clone(),
+            |ls| {
+                events.clear();
+                tracker.update(Instant::now(), ls, &judge, &mut events);
+                events.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    g.bench_with_input(BenchmarkId::new("classify", n), &n, |b, _| {
+        b.iter(|| listeners.iter().filter(|l| judge(l).alert).count())
+    });
+    g.finish();
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(HOLD) {
+        hold(&spec);
+    }
+    enter_netns();
+    let sizes: Vec<usize> = std::env::var("PORTSENTINEL_BENCH_SIZES")
+        .unwrap_or_else(|_| "100,1000,10000,50000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("sizes are numbers"))
+        .collect();
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    for n in sizes {
+        bench_size(&mut c, n);
+    }
+    c.final_summary();
+}
