@@ -284,6 +284,10 @@ impl Daemon {
                 hub.publish(wire);
             }
         }
+        // An inventory of thousands must not pin its memory for the daemon's lifetime.
+        if self.events.capacity() > 1024 {
+            self.events.shrink_to(64);
+        }
         if alerts_changed {
             self.save_state();
         }

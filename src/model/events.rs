@@ -9,7 +9,7 @@
 //!
 //! Pure: time comes in as an `Instant`, listeners as values, the policy as a function.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -110,6 +110,8 @@ struct Entry {
     alert: AlertState,
     /// Set while the listener is absent and within its grace window.
     gone_since: Option<Instant>,
+    /// The last update that saw this listener (cheaper than a set of keys per update).
+    seen_in: u64,
 }
 
 /// The listeners the daemon knows, and their alert state.
@@ -121,7 +123,8 @@ pub struct Tracker {
     last_alert: HashMap<ListenerKey, Instant>,
     /// Alerts a previous run raised (from the state file), until the first snapshot.
     restored: Option<HashMap<ListenerKey, Listener>>,
-    seen: HashSet<ListenerKey>,
+    /// Counts updates; entries remember the last one that saw them.
+    generation: u64,
 }
 
 /// Alerts to carry over a daemon restart.
@@ -136,7 +139,7 @@ impl Tracker {
             entries: HashMap::new(),
             last_alert: HashMap::new(),
             restored: Some(restored.into_iter().collect()),
-            seen: HashSet::new(),
+            generation: 0,
         }
     }
 
@@ -155,13 +158,15 @@ impl Tracker {
     ) {
         let restored = self.restored.take();
         let inventory = restored.is_some();
-        self.seen.clear();
+        self.generation += 1;
+        let generation = self.generation;
         for l in listeners {
             let key = ListenerKey::of(&l);
-            if !self.seen.insert(key.clone()) {
-                continue; // same identity twice in one snapshot: already folded in
-            }
             if let Some(e) = self.entries.get_mut(&key) {
+                if e.seen_in == generation {
+                    continue; // same identity twice in one snapshot: already folded in
+                }
+                e.seen_in = generation;
                 let old_pid = e.listener.owner.process().map(|p| p.pid);
                 let new_pid = l.owner.process().map(|p| p.pid);
                 let returned = e.gone_since.take().is_some();
@@ -221,13 +226,18 @@ impl Tracker {
                     verdict,
                     alert,
                     gone_since: None,
+                    seen_in: generation,
                 },
             );
         }
 
         // Alerts of a previous run whose listener is gone by now.
         for (key, l) in restored.into_iter().flatten() {
-            if !self.seen.contains(&key) {
+            if self
+                .entries
+                .get(&key)
+                .is_none_or(|e| e.seen_in != generation)
+            {
                 let mut e = self.event(EventKind::AlertCleared, &l, &judge(&l), None);
                 e.detail = Some("listener closed while portsentinel was not running".into());
                 out.push(e);
@@ -235,10 +245,9 @@ impl Tracker {
         }
 
         let grace = self.timing.restart_grace;
-        let seen = &self.seen;
         let mut closed = Vec::new();
         for (key, e) in self.entries.iter_mut() {
-            if seen.contains(key) {
+            if e.seen_in == generation {
                 continue;
             }
             let since = *e.gone_since.get_or_insert(now);
@@ -363,6 +372,7 @@ mod tests {
     use super::*;
     use crate::model::{Inode, Owner, Policy, Process, Protocol};
     use crate::registry::Registry;
+    use std::collections::HashSet;
 
     const GRACE: Duration = Duration::from_secs(3);
     const QUIET: Duration = Duration::from_secs(600);

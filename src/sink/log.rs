@@ -20,8 +20,9 @@ use super::record::{Record, priority};
 /// The journal's native socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Records the queue holds before the caller writes them itself.
-const QUEUE: usize = 16 * 1024;
+/// Records the queue holds before the caller writes them itself. The channel allocates
+/// all its slots up front, so this is also memory held for the daemon's lifetime.
+const QUEUE: usize = 4096;
 
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]

@@ -254,19 +254,24 @@ impl<D: ProcessDetails> Attributor<D> {
                 .collect()
         };
         let before = started(&owner_pids);
-        let details = self.details.details(&owner_pids);
+        let mut details = self.details.details(&owner_pids);
         let after = started(&owner_pids);
+        // Keep only the pids that still name the process found holding the socket, with
+        // the start time /proc gave (once per pid: the Arc is shared by all its sockets).
+        details.retain(|pid, p| match (before.get(pid), after.get(pid)) {
+            (Some(t0), Some(t1)) if t0 == t1 => {
+                if p.start_time != *t0 {
+                    Arc::make_mut(p).start_time = *t0;
+                }
+                true
+            }
+            _ => false,
+        });
         for &inode in &self.wanted {
             let owner = match scan.found.get(&inode) {
-                Some(pid) => match (details.get(pid), before.get(pid), after.get(pid)) {
-                    (Some(p), Some(t0), Some(t1)) if t0 == t1 => {
-                        let mut p = Arc::clone(p);
-                        if p.start_time != *t0 {
-                            Arc::make_mut(&mut p).start_time = *t0;
-                        }
-                        Owner::Process(p)
-                    }
-                    _ => Owner::Unknown(UnknownOwner::Vanished),
+                Some(pid) => match details.get(pid) {
+                    Some(p) => Owner::Process(Arc::clone(p)),
+                    None => Owner::Unknown(UnknownOwner::Vanished),
                 },
                 None if scan.denied => Owner::Unknown(UnknownOwner::NoPermission),
                 None => Owner::Unknown(UnknownOwner::Kernel),

@@ -1,0 +1,198 @@
+//! Measures a running daemon the way a server owner would: CPU time over a minute at the
+//! default interval (with about 250 and with 5,000 listeners), peak memory, and detection
+//! latency from `bind()` returning to the event record being written.
+//!
+//! Run by `benches/daemon.sh`, which builds it and puts it in a network namespace of its
+//! own; by hand: `daemon_bench PORTSENTINEL [--cpu-seconds 60] [--binds 200]`.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map_or(default, |v| v.parse().expect("a number"))
+}
+
+/// `utime + stime` of a process, in clock ticks, and its RSS figures in KiB.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ")": state is field 3; utime and stime are fields 14 and 15.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clk_tck() -> u64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100)
+}
+
+struct Daemon {
+    child: Child,
+    lines: Receiver<(Instant, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(bin: &str, interval: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[daemon]\ninterval = \"{interval}\"\nstate_directory = \"{}\"\n[events]\nsocket = \"\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin)
+            .args(["run", "--log", "json", "--config"])
+            .arg(&cfg)
+            .env_remove("JOURNAL_STREAM")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon {
+            child,
+            lines: rx,
+            _dir: dir,
+        }
+    }
+
+    /// Waits for a record line containing `needle`; returns when it was read.
+    fn wait(&self, needle: &str) -> Instant {
+        loop {
+            let (at, line) = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the daemon went quiet");
+            if line.contains(needle) {
+                return at;
+            }
+        }
+    }
+
+    fn drain(&self) {
+        while self.lines.try_recv().is_ok() {}
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Listeners held by this process: `n` TCP sockets on 127.0.0.2, ephemeral ports.
+fn hold(n: usize) -> Vec<TcpListener> {
+    (0..n)
+        .map(|_| TcpListener::bind("127.0.0.2:0").unwrap())
+        .collect()
+}
+
+fn cpu_run(bin: &str, listeners: usize, seconds: u64) {
+    let _held = hold(listeners);
+    let d = Daemon::start(bin, "1s");
+    d.wait("portsentinel 0.1.0 starting");
+    std::thread::sleep(Duration::from_secs(3)); // past the inventory
+    let pid = d.child.id();
+    let t0 = cpu_ticks(pid);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let ticks = cpu_ticks(pid) - t0;
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = ticks as f64 / clk_tck() as f64;
+    let pct = cpu / wall * 100.0;
+    println!(
+        "| {listeners} listeners, interval 1s | {wall:.0} s | {cpu:.2} s | {pct:.3} % | {:.0} s/day | {} KiB | {} KiB |",
+        pct / 100.0 * 86_400.0,
+        status_kib(pid, "VmRSS:"),
+        status_kib(pid, "VmHWM:")
+    );
+}
+
+fn latency_run(bin: &str, interval: &str, binds: usize) {
+    let d = Daemon::start(bin, interval);
+    d.wait("portsentinel 0.1.0 starting");
+    std::thread::sleep(Duration::from_secs(1));
+    d.drain();
+    let period = portsentinel_interval(interval);
+    let mut samples = Vec::with_capacity(binds);
+    for i in 0..binds {
+        // Bind at a pseudo-random phase of the poll cycle.
+        let phase = Duration::from_micros(
+            (i as u64).wrapping_mul(2_654_435_761) % period.as_micros() as u64,
+        );
+        std::thread::sleep(phase);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let bound = Instant::now();
+        let port = l.local_addr().unwrap().port();
+        let seen = d.wait(&format!("\"LISTEN_PORT\":\"{port}\""));
+        samples.push(seen.duration_since(bound));
+        drop(l);
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "| interval {interval} | {binds} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+        pick(0.5).as_secs_f64() * 1e3,
+        pick(0.99).as_secs_f64() * 1e3,
+        samples.last().unwrap().as_secs_f64() * 1e3,
+        (period.as_secs_f64() * 1e3) + 50.0
+    );
+}
+
+fn portsentinel_interval(s: &str) -> Duration {
+    if let Some(ms) = s.strip_suffix("ms") {
+        Duration::from_millis(ms.parse().unwrap())
+    } else {
+        Duration::from_secs(s.trim_end_matches('s').parse().unwrap())
+    }
+}
+
+fn main() {
+    let bin = std::env::args()
+        .nth(1)
+        .expect("usage: daemon_bench PORTSENTINEL [--cpu-seconds N] [--binds N]");
+    let seconds = arg("--cpu-seconds", 60);
+    let binds = arg("--binds", 200) as usize;
+    println!("| daemon | wall | CPU (utime+stime) | of one core | CPU per day | RSS | peak RSS |");
+    println!("|---|---|---|---|---|---|---|");
+    cpu_run(&bin, 250, seconds);
+    cpu_run(&bin, 5000, seconds);
+    println!();
+    println!("| detection latency | binds | p50 | p99 | max | target p99 (interval + 50 ms) |");
+    println!("|---|---|---|---|---|---|");
+    latency_run(&bin, "1s", binds);
+    latency_run(&bin, "100ms", binds);
+}
