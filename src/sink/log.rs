@@ -6,12 +6,13 @@
 //! record goes to stderr as a text line until journald answers again. The native protocol
 //! is written here rather than through a crate so that this fallback is ours to control.
 
+use std::collections::VecDeque;
 use std::io::Write as _;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -171,30 +172,91 @@ fn write_stderr(r: &Record, mode: LogMode) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+/// Bytes of journal records kept while journald is away, to send when it is back.
+const BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+/// How often to knock while journald is away.
+const RETRY: Duration = Duration::from_secs(1);
+
 struct Journal {
     path: PathBuf,
     socket: Option<UnixDatagram>,
     /// Since when journald has been unreachable, and when to try it again.
     down: Option<(Instant, Instant)>,
-    buf: Vec<u8>,
+    /// Encoded records that journald has not had yet, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+    /// Records dropped from a full backlog (they did reach stderr).
+    backlog_dropped: u64,
 }
 
 impl Journal {
-    fn send(&mut self, r: &Record) -> Result<(), std::io::Error> {
-        r.to_journal_datagram(&mut self.buf);
+    fn send_bytes(&mut self, datagram: &[u8]) -> Result<(), std::io::Error> {
         if self.socket.is_none() {
             let s = UnixDatagram::unbound()?;
             s.connect(&self.path)?;
             self.socket = Some(s);
         }
         let s = self.socket.as_ref().expect("connected above");
-        match s.send(&self.buf) {
+        match s.send(datagram) {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.socket = None;
                 Err(e)
             }
         }
+    }
+
+    fn keep(&mut self, datagram: Vec<u8>) {
+        self.backlog_bytes += datagram.len();
+        self.backlog.push_back(datagram);
+        while self.backlog_bytes > BACKLOG_BYTES {
+            let Some(old) = self.backlog.pop_front() else {
+                break;
+            };
+            self.backlog_bytes -= old.len();
+            self.backlog_dropped += 1;
+        }
+    }
+
+    /// Sends the backlog in order; true when it is empty afterwards.
+    fn drain_backlog(&mut self) -> bool {
+        while let Some(d) = self.backlog.pop_front() {
+            if self.send_bytes(&d).is_err() {
+                self.backlog.push_front(d);
+                return false;
+            }
+            self.backlog_bytes -= d.len();
+        }
+        true
+    }
+
+    /// Tries journald again (when due): sends the backlog and says it is back.
+    fn retry(&mut self, now: Instant) {
+        let Some((since, at)) = self.down else { return };
+        if now < at {
+            return;
+        }
+        if !self.drain_backlog() {
+            self.down = Some((since, now + RETRY));
+            return;
+        }
+        self.down = None;
+        let mut note = format!(
+            "journald is reachable again after {:.1} s; the records of that time were written to stderr \
+             and are sent now, with PORTSENTINEL_TIME telling when they happened",
+            since.elapsed().as_secs_f64()
+        );
+        if self.backlog_dropped > 0 {
+            note.push_str(&format!(
+                "; {} record(s) did not fit the {} MiB backlog and are on stderr only",
+                self.backlog_dropped,
+                BACKLOG_BYTES >> 20
+            ));
+            self.backlog_dropped = 0;
+        }
+        let mut d = Vec::new();
+        Record::plain(priority::NOTICE, None, note).to_journal_datagram(&mut d);
+        let _ = self.send_bytes(&d);
     }
 }
 
@@ -203,57 +265,61 @@ fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Option<Record>>, stats: &Lo
         path,
         socket: None,
         down: None,
-        buf: Vec::with_capacity(2048),
+        backlog: VecDeque::new(),
+        backlog_bytes: 0,
+        backlog_dropped: 0,
     });
-    for record in rx.iter().map_while(|r| r) {
+    loop {
+        let record = match rx.recv_timeout(RETRY) {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => {
+                // Nothing new: still knock while journald is away, so the backlog goes
+                // out soon after it returns.
+                if let Some(j) = journal.as_mut() {
+                    j.retry(Instant::now());
+                }
+                continue;
+            }
+        };
         stats.written.fetch_add(1, Ordering::Relaxed);
         let Some(j) = journal.as_mut() else {
             write_stderr(&record, mode);
             continue;
         };
         let now = Instant::now();
-        if let Some((_, retry_at)) = j.down
-            && now < retry_at
-        {
-            stats.fallback.fetch_add(1, Ordering::Relaxed);
-            write_stderr(&record, LogMode::Text);
-            continue;
-        }
-        match j.send(&record) {
-            Ok(()) => {
-                if let Some((since, _)) = j.down.take() {
-                    let back = Record::plain(
-                        priority::NOTICE,
-                        None,
-                        format!(
-                            "journald is reachable again after {:.1} s; records written to stderr meanwhile: {}",
-                            since.elapsed().as_secs_f64(),
-                            stats.fallback.load(Ordering::Relaxed)
-                        ),
-                    );
-                    let _ = j.send(&back);
-                }
-            }
-            Err(e) => {
-                if j.down.is_none() {
+        j.retry(now);
+        let mut datagram = Vec::with_capacity(1024);
+        record.to_journal_datagram(&mut datagram);
+        if j.down.is_none() {
+            match j.send_bytes(&datagram) {
+                Ok(()) => continue,
+                Err(e) => {
                     write_stderr(
                         &Record::plain(
                             priority::WARNING,
                             None,
                             format!(
-                                "cannot write to journald ({}): {e}; writing records to stderr until it answers again",
+                                "cannot write to journald ({}): {e}; writing records to stderr, and keeping them \
+                                 for journald until it answers again",
                                 j.path.display()
                             ),
                         ),
                         LogMode::Text,
                     );
+                    j.down = Some((now, now + RETRY));
                 }
-                let since = j.down.map_or(now, |(s, _)| s);
-                j.down = Some((since, now + Duration::from_secs(1)));
-                stats.fallback.fetch_add(1, Ordering::Relaxed);
-                write_stderr(&record, LogMode::Text);
             }
         }
+        stats.fallback.fetch_add(1, Ordering::Relaxed);
+        write_stderr(&record, LogMode::Text);
+        j.keep(datagram);
+    }
+    // Stopping: a last try for what journald has not had yet.
+    if let Some(j) = journal.as_mut()
+        && j.down.is_some()
+    {
+        let _ = j.drain_backlog();
     }
 }
 
@@ -285,6 +351,36 @@ mod tests {
             text.starts_with("PRIORITY=6\nSYSLOG_IDENTIFIER=portsentinel\n"),
             "{text}"
         );
+    }
+
+    /// Records written while journald is away reach it, in order, once it is back.
+    #[test]
+    fn records_reach_journald_after_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let mut sink = LogSink::start_at(LogMode::Journald, path.clone());
+        sink.send(Record::plain(priority::INFO, None, "while away 1".into()));
+        sink.send(Record::plain(priority::INFO, None, "while away 2".into()));
+        std::thread::sleep(Duration::from_millis(300));
+        let server = UnixDatagram::bind(&path).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while got.len() < 3 {
+            let n = server
+                .recv(&mut buf)
+                .expect("journald gets the backlog within the retry period");
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert!(got[0].contains("MESSAGE=while away 1\n"), "{got:?}");
+        assert!(got[1].contains("MESSAGE=while away 2\n"), "{got:?}");
+        assert!(got[2].contains("reachable again"), "{got:?}");
+        sink.send(Record::plain(priority::INFO, None, "after".into()));
+        let n = server.recv(&mut buf).unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).contains("MESSAGE=after\n"));
+        sink.close();
     }
 
     #[test]

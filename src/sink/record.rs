@@ -203,6 +203,12 @@ impl Record {
         put("PRIORITY", &self.priority.to_string());
         put("SYSLOG_IDENTIFIER", IDENTIFIER);
         put("MESSAGE", &self.message);
+        // When it happened: journald stamps arrival, which differs for records held back
+        // while journald was away.
+        put(
+            "PORTSENTINEL_TIME",
+            &humantime::format_rfc3339_micros(self.time).to_string(),
+        );
         for (k, v) in &self.fields {
             put(k, v);
         }
@@ -419,7 +425,13 @@ mod tests {
         r.to_journal_datagram(&mut d);
         let mut want = b"PRIORITY=3\nSYSLOG_IDENTIFIER=portsentinel\nMESSAGE\n".to_vec();
         want.extend_from_slice(&9u64.to_le_bytes());
-        want.extend_from_slice(b"two\nlines\nX=y\n");
+        want.extend_from_slice(b"two\nlines\nPORTSENTINEL_TIME=");
+        want.extend_from_slice(
+            humantime::format_rfc3339_micros(r.time)
+                .to_string()
+                .as_bytes(),
+        );
+        want.extend_from_slice(b"\nX=y\n");
         assert_eq!(d, want);
     }
 
