@@ -127,6 +127,13 @@ pub struct Tracker {
     generation: u64,
 }
 
+/// Releases a map's spare room once it is mostly empty.
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 1024 && map.capacity() > 4 * map.len() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// Alerts to carry over a daemon restart.
 pub type AlertedListeners = Vec<(ListenerKey, Listener)>;
 
@@ -276,6 +283,9 @@ impl Tracker {
             self.last_alert
                 .retain(|_, t| now.saturating_duration_since(*t) < quiet);
         }
+        // After a flood has come and gone, give its memory back.
+        shrink(&mut self.entries);
+        shrink(&mut self.last_alert);
     }
 
     /// Judges every known listener again (after a config reload): newly disallowed ones

@@ -222,6 +222,7 @@ impl<D: ProcessDetails> Attributor<D> {
         if self.cache.len() + self.wanted.len() > with_inode {
             let present: HashSet<Inode> = sockets.iter().map(|s| s.inode).collect();
             self.cache.retain(|inode, _| present.contains(inode));
+            crate::model::events::shrink(&mut self.cache);
         }
         let mut stats = AttributionStats {
             new_inodes: self.wanted.len(),
