@@ -1,6 +1,6 @@
 //! From sockets to listeners: grouping by identity.
 //!
-//! A listener's identity is (protocol, address, port, `IPV6_V6ONLY`, owner identity), and
+//! A listener's identity is (protocol, address, port, owner identity), and
 //! the owner identity is the program, not the pid: its exe path, else its systemd unit,
 //! else its name. Sockets that share an identity — `SO_REUSEPORT` workers, a pre-forked
 //! server — are one listener. The daemon adds the network namespace to the key.
@@ -47,7 +47,8 @@ pub struct ListenerKey {
     pub protocol: Protocol,
     pub port: u16,
     pub address: IpAddr,
-    pub v6only: Option<bool>,
+    // Not `IPV6_V6ONLY`: the /proc/net fallback cannot read it, and a switch between the
+    // sources must not make every IPv6 listener look new.
     pub owner: OwnerKey,
 }
 
@@ -57,7 +58,6 @@ impl ListenerKey {
             protocol: l.protocol,
             port: l.port,
             address: l.address,
-            v6only: l.v6only,
             owner: OwnerKey::of(&l.owner, l.uid),
         }
     }
@@ -79,7 +79,6 @@ pub fn group_listeners(
             protocol: s.protocol,
             port: s.port,
             address: s.address,
-            v6only: s.v6only,
             owner: OwnerKey::of(&owner, s.uid),
         };
         let split = if per_socket { s.inode.0 } else { 0 };

@@ -192,9 +192,25 @@ impl Lines {
     pub fn new(pipe: impl std::io::Read + Send + 'static) -> Lines {
         let (tx, rx) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
+            // Bytes, not `lines()`: one line that is not UTF-8 must not end the reading.
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf)
+                            .trim_end_matches('\n')
+                            .to_owned();
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(format!("<<reading stopped: {e}>>"));
+                        break;
+                    }
                 }
             }
         });
@@ -220,6 +236,25 @@ impl Lines {
                     "no {what} within 20 s; output so far:\n{}",
                     self.seen.join("\n")
                 ),
+            }
+        }
+    }
+
+    /// Waits (generously) until everything seen so far satisfies `pred`, which is asked
+    /// again whenever more lines arrived.
+    pub fn wait_until(&mut self, what: &str, pred: impl Fn(&[String]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !pred(&self.seen) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within 30 s; output so far:\n{}",
+                self.seen.join("\n")
+            );
+            if let Ok(line) = self.rx.recv_timeout(Duration::from_millis(100)) {
+                self.seen.push(line);
+                while let Ok(more) = self.rx.try_recv() {
+                    self.seen.push(more);
+                }
             }
         }
     }

@@ -1,0 +1,206 @@
+//! Faults, each with real components: netlink refused (strace injects the failure into the
+//! real daemon), a full or read-only state directory, a reload racing a burst of events.
+
+mod util;
+
+use std::time::Duration;
+
+use util::{Daemon, Netns, bin, kill};
+
+/// Kills a whole process group when dropped (also when the test fails).
+struct KillGroup(u32);
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .status();
+    }
+}
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+/// The first socket() calls fail (as under a seccomp filter): the daemon reads /proc/net,
+/// says so once at warning, records the same events, and goes back to netlink.
+#[test]
+fn netlink_refused_falls_back_to_proc_net_and_returns() {
+    let ns = Netns::new();
+    let _l = ns.listen(&["tcp:0.0.0.0:867", "tcp:[::]:867:v6only"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[daemon]\ninterval = \"200ms\"\nstate_directory = \"{}\"\n[events]\nsocket = \"\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut c = ns.command("strace");
+    // Only the netlink socket is opened with socket(2) in this configuration.
+    c.args([
+        "-f",
+        "-qq",
+        "-o",
+        "/dev/null",
+        "-e",
+        "trace=socket",
+        "-e",
+        "inject=socket:error=EACCES:when=1..6",
+    ]);
+    c.arg(bin())
+        .args(["run", "--log", "text", "--config", cfg.to_str().unwrap()]);
+    c.env_remove("JOURNAL_STREAM")
+        .env("PORTSENTINEL_LOG", "info");
+    // A process group of its own, so the traced daemon goes when strace goes.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut child = c
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("strace (Debian package strace)");
+    let group = child.id();
+    let _reap = KillGroup(group);
+    let mut lines = util::Lines::new(child.stderr.take().unwrap());
+    let warn = lines.wait_for("the fallback warning", |l| l.contains("sock_diag failed"));
+    assert!(
+        warn.contains("WARN") && warn.contains("Permission denied") && warn.contains("/proc/net"),
+        "{warn}"
+    );
+    lines.wait_for("the return to netlink", |l| {
+        l.contains("sock_diag works again")
+    });
+    let _late = util::Listen::start({
+        let mut c = ns.command(util::listen_bin());
+        c.arg("udp:0.0.0.0:867");
+        c
+    });
+    lines.wait_for("an alert after the return", |l| {
+        l.contains("alert-raised") && l.contains("LISTEN_PROTO=udp")
+    });
+    lines.drain_for(Duration::from_secs(1));
+    drop(_reap);
+    let _ = child.wait();
+    let seen = &lines.seen;
+    assert_eq!(count(seen, "sock_diag failed"), 1, "said once: {seen:#?}");
+    // Two TCP listeners alerted once each, across the switch of sources and back.
+    assert_eq!(
+        count(seen, "PORTSENTINEL_EVENT=alert-raised LISTEN_PROTO=tcp"),
+        2,
+        "{seen:#?}"
+    );
+    assert_eq!(count(seen, "alert-cleared"), 0, "{seen:#?}");
+}
+
+fn state_dir_fault(setup: &str, expect: &str) {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size=64k tmpfs {s}\n{setup}\nexec \"$0\" run --log text --interval 200ms",
+        s = state.display(),
+        setup = setup.replace("STATE", &state.display().to_string())
+    );
+    let mut c = ns.command("unshare");
+    c.args(["--mount", "sh", "-ec", &script]).arg(bin());
+    c.env("STATE_DIRECTORY", &state)
+        .env("RUNTIME_DIRECTORY", dir.path())
+        .env_remove("JOURNAL_STREAM");
+    let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = util::Lines::new(child.stderr.take().unwrap());
+    lines.wait_for("the start", |l| l.contains("starting"));
+    let _a = ns.listen(&["tcp:0.0.0.0:867"]);
+    let err = lines.wait_for("the state error", |l| l.contains("cannot save state"));
+    assert!(err.contains(" <3> ") && err.contains(expect), "{err}");
+    assert!(err.contains("monitoring continues"), "{err}");
+    // Monitoring goes on: the next listener is alerted too, and the error is not repeated.
+    let _b = ns.listen(&["udp:0.0.0.0:868"]);
+    lines.wait_for("the next alert", |l| {
+        l.contains("alert-raised") && l.contains("LISTEN_PORT=868")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        count(&lines.seen, "cannot save state"),
+        1,
+        "{:#?}",
+        lines.seen
+    );
+}
+
+#[test]
+fn a_full_state_directory_is_an_error_not_a_stop() {
+    state_dir_fault(
+        "dd if=/dev/zero of=STATE/fill bs=4k 2>/dev/null || true",
+        "No space left on device",
+    );
+}
+
+#[test]
+fn a_read_only_state_directory_is_an_error_not_a_stop() {
+    state_dir_fault("mount -o remount,ro STATE", "Read-only file system");
+}
+
+/// SIGHUPs arriving while listeners open in bursts: every listener is alerted exactly once.
+#[test]
+fn reloads_racing_a_burst_lose_and_double_nothing() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[daemon]\ninterval = \"100ms\"\n").unwrap();
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the start", |l| l.contains("starting"));
+    let pid = d.child.id();
+    let hupper = std::thread::spawn(move || {
+        for _ in 0..40 {
+            kill(pid, "HUP");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    });
+    let mut held = Vec::new();
+    for burst in 0..6 {
+        let specs: Vec<String> = (1..=50)
+            .map(|i| format!("tcp:127.1.{burst}.{i}:868"))
+            .collect();
+        let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+        held.push(ns.listen(&refs));
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    hupper.join().unwrap();
+    let alerted = |seen: &[String]| -> std::collections::HashSet<String> {
+        seen.iter()
+            .filter(|l| l.contains("PORTSENTINEL_EVENT=alert-raised"))
+            .filter_map(|l| {
+                l.split("LISTEN_ADDRESS=")
+                    .nth(1)?
+                    .split(' ')
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect()
+    };
+    d.lines.wait_until("an alert for each of the 300", |seen| {
+        alerted(seen).len() >= 300
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    d.lines.drain_for(Duration::from_millis(300));
+    let seen = d.lines.seen.clone();
+    for burst in 0..6 {
+        for i in 1..=50 {
+            let addr = format!("LISTEN_ADDRESS=127.1.{burst}.{i} ");
+            let alerts = seen
+                .iter()
+                .filter(|l| l.contains("alert-raised") && l.contains(&addr))
+                .count();
+            assert_eq!(alerts, 1, "{addr}: {alerts} alerts");
+        }
+    }
+    assert!(
+        count(&seen, "config reloaded") >= 10,
+        "the reloads happened"
+    );
+    assert_eq!(count(&seen, "alert-cleared"), 0);
+    drop(held);
+}
