@@ -245,3 +245,23 @@ fn sock_diag_and_proc_net_see_the_same_listeners() {
     assert_eq!(diag.len(), 10, "{diag:#?}");
     assert_eq!(diag, procnet);
 }
+
+/// Regression: output into a pipe that closes early (`scan | head`) panicked.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    let ns = Netns::new();
+    let _l = ns.listen(&["tcp:127.0.0.1:0*300"]);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ip netns exec {} {} scan --json | head -c 10 >/dev/null; exit \"${{PIPESTATUS[0]}}\"",
+            ns.name,
+            bin().display()
+        ))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("Broken pipe"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

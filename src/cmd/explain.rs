@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use super::{Failure, load_config, protocols, scan, snapshot};
+use super::{Failure, load_config, protocols, scan, snapshot, write_stdout};
 use crate::cli::ExplainArgs;
 use crate::config::Config;
 use crate::model::report::Iana;
@@ -49,17 +49,19 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
         .iter()
         .map(|&p| explain(&config, &registry, p, port, &snap.listeners))
         .collect();
-    if args.json {
-        let out = serde_json::to_string_pretty(&explanations).map_err(anyhow::Error::from)?;
-        println!("{out}");
-    } else {
+    write_stdout(|out| {
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &explanations)?;
+            return writeln!(out);
+        }
         for (i, e) in explanations.iter().enumerate() {
             if i > 0 {
-                println!();
+                writeln!(out)?;
             }
-            print!("{}", render(e));
+            out.write_all(render(e).as_bytes())?;
         }
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

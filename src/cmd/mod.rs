@@ -101,6 +101,22 @@ pub fn snapshot(
     Ok(Snapshot { listeners, backend })
 }
 
+/// Writes a command's output to stdout through one buffer. A reader that goes away early
+/// (`portsentinel scan | head`) is not an error.
+pub fn write_stdout(
+    f: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+    match f(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::Other(
+            anyhow::Error::new(e).context("cannot write to stdout"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `tcp` and `udp`, or just the one asked for.
 pub fn protocols(only: Option<Protocol>) -> Vec<Protocol> {
     only.map_or_else(|| Protocol::ALL.to_vec(), |p| vec![p])

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use super::{Failure, exit, load_config, snapshot};
+use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
 use crate::model::{Listener, Policy, Report, UnknownOwner, display_address};
 use crate::registry::{Registry, Status};
@@ -15,16 +15,18 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let snap = snapshot(args.source, args.all, |_| true)?;
     let reports = reports(&snap.listeners, &config.policy, &registry);
     let alerts = reports.iter().filter(|r| r.verdict.alert).count();
-    if args.json {
-        let out = serde_json::to_string_pretty(&reports).map_err(anyhow::Error::from)?;
-        println!("{out}");
-    } else {
-        print!("{}", render_table(&reports));
-        print!("{}", render_alerts(&reports));
-        let owners_hidden = reports
-            .iter()
-            .any(|r| r.owner_unknown == Some(UnknownOwner::NoPermission));
-        println!(
+    let owners_hidden = reports
+        .iter()
+        .any(|r| r.owner_unknown == Some(UnknownOwner::NoPermission));
+    write_stdout(|out| {
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &reports)?;
+            return writeln!(out);
+        }
+        out.write_all(render_table(&reports).as_bytes())?;
+        out.write_all(render_alerts(&reports).as_bytes())?;
+        writeln!(
+            out,
             "{} listener(s), {} alert(s){}{}",
             reports.len(),
             alerts,
@@ -38,8 +40,8 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
             } else {
                 ""
             }
-        );
-    }
+        )
+    })?;
     Ok(if args.check && alerts > 0 {
         ExitCode::from(exit::ALERT)
     } else {

@@ -280,7 +280,8 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::report::{Iana, ProcessReport, Report};
+    use crate::model::report::{Iana, Report};
+    use crate::model::{Pid, Process};
     use crate::model::{Protocol, Severity, Verdict};
 
     fn alert(id: &str, port: u16, addr: &str, name: &str) -> WireEvent {
@@ -303,15 +304,16 @@ mod tests {
                     services: vec![],
                 },
                 range: PortRange::of(port),
-                process: Some(ProcessReport {
-                    pid: 4242,
+                process: Some(std::sync::Arc::new(Process {
+                    pid: Pid(4242),
                     name: name.into(),
                     exe: Some("/usr/bin/evil".into()),
                     cmdline: vec![],
                     uid: Some(1000),
                     user: Some("alice".into()),
                     unit: None,
-                }),
+                    start_time: 0,
+                })),
                 pids: vec![4242],
                 owner_unknown: None,
                 uid: 1000,

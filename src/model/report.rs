@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::listener::{Listener, Owner, Reach, display_address};
+use std::sync::Arc;
+
+use super::listener::{Listener, Owner, Process, Reach, display_address};
 use super::policy::Verdict;
 use crate::registry::{PortRange, Registry, Status};
 
@@ -19,7 +21,8 @@ pub struct Report {
     pub reach: Reach,
     pub iana: Iana,
     pub range: PortRange,
-    pub process: Option<ProcessReport>,
+    /// The owner (shared with the daemon's caches, not copied per row).
+    pub process: Option<Arc<Process>>,
     /// Every pid holding one of the listener's sockets.
     pub pids: Vec<u32>,
     /// Why `process` is null: "no-permission", "kernel" or "vanished".
@@ -38,17 +41,6 @@ pub struct Iana {
     pub services: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessReport {
-    pub pid: u32,
-    pub name: String,
-    pub exe: Option<String>,
-    pub cmdline: Vec<String>,
-    pub uid: Option<u32>,
-    pub user: Option<String>,
-    pub unit: Option<String>,
-}
-
 impl Iana {
     pub fn of(registry: &Registry, protocol: super::Protocol, port: u16) -> Iana {
         let facts = registry.lookup(protocol, port);
@@ -63,18 +55,7 @@ impl Iana {
 impl Report {
     pub fn new(l: &Listener, registry: &Registry, verdict: Verdict) -> Report {
         let (process, owner_unknown) = match &l.owner {
-            Owner::Process(p) => (
-                Some(ProcessReport {
-                    pid: p.pid.0,
-                    name: p.name.clone(),
-                    exe: p.exe.clone(),
-                    cmdline: p.cmdline.clone(),
-                    uid: p.uid,
-                    user: p.user.clone(),
-                    unit: p.unit.clone(),
-                }),
-                None,
-            ),
+            Owner::Process(p) => (Some(Arc::clone(p)), None),
             Owner::Unknown(why) => (None, Some(*why)),
         };
         Report {

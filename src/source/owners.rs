@@ -47,9 +47,9 @@ impl FdScanner {
         }
     }
 
-    /// Pids under the root with the uid of their `/proc/PID` directory (the process's
-    /// effective uid), in directory order.
-    pub fn list_pids(&self) -> std::io::Result<Vec<(Pid, Option<u32>)>> {
+    /// Pids under the root, in directory order, with the uid of their `/proc/PID`
+    /// directory (the process's effective uid) and the size of their fd table.
+    pub fn list_pids(&self) -> std::io::Result<Vec<ProcEntry>> {
         let root_fd = open_dir(&self.root)?;
         let mut dir = Dir::read_from(&root_fd)?;
         let mut pids = Vec::new();
@@ -61,7 +61,17 @@ impl FdScanner {
             let uid = rustix::fs::statat(&root_fd, entry.file_name(), AtFlags::empty())
                 .ok()
                 .map(|st| st.st_uid);
-            pids.push((Pid(pid), uid));
+            // Since Linux 6.2 the size of /proc/PID/fd is the number of open files (0
+            // before, which orders nothing).
+            let mut fd_dir = [0u8; 24];
+            let fds = fd_path(&mut fd_dir, pid)
+                .and_then(|p| rustix::fs::statat(&root_fd, p, AtFlags::empty()).ok())
+                .map_or(0, |st| st.st_size.max(0) as u64);
+            pids.push(ProcEntry {
+                pid: Pid(pid),
+                uid,
+                fds,
+            });
         }
         Ok(pids)
     }
@@ -145,27 +155,47 @@ pub fn parse_socket_link(link: &[u8]) -> Option<Inode> {
     std::str::from_utf8(digits).ok()?.parse().ok().map(Inode)
 }
 
+/// One process as [`FdScanner::list_pids`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub pid: Pid,
+    /// The owner of `/proc/PID`: the process's effective uid.
+    pub uid: Option<u32>,
+    /// Open files (0 where the kernel does not say).
+    pub fds: u64,
+}
+
+/// `PID/fd` as a C string in `buf`, without allocating.
+fn fd_path(buf: &mut [u8; 24], pid: u32) -> Option<&std::ffi::CStr> {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{pid}/fd\0").ok()?;
+    let n = cursor.position() as usize;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).ok()
+}
+
 /// The order in which to read fd tables: pids that appeared since the last look first,
-/// then pids whose uid owns one of the new sockets, then every other pid.
+/// then pids whose uid owns one of the new sockets, then every other pid; within each
+/// group, smaller fd tables first (cheap to read, and a process holding thousands of
+/// connections is rarely the one that just opened a listener), then lower pids (a
+/// parent before the workers that share its socket).
 pub fn attribution_order(
-    pids: &[(Pid, Option<u32>)],
+    pids: &[ProcEntry],
     previous: &HashSet<Pid>,
     socket_uids: &HashSet<u32>,
 ) -> Vec<Pid> {
-    let rank = |&(pid, uid): &(Pid, Option<u32>)| {
-        if !previous.is_empty() && !previous.contains(&pid) {
+    let rank = |p: &ProcEntry| {
+        if !previous.is_empty() && !previous.contains(&p.pid) {
             0
-        } else if uid.is_some_and(|u| socket_uids.contains(&u)) {
+        } else if p.uid.is_some_and(|u| socket_uids.contains(&u)) {
             1
         } else {
             2
         }
     };
-    let mut ordered: Vec<_> = pids.iter().map(|p| (rank(p), p.0)).collect();
-    // Stable: within a rank, keep directory (pid) order, so a parent comes before its
-    // workers that share the socket.
-    ordered.sort_by_key(|&(rank, _)| rank);
-    ordered.into_iter().map(|(_, pid)| pid).collect()
+    let mut ordered: Vec<_> = pids.iter().map(|p| (rank(p), p.fds, p.pid)).collect();
+    ordered.sort_unstable();
+    ordered.into_iter().map(|(_, _, pid)| pid).collect()
 }
 
 /// Counters for one attribution pass, for benchmarks and the daemon's status line.
@@ -240,7 +270,7 @@ impl<D: ProcessDetails> Attributor<D> {
             }
         };
         let order = attribution_order(&pids, &self.previous_pids, &uids);
-        self.previous_pids = pids.iter().map(|p| p.0).collect();
+        self.previous_pids = pids.iter().map(|p| p.pid).collect();
         let scan = self.fds.scan(&order, &self.wanted);
         stats.pids_read = scan.pids_read;
 
@@ -534,13 +564,21 @@ mod tests {
         assert_eq!(parse_socket_link(b"/dev/null"), None);
     }
 
+    fn entry(pid: u32, uid: u32, fds: u64) -> ProcEntry {
+        ProcEntry {
+            pid: Pid(pid),
+            uid: Some(uid),
+            fds,
+        }
+    }
+
     #[test]
     fn order_puts_new_pids_first_then_matching_uids() {
         let pids = [
-            (Pid(1), Some(0)),
-            (Pid(50), Some(1000)),
-            (Pid(70), Some(33)),
-            (Pid(90), Some(0)),
+            entry(1, 0, 5),
+            entry(50, 1000, 5),
+            entry(70, 33, 5),
+            entry(90, 0, 5),
         ];
         let previous: HashSet<Pid> = [Pid(1), Pid(50), Pid(70)].into();
         let uids: HashSet<u32> = [33].into();
@@ -551,8 +589,23 @@ mod tests {
     }
 
     #[test]
+    fn smaller_fd_tables_first_within_a_group() {
+        let pids = [
+            entry(10, 0, 20_000),
+            entry(20, 0, 4),
+            entry(30, 0, 4),
+            entry(40, 1, 1),
+        ];
+        let uids: HashSet<u32> = [0].into();
+        assert_eq!(
+            attribution_order(&pids, &HashSet::new(), &uids),
+            [Pid(20), Pid(30), Pid(10), Pid(40)]
+        );
+    }
+
+    #[test]
     fn first_look_has_no_new_pids() {
-        let pids = [(Pid(1), Some(0)), (Pid(2), Some(7))];
+        let pids = [entry(1, 0, 1), entry(2, 7, 1)];
         let uids: HashSet<u32> = [7].into();
         assert_eq!(
             attribution_order(&pids, &HashSet::new(), &uids),
