@@ -1,0 +1,37 @@
+//! `portsentinel::source::procnet::parse_reader`: `/proc/net/{tcp,tcp6,udp,udp6}`.
+//!
+//! Invariants: no panic; only appends to `out`; at most one socket per line after the
+//! header; every socket carries the protocol asked for and `v6only: None`; an error
+//! names a line that exists.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portsentinel::model::Protocol;
+use portsentinel::source::procnet::parse_reader;
+
+fuzz_target!(|data: &[u8]| {
+    // What BufRead::lines() counts: one per '\n', plus an unterminated last line.
+    let lines =
+        data.split(|&b| b == b'\n').count() - usize::from(data.ends_with(b"\n") || data.is_empty());
+    for protocol in Protocol::ALL {
+        let mut out = Vec::new();
+        match parse_reader(data, protocol, &mut out) {
+            Ok(()) => {}
+            Err((line, message)) => {
+                assert!(
+                    line >= 1 && line <= lines,
+                    "error on line {line} of {lines}: {message}"
+                );
+            }
+        }
+        assert!(
+            out.len() <= lines.saturating_sub(1),
+            "{} sockets from {lines} lines",
+            out.len()
+        );
+        for s in &out {
+            assert_eq!(s.protocol, protocol);
+            assert_eq!(s.v6only, None, "{s:?}");
+        }
+    }
+});
