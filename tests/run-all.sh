@@ -42,3 +42,5 @@ fi
 
 cargo build --all-targets --locked
 cargo test --all-targets --locked
+# A short run of every fuzz target (the long runs and their figures: README, "Reliability").
+fuzz/run.sh "${FUZZ_SECONDS:-5}"
