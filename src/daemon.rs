@@ -59,6 +59,8 @@ pub struct Daemon {
     hub: Option<Arc<Hub>>,
     desktop: Option<tokio::sync::mpsc::Sender<WireEvent>>,
     desktop_dropped: u64,
+    /// Events for the event socket and the desktop, delivered by [`Daemon::deliver`].
+    outbox: Vec<WireEvent>,
     sockets: Vec<Socket>,
     inodes: Vec<Inode>,
     previous_inodes: Vec<Inode>,
@@ -156,6 +158,7 @@ impl Daemon {
             hub: None,
             desktop: None,
             desktop_dropped: 0,
+            outbox: Vec::new(),
             sockets: Vec::new(),
             inodes: Vec::new(),
             previous_inodes: Vec::new(),
@@ -260,28 +263,9 @@ impl Daemon {
             // The journal record first: it is written whatever the other sinks do.
             self.log
                 .send(Record::from_event(&e, &self.registry, self.netns, now));
-            if self.hub.is_none() && self.desktop.is_none() {
-                continue;
-            }
-            let wire = WireEvent::new(&e, &self.registry, self.netns, now);
-            if let Some(tx) = &self.desktop
-                && tx.try_send(wire.clone()).is_err()
-            {
-                // The journal has every event; the desktop may miss some in a flood.
-                self.desktop_dropped += 1;
-                if self.desktop_dropped.is_power_of_two() {
-                    self.log.send(Record::plain(
-                        priority::WARNING,
-                        None,
-                        format!(
-                            "desktop notifications fell behind: {} event(s) not shown",
-                            self.desktop_dropped
-                        ),
-                    ));
-                }
-            }
-            if let Some(hub) = &self.hub {
-                hub.publish(wire);
+            if self.hub.is_some() || self.desktop.is_some() {
+                self.outbox
+                    .push(WireEvent::new(&e, &self.registry, self.netns, now));
             }
         }
         // An inventory of thousands must not pin its memory for the daemon's lifetime.
@@ -290,6 +274,51 @@ impl Daemon {
         }
         if alerts_changed {
             self.save_state();
+        }
+    }
+
+    /// Hands the queued events to subscribers and the desktop, a slice at a time, letting
+    /// the subscribers' tasks write in between: a burst of thousands of events reaches a
+    /// subscriber that reads, instead of overflowing its queue in one go.
+    pub async fn deliver(&mut self) {
+        const SLICE: usize = 128;
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let total = outbox.len();
+        let mut queued = outbox.drain(..);
+        loop {
+            let mut sent = 0;
+            for wire in queued.by_ref().take(SLICE) {
+                sent += 1;
+                if let Some(tx) = &self.desktop
+                    && tx.try_send(wire.clone()).is_err()
+                {
+                    // The journal has every event; the desktop may miss some in a flood.
+                    self.desktop_dropped += 1;
+                    if self.desktop_dropped.is_power_of_two() {
+                        self.log.send(Record::plain(
+                            priority::WARNING,
+                            None,
+                            format!(
+                                "desktop notifications fell behind: {} event(s) not shown",
+                                self.desktop_dropped
+                            ),
+                        ));
+                    }
+                }
+                if let Some(hub) = &self.hub {
+                    hub.publish(wire);
+                }
+            }
+            if sent < SLICE {
+                break;
+            }
+            if total > SLICE {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(queued);
+        if outbox.capacity() <= 1024 {
+            self.outbox = outbox;
         }
     }
 
@@ -406,14 +435,21 @@ impl Daemon {
         if !self.config.notify.desktop {
             return None;
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<WireEvent>(1024);
+        // Room for a flood of alerts: the planner folds them into one summary anyway.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<WireEvent>(16 * 1024);
         self.desktop = Some(tx);
         let mut desktop = Desktop::new(self.config.notify.burst_window);
         Some(async move {
             loop {
                 tokio::select! {
                     e = rx.recv() => match e {
-                        Some(e) => desktop.on_event(&e).await,
+                        Some(e) => {
+                            desktop.plan(&e);
+                            while let Ok(more) = rx.try_recv() {
+                                desktop.plan(&more);
+                            }
+                            desktop.flush().await;
+                        }
                         None => return,
                     },
                     _ = tokio::time::sleep(crate::sink::desktop::RETRY), if desktop.has_pending() => desktop.flush().await,
@@ -482,6 +518,7 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
 
     // The inventory, then READY=1: a unit that is "active" has looked at least once.
     daemon.poll(Instant::now());
+    daemon.deliver().await;
     notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&daemon.status_line()),
@@ -491,6 +528,7 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
         tokio::select! {
             tick = poll.tick() => {
                 daemon.poll(tick.into_std());
+                daemon.deliver().await;
                 let line = daemon.status_line();
                 // Counts changed: say so now; timing figures follow every 10 s.
                 if line.split(';').next() != last_status.split(';').next() {
@@ -509,6 +547,7 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
                 notify(&[sd_notify::NotifyState::Reloading]);
                 let before = daemon.interval();
                 daemon.reload();
+                daemon.deliver().await;
                 if daemon.interval() != before {
                     poll = ticker(daemon.interval());
                 }

@@ -121,13 +121,15 @@ async fn read_events(mut stream: UnixStream, desktop: &mut Desktop) -> String {
             let line: Vec<u8> = buf.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
             match Message::from_line(&text) {
-                Ok(Message::Event(e)) => desktop.on_event(&e).await,
+                Ok(Message::Event(e)) => desktop.plan(&e),
                 Ok(Message::Hello(h)) => {
                     tracing::info!("{} ({} active alert(s))", h.daemon, h.active_alerts)
                 }
                 Err(e) => tracing::warn!("ignoring a line from the daemon: {e}"),
             }
         }
+        // Everything read so far in one go: a burst updates each notification once.
+        desktop.flush().await;
         if buf.len() > MAX_LINE {
             return format!("a line longer than {MAX_LINE} bytes");
         }

@@ -43,11 +43,17 @@ impl Desktop {
         }
     }
 
-    /// Plans and shows what one event calls for.
-    pub async fn on_event(&mut self, e: &WireEvent) {
+    /// Plans what one event calls for, without showing it yet: a burst of events queued
+    /// this way becomes one update of each notification at the next [`flush`](Self::flush).
+    pub fn plan(&mut self, e: &WireEvent) {
         for action in self.planner.on_event(Instant::now(), e) {
             self.queue(action);
         }
+    }
+
+    /// Plans and shows what one event calls for.
+    pub async fn on_event(&mut self, e: &WireEvent) {
+        self.plan(e);
         self.flush().await;
     }
 
