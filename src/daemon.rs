@@ -68,6 +68,8 @@ pub struct Daemon {
     source_failing: bool,
     pub stats: PollStats,
     last_late_warning: Option<Instant>,
+    /// When to give a flood's memory back.
+    trim: crate::memory::TrimAfterDrop,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -166,6 +168,7 @@ impl Daemon {
             source_failing: false,
             stats: PollStats::default(),
             last_late_warning: None,
+            trim: crate::memory::TrimAfterDrop::default(),
         })
     }
 
@@ -220,7 +223,13 @@ impl Daemon {
                 &|l| policy.judge(registry, l),
                 &mut self.events,
             );
+            // Queued events count as held memory until they are dispatched.
+            self.trim
+                .note(self.tracker.listener_count() + self.events.len());
             self.dispatch();
+        }
+        if self.trim.observe(self.tracker.listener_count(), 1024) {
+            crate::memory::release_free_memory();
         }
         std::mem::swap(&mut self.inodes, &mut self.previous_inodes);
 

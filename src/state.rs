@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::model::events::AlertedListeners;
-use crate::model::{Listener, ListenerKey};
+use crate::model::{Listener, ListenerKey, Owner};
 
 const FILE_NAME: &str = "alerts.json";
 const VERSION: u32 = 1;
@@ -108,7 +108,7 @@ impl StateStore {
             alerts: alerts
                 .map(|(k, l)| StoredAlert {
                     key: k.clone(),
-                    listener: l.clone(),
+                    listener: slim(l),
                 })
                 .collect(),
         };
@@ -116,6 +116,18 @@ impl StateStore {
         write_atomically(&self.dir, FILE_NAME, &json)
             .map_err(|e| format!("cannot save state in {}: {e}", self.dir.display()))
     }
+}
+
+/// What a restart needs of a listener: everything but the command line, which can be
+/// long and says nothing the key and exe do not.
+fn slim(l: &Listener) -> Listener {
+    let mut l = l.clone();
+    if let Owner::Process(p) = &mut l.owner
+        && !p.cmdline.is_empty()
+    {
+        std::sync::Arc::make_mut(p).cmdline = Vec::new();
+    }
+    l
 }
 
 fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
@@ -141,7 +153,7 @@ pub fn boot_id(proc_root: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Owner, Protocol, UnknownOwner};
+    use crate::model::{Inode, Protocol, UnknownOwner};
 
     fn listener() -> Listener {
         Listener {

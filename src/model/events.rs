@@ -120,11 +120,22 @@ pub struct Tracker {
     timing: Timing,
     entries: HashMap<ListenerKey, Entry>,
     /// When each listener was last alerted, for the quiet time.
-    last_alert: HashMap<ListenerKey, Instant>,
+    /// Keyed by a hash of the identity, not the identity itself: after a flood this map
+    /// outlives the listeners by the quiet time, and thousands of small keys scattered
+    /// over the heap would keep the flood's memory from being returned.
+    last_alert: HashMap<u64, Instant>,
     /// Alerts a previous run raised (from the state file), until the first snapshot.
     restored: Option<HashMap<ListenerKey, Listener>>,
     /// Counts updates; entries remember the last one that saw them.
     generation: u64,
+}
+
+/// A stable 64-bit digest of an identity, for the quiet-time map.
+fn fingerprint(key: &ListenerKey) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    h.finish()
 }
 
 /// Releases a map's spare room once it is mostly empty.
@@ -204,7 +215,7 @@ impl Tracker {
                 let already = restored.as_ref().is_some_and(|r| r.contains_key(&key));
                 let recent = self
                     .last_alert
-                    .get(&key)
+                    .get(&fingerprint(&key))
                     .is_some_and(|&t| now.saturating_duration_since(t) < self.timing.realert_after);
                 if already {
                     // Alerted before the daemon restarted, and still there: not again.
@@ -220,7 +231,7 @@ impl Tracker {
                     }
                 } else {
                     alert = AlertState::Active;
-                    self.last_alert.insert(key.clone(), now);
+                    self.last_alert.insert(fingerprint(&key), now);
                     out.push(self.event(EventKind::AlertRaised, &l, &verdict, None));
                 }
             } else if !inventory {
@@ -315,7 +326,7 @@ impl Tracker {
                 (AlertState::Suppressed, false) => e.alert = AlertState::None,
                 (AlertState::None, true) => {
                     e.alert = AlertState::Active;
-                    self.last_alert.insert(key.clone(), now);
+                    self.last_alert.insert(fingerprint(key), now);
                     events.push((
                         EventKind::AlertRaised,
                         e.listener.clone(),

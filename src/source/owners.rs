@@ -370,6 +370,12 @@ impl ProcessDetails for SysinfoDetails {
         use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
         let sys_pids: Vec<sysinfo::Pid> =
             pids.iter().map(|p| sysinfo::Pid::from_u32(p.0)).collect();
+        // A fresh table each time: sysinfo keeps every process it has read (with its whole
+        // command line) until that pid is refreshed again, which for an owner that exited
+        // would be never. What the daemon keeps is its own capped copy.
+        if let Ok(fresh) = sysinfo::System::new() {
+            self.system = fresh;
+        }
         self.system.refresh_processes_specifics(
             ProcessesToUpdate::Some(&sys_pids),
             true,
@@ -394,11 +400,7 @@ impl ProcessDetails for SysinfoDetails {
                 pid,
                 name: p.name().to_string_lossy().into_owned(),
                 exe: p.exe().map(|e| e.to_string_lossy().into_owned()),
-                cmdline: p
-                    .cmd()
-                    .iter()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect(),
+                cmdline: capped_cmdline(p.cmd()),
                 uid,
                 user: None,
                 unit,
@@ -416,10 +418,44 @@ impl ProcessDetails for SysinfoDetails {
     }
 }
 
+/// Longest command line kept, in bytes, and most arguments: a process chooses its own
+/// command line, and one of a megabyte must not be copied into every record and event.
+pub const CMDLINE_MAX_BYTES: usize = 4096;
+pub const CMDLINE_MAX_ARGS: usize = 256;
+
+/// The command line, cut at [`CMDLINE_MAX_BYTES`] / [`CMDLINE_MAX_ARGS`]; a cut ends with
+/// a last argument `…`.
+pub fn capped_cmdline(args: &[std::ffi::OsString]) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len().min(CMDLINE_MAX_ARGS));
+    let mut bytes = 0;
+    for arg in args {
+        let arg = arg.to_string_lossy();
+        if out.len() == CMDLINE_MAX_ARGS || bytes + arg.len() > CMDLINE_MAX_BYTES {
+            out.push("…".to_owned());
+            break;
+        }
+        bytes += arg.len();
+        out.push(arg.into_owned());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Protocol;
+
+    #[test]
+    fn long_command_lines_are_cut() {
+        let many: Vec<std::ffi::OsString> = (0..10_000).map(|i| format!("arg{i}").into()).collect();
+        let c = capped_cmdline(&many);
+        assert_eq!(c.len(), CMDLINE_MAX_ARGS + 1);
+        assert_eq!(c.last().unwrap(), "…");
+        let huge = vec![std::ffi::OsString::from("x".repeat(100_000))];
+        assert_eq!(capped_cmdline(&huge), ["…"]);
+        let short: Vec<std::ffi::OsString> = vec!["/bin/nc".into(), "-l".into()];
+        assert_eq!(capped_cmdline(&short), ["/bin/nc", "-l"]);
+    }
     use std::cell::Cell;
 
     /// A `/proc` fixture: `PID/fd/N -> socket:[INODE]` links and `PID/stat` files.

@@ -1,0 +1,114 @@
+//! Load: 10,000 unexpected listeners opened within a second, then closed again. Every one
+//! is recorded (raised and cleared), the desktop gets one summary, the poll keeps its rhythm
+//! and memory goes back down. Run with `--nocapture` to see the figures:
+//!
+//! ```text
+//! cargo test --release --test load -- --nocapture
+//! ```
+
+mod util;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use util::desktop::{Agent, Session};
+use util::{Daemon, Netns};
+
+const COUNT: usize = 10_000;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Reads JSON records until `want` addresses have had a record of `event`.
+fn collect(d: &mut Daemon, event: &str, want: usize, late: &mut Vec<String>) -> Duration {
+    let start = Instant::now();
+    let mut seen = HashSet::new();
+    while seen.len() < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} of {want} {event} records",
+            seen.len()
+        );
+        for line in d.lines.drain_for(Duration::from_millis(200)) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if v["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("late (interval"))
+            {
+                late.push(line.clone());
+            }
+            if v["PORTSENTINEL_EVENT"] == event && v["LISTEN_PORT"] == "867" {
+                let addr = v["LISTEN_ADDRESS"].as_str().unwrap().to_owned();
+                assert!(seen.insert(addr.clone()), "{event} twice for {addr}");
+            }
+        }
+    }
+    start.elapsed()
+}
+
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a load test: tests/run-all.sh runs it on a release build"
+)]
+fn ten_thousand_unexpected_listeners_at_once() {
+    let ns = Netns::new();
+    let mut session = Session::start();
+    session.start_monitor();
+    let mut d = Daemon::start(&ns, &["--log", "json", "--interval", "1s"]);
+    d.wait_for("the event socket", |l| l.contains("event socket"));
+    let mut agent = Agent::for_session(&d.socket(), &session.address);
+    agent
+        .lines
+        .wait_for("the agent's connection", |l| l.contains("connected to"));
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = d.child.id();
+    let baseline = rss_kib(pid);
+
+    let specs: Vec<String> = (0..COUNT)
+        .map(|i| format!("tcp:127.3.{}.{}:867", i / 250, i % 250 + 1))
+        .collect();
+    let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let opened_at = Instant::now();
+    let listeners = ns.listen(&refs);
+    let bound_in = opened_at.elapsed();
+    let mut late = Vec::new();
+    let raised_in = collect(&mut d, "alert-raised", COUNT, &mut late);
+    let peak = rss_kib(pid);
+
+    listeners.stop();
+    let cleared_in = collect(&mut d, "alert-cleared", COUNT, &mut late);
+    // A few quiet polls, then memory should be back near where it started.
+    d.lines.drain_for(Duration::from_secs(3));
+    let after = rss_kib(pid);
+
+    let calls = session.wait_calls("the summary", |c| {
+        c.iter()
+            .any(|c| c.summary == format!("{COUNT} unexpected listeners"))
+    });
+    let shown = calls.iter().filter(|c| c.replaces_id == 0).count();
+
+    eprintln!(
+        "load: {COUNT} listeners bound in {bound_in:?}; all alerted within {raised_in:?}, all cleared within {cleared_in:?} \
+         of closing; RSS {baseline} KiB before, {peak} KiB at the peak, {after} KiB after; {shown} notification(s), \
+         {} Notify call(s); late polls: {}",
+        calls.len(),
+        late.len()
+    );
+    assert!(shown <= 3, "{shown} notifications: {calls:#?}");
+    assert!(late.is_empty(), "the poll fell behind: {late:#?}");
+    // Back to the baseline, give or take what the allocator keeps for reuse.
+    assert!(
+        after < baseline + (peak - baseline) / 2,
+        "RSS {baseline} → {peak} → {after} KiB"
+    );
+}
