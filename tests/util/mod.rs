@@ -259,6 +259,15 @@ impl Lines {
         }
     }
 
+    /// What arrived since the last call, without keeping it (for long runs).
+    pub fn take_new(&mut self) -> Vec<String> {
+        let mut got = Vec::new();
+        while let Ok(l) = self.rx.try_recv() {
+            got.push(l);
+        }
+        got
+    }
+
     /// Collects what arrives within `d`.
     pub fn drain_for(&mut self, d: Duration) -> Vec<String> {
         let deadline = Instant::now() + d;
