@@ -31,10 +31,11 @@ impl XorShift {
     }
 }
 
+/// What the driver holds open; dropping it closes the listener or ends the process.
 enum Held {
-    Tcp(TcpListener),
-    Udp(UdpSocket),
-    Process(Listen),
+    Tcp(#[expect(dead_code, reason = "held to keep the socket open")] TcpListener),
+    Udp(#[expect(dead_code, reason = "held to keep the socket open")] UdpSocket),
+    Process(#[expect(dead_code, reason = "held to keep the process running")] Listen),
 }
 
 /// The n-th address of its own: 127.5.0.0 upwards, never reused in a run.
