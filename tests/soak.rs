@@ -126,7 +126,7 @@ fn churn_loses_nothing_and_leaks_nothing() {
         let addr = address(n);
         n += 1;
         let lifetime = Duration::from_millis(1000 + rng.next() % 2000);
-        let (h, key) = if n % 2 == 0 {
+        let (h, key) = if n.is_multiple_of(2) {
             let l =
                 TcpListener::bind(format!("{addr}:867").parse::<SocketAddr>().unwrap()).unwrap();
             (Held::Tcp(l), format!("{addr} tcp"))
