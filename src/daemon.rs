@@ -290,44 +290,43 @@ impl Daemon {
     /// the subscribers' tasks write in between: a burst of thousands of events reaches a
     /// subscriber that reads, instead of overflowing its queue in one go.
     pub async fn deliver(&mut self) {
-        const SLICE: usize = 128;
-        let mut outbox = std::mem::take(&mut self.outbox);
-        let total = outbox.len();
-        let mut queued = outbox.drain(..);
-        loop {
-            let mut sent = 0;
-            for wire in queued.by_ref().take(SLICE) {
-                sent += 1;
-                if let Some(tx) = &self.desktop
-                    && tx.try_send(wire.clone()).is_err()
-                {
-                    // The journal has every event; the desktop may miss some in a flood.
-                    self.desktop_dropped += 1;
-                    if self.desktop_dropped.is_power_of_two() {
-                        self.log.send(Record::plain(
-                            priority::WARNING,
-                            None,
-                            format!(
-                                "desktop notifications fell behind: {} event(s) not shown",
-                                self.desktop_dropped
-                            ),
-                        ));
-                    }
-                }
-                if let Some(hub) = &self.hub {
-                    hub.publish(wire);
+        if self.outbox.is_empty() {
+            return;
+        }
+        // A subscriber that makes no room for 250 ms is dropped, and a burst waits for
+        // subscribers at most one interval in all: the polls stay within twice their
+        // interval.
+        let mut budget = self.config.daemon.interval;
+        // Small enough that a subscriber which reads keeps up between two slices.
+        let slice = self
+            .hub
+            .as_ref()
+            .map_or(128, |h| (h.capacity() / 2).clamp(1, 128));
+        let outbox = std::mem::take(&mut self.outbox);
+        for (i, wire) in outbox.into_iter().enumerate() {
+            if let Some(tx) = &self.desktop
+                && tx.try_send(wire.clone()).is_err()
+            {
+                // The journal has every event; the desktop may miss some in a flood.
+                self.desktop_dropped += 1;
+                if self.desktop_dropped.is_power_of_two() {
+                    self.log.send(Record::plain(
+                        priority::WARNING,
+                        None,
+                        format!(
+                            "desktop notifications fell behind: {} event(s) not shown",
+                            self.desktop_dropped
+                        ),
+                    ));
                 }
             }
-            if sent < SLICE {
-                break;
+            if let Some(hub) = &self.hub {
+                let patience = budget.min(Duration::from_millis(250));
+                budget = budget.saturating_sub(hub.publish(wire, patience).await);
             }
-            if total > SLICE {
+            if (i + 1) % slice == 0 {
                 tokio::task::yield_now().await;
             }
-        }
-        drop(queued);
-        if outbox.capacity() <= 1024 {
-            self.outbox = outbox;
         }
     }
 

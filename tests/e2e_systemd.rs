@@ -221,3 +221,66 @@ fn the_unit_under_real_systemd() {
     assert!(max_late < 1000, "a poll started {max_late} ms late");
     assert_eq!(sd.is_active("portsentinel"), "active");
 }
+
+/// Names built to forge journal fields or paint the terminal: each listener is exactly one
+/// record, with the name escaped, at the priority the daemon chose.
+#[test]
+fn hostile_process_names_cannot_forge_records() {
+    let sd = Systemd::boot();
+    let install: String = readme_install_block()
+        .lines()
+        .filter(|l| !l.starts_with("cargo "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sd.sh_ok(&install);
+    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
+    // The program's file name carries the payload; the kernel's `comm` is its first 15 bytes.
+    let cases = [
+        ("evil\nPRIORITY=0\nMESSAGE=forged", 867, "evil\\nPRIORITY=0"),
+        (
+            "\x1b[31mred\x1b[0m\x1b]0;t\x07",
+            868,
+            "\\x1b[31mred\\x1b[0m\\x1b]0",
+        ),
+    ];
+    for (name, port, _) in &cases {
+        let exe = sd.share.path().join(name);
+        std::fs::copy(util::listen_bin(), &exe).unwrap();
+        let inside = format!("{SHARE}/{name}");
+        let spec = format!("tcp:0.0.0.0:{port}");
+        sd.spawn(&[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &inside,
+            "--wait",
+            &spec,
+        ]);
+    }
+    for (name, port, comm) in &cases {
+        sd.wait_journal(&["-u", "portsentinel", &format!("LISTEN_PORT={port}")], 1);
+        std::thread::sleep(Duration::from_secs(1));
+        let records = sd.journal(&["-u", "portsentinel", &format!("LISTEN_PORT={port}")]);
+        assert_eq!(records.len(), 1, "{records:#?}");
+        let r = &records[0];
+        assert_eq!(field(r, "PRIORITY"), "4");
+        assert_eq!(field(r, "LISTENER_COMM"), *comm);
+        let exe = field(r, "LISTENER_EXE");
+        assert!(!exe.contains('\n') && !exe.contains('\x1b'), "{exe:?}");
+        assert!(
+            exe.ends_with(&portsentinel::text::escape_control(name).into_owned()),
+            "{exe:?}"
+        );
+        for (k, v) in r.as_object().unwrap() {
+            let v = v.as_str().unwrap_or("");
+            assert!(
+                !v.contains('\x1b') && !v.contains('\x07'),
+                "raw control character in {k}: {v:?}"
+            );
+        }
+    }
+    // Nothing anywhere in the journal was forged.
+    assert!(sd.journal(&["MESSAGE=forged"]).is_empty());
+    assert!(sd.journal(&["PRIORITY=0"]).is_empty());
+}

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{UnixListener, UnixStream};
@@ -82,43 +83,61 @@ impl Hub {
     }
 
     /// Sends one event to every subscriber, and keeps track of the active alerts.
-    pub fn publish(&self, event: WireEvent) {
+    ///
+    /// A subscriber whose queue is full gets a moment (`patience`) to make room: one that
+    /// reads catches up, one that stopped reading is dropped. Returns how long it waited,
+    /// so the caller can bound a whole burst; the journal, written before, never waits.
+    pub async fn publish(&self, event: WireEvent, patience: Duration) -> Duration {
         let line: Arc<str> = Message::Event(Box::new(event.clone())).to_line().into();
-        let mut inner = self.lock();
-        match event.kind {
-            EventKind::AlertRaised => {
-                inner.active.insert(
-                    event.alert_id.clone(),
-                    WireEvent {
-                        replay: true,
-                        ..event
-                    },
-                );
-            }
-            EventKind::AlertCleared => {
-                inner.active.remove(&event.alert_id);
-            }
-            _ => {}
-        }
-        let capacity = self.capacity;
-        let log = &self.log;
-        inner.subscribers.retain(|s| match s.tx.try_send(line.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if let Some(log) = log {
-                    log.send(Record::plain(
-                        priority::WARNING,
-                        None,
-                        format!(
-                            "event subscriber {} dropped: it stopped reading and its buffer of {capacity} lines filled",
-                            s.peer
-                        ),
-                    ));
+        let congested: Vec<(u64, mpsc::Sender<Arc<str>>, String)> = {
+            let mut inner = self.lock();
+            match event.kind {
+                EventKind::AlertRaised => {
+                    inner.active.insert(
+                        event.alert_id.clone(),
+                        WireEvent {
+                            replay: true,
+                            ..event
+                        },
+                    );
                 }
-                false
+                EventKind::AlertCleared => {
+                    inner.active.remove(&event.alert_id);
+                }
+                _ => {}
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+            let mut congested = Vec::new();
+            inner
+                .subscribers
+                .retain(|s| match s.tx.try_send(line.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        congested.push((s.id, s.tx.clone(), s.peer.clone()));
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
+            congested
+        };
+        let started = tokio::time::Instant::now();
+        for (id, tx, peer) in congested {
+            let until = started + patience;
+            if let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(line.clone())).await {
+                continue;
+            }
+            self.unsubscribe(id);
+            if let Some(log) = &self.log {
+                log.send(Record::plain(
+                    priority::WARNING,
+                    None,
+                    format!(
+                        "event subscriber {peer} dropped: it stopped reading and its buffer of {} lines filled",
+                        self.capacity
+                    ),
+                ));
+            }
+        }
+        started.elapsed()
     }
 
     /// Registers a subscriber: its queue starts with `hello` and the active alerts.
@@ -143,6 +162,11 @@ impl Hub {
 
     fn unsubscribe(&self, id: u64) {
         self.lock().subscribers.retain(|s| s.id != id);
+    }
+
+    /// Lines queued per subscriber before one that does not read is dropped.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     pub fn subscriber_count(&self) -> usize {
