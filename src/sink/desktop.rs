@@ -117,14 +117,8 @@ impl Desktop {
             self.markup = Some(server_has_markup().await?);
         }
         let n = notification(note, replace, self.markup == Some(true));
-        let handle = tokio::time::timeout(CALL_TIMEOUT, n.show_async())
-            .await
-            .map_err(|_| {
-                format!(
-                    "the notification server did not answer within {} s",
-                    CALL_TIMEOUT.as_secs()
-                )
-            })?
+        let handle = within_deadline(n.show_async())
+            .await?
             .map_err(|e| e.to_string())?;
         self.ids.insert(slot, handle.id());
         Ok(())
@@ -156,21 +150,22 @@ fn notification(note: &Note, replace: Option<u32>, markup: bool) -> Notification
     n
 }
 
-/// Asks the server whether it renders `body-markup`. The crate offers only a blocking
-/// call for this, so it runs on the blocking pool, with a deadline.
-async fn server_has_markup() -> Result<bool, String> {
-    let caps = tokio::time::timeout(
-        CALL_TIMEOUT,
-        tokio::task::spawn_blocking(notify_rust::get_capabilities),
-    )
-    .await
-    .map_err(|_| {
+/// A D-Bus call, or the error a person reads when the server does not answer.
+async fn within_deadline<T>(call: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| {
         format!(
             "the notification server did not answer within {} s",
             CALL_TIMEOUT.as_secs()
         )
-    })?
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    })
+}
+
+/// Asks the server whether it renders `body-markup`. The crate offers only a blocking
+/// call for this, so it runs on the blocking pool, with a deadline.
+async fn server_has_markup() -> Result<bool, String> {
+    let caps = within_deadline(tokio::task::spawn_blocking(notify_rust::get_capabilities))
+        .await?
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     Ok(caps.iter().any(|c| c == "body-markup"))
 }
