@@ -379,10 +379,24 @@ impl Daemon {
                 self.log.send(r);
             }
             Ok((config, registry)) => {
-                let mut note = String::new();
+                let mut later = Vec::new();
                 if config.daemon.log != self.config.daemon.log && self.options.log.is_none() {
-                    note = "; daemon.log changes take effect at the next restart".into();
+                    later.push("daemon.log");
                 }
+                if config.daemon.state_directory != self.config.daemon.state_directory {
+                    later.push("daemon.state_directory");
+                }
+                if config.events != self.config.events {
+                    later.push("[events]");
+                }
+                if config.notify != self.config.notify {
+                    later.push("[notify]");
+                }
+                let note = if later.is_empty() {
+                    String::new()
+                } else {
+                    format!("; changes to {} take effect at the next restart", later.join(", "))
+                };
                 self.config = config;
                 self.registry = registry;
                 self.tracker.set_timing(timing(&self.config));
