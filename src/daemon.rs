@@ -395,7 +395,10 @@ impl Daemon {
                 let note = if later.is_empty() {
                     String::new()
                 } else {
-                    format!("; changes to {} take effect at the next restart", later.join(", "))
+                    format!(
+                        "; changes to {} take effect at the next restart",
+                        later.join(", ")
+                    )
                 };
                 self.config = config;
                 self.registry = registry;
@@ -480,6 +483,11 @@ impl Daemon {
         })
     }
 
+    /// Listeners and active alerts.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.tracker.listener_count(), self.tracker.alert_count())
+    }
+
     pub fn status_line(&self) -> String {
         format!(
             "{} listener(s), {} alert(s); poll every {} ms, last took {:.1} ms, max late {} ms",
@@ -536,7 +544,7 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
     let watchdog_period = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut watchdog = ticker(watchdog_period.unwrap_or(Duration::from_secs(3600)));
     let mut status = ticker(Duration::from_secs(10));
-    let mut last_status = String::new();
+    let mut last_counts = (usize::MAX, usize::MAX);
 
     // The inventory, then READY=1: a unit that is "active" has looked at least once.
     daemon.poll(Instant::now());
@@ -551,16 +559,15 @@ pub async fn run(options: RunOptions) -> Result<(), Failure> {
             tick = poll.tick() => {
                 daemon.poll(tick.into_std());
                 daemon.deliver().await;
-                let line = daemon.status_line();
                 // Counts changed: say so now; timing figures follow every 10 s.
-                if line.split(';').next() != last_status.split(';').next() {
-                    notify(&[sd_notify::NotifyState::Status(&line)]);
-                    last_status = line;
+                let counts = daemon.counts();
+                if counts != last_counts {
+                    last_counts = counts;
+                    notify(&[sd_notify::NotifyState::Status(&daemon.status_line())]);
                 }
             }
             _ = status.tick() => {
-                last_status = daemon.status_line();
-                notify(&[sd_notify::NotifyState::Status(&last_status)]);
+                notify(&[sd_notify::NotifyState::Status(&daemon.status_line())]);
             }
             _ = watchdog.tick(), if watchdog_period.is_some() => {
                 notify(&[sd_notify::NotifyState::Watchdog]);

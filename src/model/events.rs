@@ -128,6 +128,14 @@ pub struct Tracker {
     restored: Option<HashMap<ListenerKey, Listener>>,
     /// Counts updates; entries remember the last one that saw them.
     generation: u64,
+    /// Kept up to date by every change, so the steady path asks in O(1).
+    counts: Counts,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    alerts: usize,
+    pending: usize,
 }
 
 /// A stable 64-bit digest of an identity, for the quiet-time map.
@@ -158,6 +166,7 @@ impl Tracker {
             last_alert: HashMap::new(),
             restored: Some(restored.into_iter().collect()),
             generation: 0,
+            counts: Counts::default(),
         }
     }
 
@@ -297,6 +306,16 @@ impl Tracker {
         // After a flood has come and gone, give its memory back.
         shrink(&mut self.entries);
         shrink(&mut self.last_alert);
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        let mut c = Counts::default();
+        for e in self.entries.values() {
+            c.alerts += usize::from(e.alert == AlertState::Active);
+            c.pending += usize::from(e.gone_since.is_some());
+        }
+        self.counts = c;
     }
 
     /// Judges every known listener again (after a config reload): newly disallowed ones
@@ -337,6 +356,7 @@ impl Tracker {
                 _ => {}
             }
         }
+        self.recount();
         for (kind, listener, verdict, detail) in events {
             out.push(Event {
                 kind,
@@ -363,7 +383,7 @@ impl Tracker {
     /// True while some vanished listener waits out its grace window: the next poll must
     /// run the diff even if the socket list did not change.
     pub fn has_pending(&self) -> bool {
-        self.entries.values().any(|e| e.gone_since.is_some())
+        self.counts.pending > 0
     }
 
     /// Listeners currently present (including those within their grace window).
@@ -381,10 +401,7 @@ impl Tracker {
     }
 
     pub fn alert_count(&self) -> usize {
-        self.entries
-            .values()
-            .filter(|e| e.alert == AlertState::Active)
-            .count()
+        self.counts.alerts
     }
 }
 
