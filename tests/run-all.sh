@@ -27,6 +27,9 @@ need=(
   "dbus-daemon:dbus-daemon"
   "dbus-send:dbus-bin"
   "dunst:dunst"
+  "dunstctl:dunst"
+  "strace:strace"
+  "g++:g++"
 )
 missing=()
 for pair in "${need[@]}"; do
