@@ -1,8 +1,8 @@
 //! Soak: churn, then account for every listener. Listeners open and close every few
 //! milliseconds (each lives 1-3 s, on an address of its own) and helper processes start
 //! and exit twice a second; the churn driver logs what it did, and every listener it logged
-//! must appear in the daemon's records exactly once opened and once closed. RSS and open
-//! descriptors must stay flat.
+//! must appear in the daemon's records exactly once opened and once closed. Open
+//! descriptors must stay flat, and RSS must not grow in the second half of the run.
 //!
 //! Two minutes by default (the suite runs it on a release build); the full half hour:
 //!
@@ -209,9 +209,13 @@ fn churn_loses_nothing_and_leaks_nothing() {
         *fd.last().unwrap() <= fd[0] + 2,
         "descriptors leaked: {fd:?}"
     );
-    let (first, last) = (rss[0], *rss.last().unwrap());
+    // The quiet-time map (`realert_after`, 10 minutes) fills with the identities alerted
+    // recently and then stays level: what must not happen is growth once it has filled,
+    // or, in a run shorter than that, growth beyond its size.
+    let half = rss[..rss.len() / 2].iter().copied().max().unwrap_or(rss[0]);
+    let last = *rss.last().unwrap();
     assert!(
-        last <= first + first / 4,
-        "RSS grew from {first} to {last} KiB: {rss:?}"
+        last <= half + half / 10,
+        "RSS grew in the second half, from {half} to {last} KiB: {rss:?}"
     );
 }
