@@ -18,9 +18,9 @@ pub fn release_free_memory() {
     }
 }
 
-/// Decides when a release is worth it: after the number of things held has fallen by
-/// more than half and by at least `min_drop` since its high-water mark, and a few polls
-/// later, once the sinks have written and freed what the flood queued for them.
+/// Decides when a release is worth it: after the number of things held (listeners, plus
+/// events waiting for the sinks) has fallen by at least `min_drop` from its high-water
+/// mark, and a few polls later, once the sinks have written and freed what was queued.
 #[derive(Debug, Default)]
 pub struct TrimAfterDrop {
     high_water: usize,
@@ -40,7 +40,7 @@ impl TrimAfterDrop {
     /// Called once per poll with what is held now; true when memory should be released.
     pub fn observe(&mut self, current: usize, min_drop: usize) -> bool {
         self.high_water = self.high_water.max(current);
-        if self.high_water >= current + min_drop && current < self.high_water / 2 {
+        if self.high_water >= current + min_drop {
             self.high_water = current;
             self.countdown = Some(SETTLE_POLLS);
         }
@@ -67,7 +67,7 @@ mod tests {
         let mut t = TrimAfterDrop::default();
         assert!(!t.observe(100, 1000));
         assert!(!t.observe(10_000, 1000));
-        assert!(!t.observe(9_000, 1000), "not yet halved");
+        assert!(!t.observe(9_500, 1000), "not enough of a drop");
         let polls: Vec<bool> = (0..6).map(|_| t.observe(100, 1000)).collect();
         assert_eq!(
             polls,

@@ -21,9 +21,15 @@ use super::record::{Record, priority};
 /// The journal's native socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Records the queue holds before the caller writes them itself. The channel allocates
-/// all its slots up front, so this is also memory held for the daemon's lifetime.
-const QUEUE: usize = 4096;
+/// Records the queue holds. The channel allocates all its slots up front, so this is also
+/// memory held for the daemon's lifetime; a burst larger than this (the start-up inventory
+/// of a busy server) waits for the writer rather than piling up in memory.
+const QUEUE: usize = 512;
+/// How long a record may wait for room in the queue. A writer that makes no room in this
+/// time is stuck (journald hanging): the record goes to stderr, and so do the next ones
+/// for a second, so a stuck writer costs the poll loop a few milliseconds, not a stall.
+const ROOM_WAIT: Duration = Duration::from_millis(5);
+const STUCK_FOR: Duration = Duration::from_secs(1);
 
 /// How records are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -86,19 +92,46 @@ pub struct LogHandle {
     tx: SyncSender<Option<Record>>,
     mode: LogMode,
     stats: Arc<LogStats>,
+    /// Until when the writer counts as stuck (records go straight to stderr).
+    stuck_until: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl LogHandle {
-    /// Queues a record; writes it to stderr at once if the queue is full.
+    /// Queues a record. When the queue is full, waits a little for the writer to make
+    /// room; if it does not, writes the record to stderr itself. Nothing is dropped.
     pub fn send(&self, record: Record) {
-        match self.tx.try_send(Some(record)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Some(r))) | Err(TrySendError::Disconnected(Some(r))) => {
-                self.stats.overflow.fetch_add(1, Ordering::Relaxed);
-                write_stderr(&r, self.mode);
+        let mut record = match self.tx.try_send(Some(record)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(Some(r))) => r,
+            Err(TrySendError::Disconnected(Some(r))) => return self.divert(&r),
+            Err(_) => return,
+        };
+        let stuck = self
+            .stuck_until
+            .lock()
+            .map(|t| t.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false);
+        if !stuck {
+            let deadline = Instant::now() + ROOM_WAIT;
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_micros(100));
+                match self.tx.try_send(Some(record)) {
+                    Ok(()) => return,
+                    Err(TrySendError::Full(Some(r))) => record = r,
+                    Err(TrySendError::Disconnected(Some(r))) => return self.divert(&r),
+                    Err(_) => return,
+                }
             }
-            Err(_) => {}
+            if let Ok(mut t) = self.stuck_until.lock() {
+                *t = Some(Instant::now() + STUCK_FOR);
+            }
         }
+        self.divert(&record);
+    }
+
+    fn divert(&self, record: &Record) {
+        self.stats.overflow.fetch_add(1, Ordering::Relaxed);
+        write_stderr(record, self.mode);
     }
 }
 
@@ -121,6 +154,7 @@ impl LogSink {
                 tx,
                 mode,
                 stats: stats.clone(),
+                stuck_until: Arc::default(),
             }),
             thread: Some(thread),
             mode,
