@@ -284,3 +284,54 @@ fn hostile_process_names_cannot_forge_records() {
     assert!(sd.journal(&["MESSAGE=forged"]).is_empty());
     assert!(sd.journal(&["PRIORITY=0"]).is_empty());
 }
+
+/// journald stopped while the daemon runs: the records of that time reach the journal
+/// once it is back, marked with when they happened.
+#[test]
+fn records_made_while_journald_is_down_arrive_when_it_returns() {
+    let sd = Systemd::boot();
+    let install: String = readme_install_block()
+        .lines()
+        .filter(|l| !l.starts_with("cargo "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sd.sh_ok(&install);
+    // Started, and has written to the journal.
+    sd.wait_journal(&["-u", "portsentinel", "SYSLOG_IDENTIFIER=portsentinel"], 1);
+    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
+    sd.sh_ok("systemctl stop systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service");
+    let down_at = std::time::SystemTime::now();
+    listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    // A few polls with journald away.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sd.is_active("portsentinel"),
+        "active",
+        "the daemon goes on without journald"
+    );
+    sd.sh_ok("systemctl start systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service");
+    let alerts = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 1);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let made = humantime::parse_rfc3339(field(&alerts[0], "PORTSENTINEL_TIME")).unwrap();
+    assert!(made >= down_at, "made while journald was down");
+    let received: u64 = field(&alerts[0], "__REALTIME_TIMESTAMP").parse().unwrap();
+    let made_us = made
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    assert!(
+        received >= made_us + 2_000_000,
+        "held back and sent later: made {made_us}, received {received}"
+    );
+    let notes = sd.run(&[
+        "journalctl",
+        "--no-pager",
+        "-o",
+        "cat",
+        "-u",
+        "portsentinel",
+        "--grep",
+        "reachable again",
+    ]);
+    assert!(String::from_utf8_lossy(&notes.stdout).contains("journald is reachable again"));
+}

@@ -46,6 +46,7 @@ fi
 cargo build --all-targets --locked
 cargo test --all-targets --locked
 # The load test and the two-minute soak measure a release build, as it is deployed.
+cargo build --release --locked --bins --examples
 cargo test --release --locked --test load --test soak -- --nocapture
 # A short run of every fuzz target (the long runs and their figures: README, "Reliability").
 fuzz/run.sh "${FUZZ_SECONDS:-5}"
