@@ -150,6 +150,9 @@ fn bench_size(c: &mut Criterion, n: usize) {
         ),
     )
     .unwrap();
+    // Its records (one per listener at start) would bury criterion's report: they go to
+    // /dev/null until it stops.
+    let quiet = Quiet::stderr();
     let mut daemon = Daemon::start(RunOptions {
         config: Some(cfg),
         ..RunOptions::default()
@@ -160,6 +163,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
         b.iter(|| daemon.poll(Instant::now()))
     });
     daemon.stop();
+    drop(quiet);
 
     g.bench_with_input(BenchmarkId::new("attribute_new", n), &n, |b, _| {
         b.iter_batched(
@@ -224,4 +228,27 @@ fn main() {
         bench_size(&mut c, n);
     }
     c.final_summary();
+}
+
+/// Sends this process's stderr to /dev/null until dropped.
+struct Quiet {
+    saved: std::os::fd::OwnedFd,
+}
+
+impl Quiet {
+    fn stderr() -> Quiet {
+        let saved = rustix::io::dup(rustix::stdio::stderr()).expect("dup stderr");
+        let null = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .expect("open /dev/null");
+        rustix::stdio::dup2_stderr(&null).expect("redirect stderr");
+        Quiet { saved }
+    }
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        let _ = rustix::stdio::dup2_stderr(&self.saved);
+    }
 }

@@ -107,6 +107,11 @@ fn churn_loses_nothing_and_leaks_nothing() {
         Some(rustix::thread::LinkNameSpaceType::Network),
     )
     .expect("setns into the test's network namespace");
+    // The churn starts after the daemon's first snapshot (its inventory): a listener
+    // opened before that is recorded as present at start, not as opened. A sentinel tells
+    // when that snapshot has been taken.
+    let _sentinel = UdpSocket::bind("127.4.0.1:53").unwrap();
+    d.wait_for("the first snapshot", |l| l.contains("127.4.0.1"));
 
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut held: Vec<(Instant, String, Held)> = Vec::new();
