@@ -466,6 +466,7 @@ impl Daemon {
         let mut desktop = Desktop::new(self.config.notify.burst_window);
         Some(async move {
             loop {
+                let due = desktop.next_flush();
                 tokio::select! {
                     e = rx.recv() => match e {
                         Some(e) => {
@@ -477,7 +478,7 @@ impl Daemon {
                         }
                         None => return,
                     },
-                    _ = tokio::time::sleep(crate::sink::desktop::RETRY), if desktop.has_pending() => desktop.flush().await,
+                    _ = crate::sink::desktop::until(due), if due.is_some() => desktop.flush().await,
                 }
             }
         })

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use super::Failure;
 use crate::cli::NotifyAgentArgs;
 use crate::model::wire::{MAX_LINE, Message};
-use crate::sink::desktop::{Desktop, RETRY};
+use crate::sink::desktop::{self, Desktop};
 use crate::sink::socket;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -88,9 +88,10 @@ async fn agent(path: PathBuf, burst_window: Duration) -> Result<(), Failure> {
         let pause = tokio::time::sleep(backoff);
         tokio::pin!(pause);
         loop {
+            let due = desktop.next_flush();
             tokio::select! {
                 _ = &mut pause => break,
-                _ = tokio::time::sleep(RETRY), if desktop.has_pending() => desktop.flush().await,
+                _ = desktop::until(due), if due.is_some() => desktop.flush().await,
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
             }
@@ -104,9 +105,10 @@ async fn read_events(mut stream: UnixStream, desktop: &mut Desktop) -> String {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
+        let due = desktop.next_flush();
         let n = tokio::select! {
             n = stream.read(&mut chunk) => n,
-            _ = tokio::time::sleep(RETRY), if desktop.has_pending() => {
+            _ = desktop::until(due), if due.is_some() => {
                 desktop.flush().await;
                 continue;
             }

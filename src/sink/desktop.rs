@@ -4,7 +4,9 @@
 //! The [`Planner`] decides; this executes. Every D-Bus call has a deadline, because a
 //! notification server that stops answering would otherwise hang the call forever. When
 //! there is no session bus or no notification server, that is said once, the notifications
-//! wait in a short queue, and they are shown when the server answers again.
+//! wait in a short queue, and they are shown when the server answers again. One
+//! notification is redrawn at most every [`UPDATE_GAP`]: in a flood, the summary's count
+//! moves in steps instead of flickering through every number.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,13 +22,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const PENDING_MAX: usize = 64;
 /// Between attempts while the server is unreachable.
 pub const RETRY: Duration = Duration::from_secs(3);
+/// The shortest time between two calls for the same notification.
+pub const UPDATE_GAP: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct Desktop {
     planner: Planner,
-    /// Planner slot → the server's notification id.
-    ids: HashMap<u64, u32>,
+    /// Planner slot → the server's notification id, and when it was last sent.
+    ids: HashMap<u64, (u32, Instant)>,
     pending: Vec<Action>,
+    /// While the server fails: when to try again.
+    retry_at: Option<Instant>,
     /// Whether the server renders markup in bodies (asked once it answers).
     markup: Option<bool>,
     failing: Option<String>,
@@ -38,6 +44,7 @@ impl Desktop {
             planner: Planner::new(burst_window),
             ids: HashMap::new(),
             pending: Vec::new(),
+            retry_at: None,
             markup: None,
             failing: None,
         }
@@ -57,9 +64,29 @@ impl Desktop {
         self.flush().await;
     }
 
-    /// True while notifications wait for the server.
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// When [`flush`](Self::flush) has something to do next: after [`RETRY`] while the
+    /// server fails, or when the earliest held-back update may be sent.
+    pub fn next_flush(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        if let Some(at) = self.retry_at {
+            return Some(at);
+        }
+        let now = Instant::now();
+        self.pending
+            .iter()
+            .map(|a| self.held_until(a).unwrap_or(now))
+            .min()
+    }
+
+    /// An update waits until [`UPDATE_GAP`] after the last call for its notification;
+    /// anything else may go at once (None).
+    fn held_until(&self, action: &Action) -> Option<Instant> {
+        match action {
+            Action::Update { slot, .. } => self.ids.get(slot).map(|(_, sent)| *sent + UPDATE_GAP),
+            Action::Show { .. } => None,
+        }
     }
 
     fn queue(&mut self, action: Action) {
@@ -81,12 +108,24 @@ impl Desktop {
         self.pending.push(action);
     }
 
-    /// Shows what is queued, in order; stops at the first failure and keeps the rest.
+    /// Shows what is queued and due, in order; stops at the first failure and keeps the
+    /// rest. Updates that come too soon after the last call for their notification stay
+    /// queued (a later state replaces them) until [`next_flush`](Self::next_flush).
     pub async fn flush(&mut self) {
-        while let Some(action) = self.pending.first().cloned() {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self
+                .held_until(&self.pending[i])
+                .is_some_and(|t| t > Instant::now())
+            {
+                i += 1;
+                continue;
+            }
+            let action = self.pending[i].clone();
             match self.show(&action).await {
                 Ok(()) => {
-                    self.pending.remove(0);
+                    self.pending.remove(i);
+                    self.retry_at = None;
                     if let Some(was) = self.failing.take() {
                         tracing::info!(
                             "desktop notifications work again (they failed with: {was})"
@@ -102,6 +141,7 @@ impl Desktop {
                         );
                     }
                     self.failing = Some(e);
+                    self.retry_at = Some(Instant::now() + RETRY);
                     return;
                 }
             }
@@ -111,7 +151,7 @@ impl Desktop {
     async fn show(&mut self, action: &Action) -> Result<(), String> {
         let (slot, note, replace) = match action {
             Action::Show { slot, note } => (*slot, note, None),
-            Action::Update { slot, note } => (*slot, note, self.ids.get(slot).copied()),
+            Action::Update { slot, note } => (*slot, note, self.ids.get(slot).map(|(id, _)| *id)),
         };
         if self.markup.is_none() {
             self.markup = Some(server_has_markup().await?);
@@ -120,9 +160,16 @@ impl Desktop {
         let handle = within_deadline(n.show_async())
             .await?
             .map_err(|e| e.to_string())?;
-        self.ids.insert(slot, handle.id());
+        self.ids.insert(slot, (handle.id(), Instant::now()));
         Ok(())
     }
+}
+
+/// Sleeps until `due` (from [`Desktop::next_flush`]); for a `select!` branch guarded by
+/// `due.is_some()`.
+pub fn until(due: Option<Instant>) -> tokio::time::Sleep {
+    let at = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+    tokio::time::sleep_until(at.into())
 }
 
 fn notification(note: &Note, replace: Option<u32>, markup: bool) -> Notification {
