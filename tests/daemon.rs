@@ -5,7 +5,7 @@ mod util;
 
 use std::time::Instant;
 
-use util::{Daemon, Netns, bin, kill};
+use util::{Daemon, Netns, bin, config_file, kill};
 
 #[test]
 fn text_log_reports_an_alert_with_pid_and_exe_then_clears_it() {
@@ -63,9 +63,7 @@ fn json_log_is_one_object_per_line() {
 
 #[test]
 fn a_bad_config_stops_the_start_with_78() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[daemon]\ninterval = \"1 fortnight\"\n").unwrap();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"1 fortnight\"\n");
     let out = std::process::Command::new(bin())
         .args(["run", "--config", cfg.to_str().unwrap()])
         .output()
@@ -81,9 +79,7 @@ fn a_bad_config_stops_the_start_with_78() {
 #[test]
 fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
     let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(&cfg, "[daemon]\ninterval = \"100ms\"\n").unwrap();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"100ms\"\n");
     let _l = ns.listen(&["tcp:0.0.0.0:867"]);
     let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     d.wait_for("the alert", |l| l.contains("alert-raised"));

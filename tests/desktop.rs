@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use util::desktop::{Agent, NotifyCall, Session};
-use util::{Daemon, Netns, bin};
+use util::{Daemon, Netns, bin, config_file};
 
 fn daemon(ns: &Netns) -> Daemon {
     let mut d = Daemon::start(ns, &["--log", "text", "--interval", "200ms"]);
@@ -181,10 +181,8 @@ fn a_daemon_restart_repeats_nothing_and_new_alerts_still_arrive() {
 #[test]
 fn the_event_socket_admits_the_group_only() {
     let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
     // gid 100, "users", exists on every Debian system.
-    std::fs::write(&cfg, "[events]\ngroup = \"users\"\n").unwrap();
+    let (_dir, cfg) = config_file("[events]\ngroup = \"users\"\n");
     let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     d.wait_for("the event socket", |l| {
         l.contains("event socket") && l.contains("root and group users")
@@ -263,13 +261,9 @@ fn direct_mode_needs_no_agent() {
     let ns = Netns::new();
     let mut session = Session::start();
     session.start_monitor();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    let (dir, cfg) = config_file(
         "[daemon]\ninterval = \"200ms\"\n[notify]\ndesktop = true\n[events]\nsocket = \"\"\n",
-    )
-    .unwrap();
+    );
     let mut c = ns.command(bin());
     c.args(["run", "--log", "text", "--config", cfg.to_str().unwrap()]);
     c.env("STATE_DIRECTORY", dir.path())

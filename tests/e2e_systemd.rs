@@ -23,6 +23,20 @@ fn field<'a>(r: &'a serde_json::Value, name: &str) -> &'a str {
 }
 
 /// Starts `listen` inside as user nobody; returns its pid as seen inside.
+/// Real systemd with portsentinel installed the way the README says (the binary is already
+/// built), and ports below 1024 open to unprivileged test listeners.
+fn installed() -> Systemd {
+    let sd = Systemd::boot();
+    let install: String = readme_install_block()
+        .lines()
+        .filter(|l| !l.starts_with("cargo "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sd.sh_ok(&install);
+    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
+    sd
+}
+
 fn listen_as_nobody(sd: &Systemd, specs: &[&str]) -> u32 {
     let listen = format!("{SHARE}/listen");
     let mut args = vec![
@@ -71,13 +85,7 @@ fn the_unit_under_real_systemd() {
     assert!(score <= 1.5, "exposure {score} > 1.5");
     eprintln!("systemd-analyze security: {score}");
 
-    let sd = Systemd::boot();
-    let install: String = readme_install_block()
-        .lines()
-        .filter(|l| !l.starts_with("cargo ")) // the binary is already built
-        .collect::<Vec<_>>()
-        .join("\n");
-    sd.sh_ok(&install);
+    let sd = installed();
     let verify = sd.run(&[
         "systemd-analyze",
         "verify",
@@ -89,7 +97,6 @@ fn the_unit_under_real_systemd() {
         String::from_utf8_lossy(&verify.stderr)
     );
     assert_eq!(sd.is_active("portsentinel"), "active");
-    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
 
     // An unprivileged user's listener on 867: one alert at warning, with pid and exe.
     let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
@@ -226,14 +233,7 @@ fn the_unit_under_real_systemd() {
 /// record, with the name escaped, at the priority the daemon chose.
 #[test]
 fn hostile_process_names_cannot_forge_records() {
-    let sd = Systemd::boot();
-    let install: String = readme_install_block()
-        .lines()
-        .filter(|l| !l.starts_with("cargo "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    sd.sh_ok(&install);
-    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
+    let sd = installed();
     // The program's file name carries the payload; the kernel's `comm` is its first 15 bytes.
     let cases = [
         ("evil\nPRIORITY=0\nMESSAGE=forged", 867, "evil\\nPRIORITY=0"),
@@ -289,16 +289,9 @@ fn hostile_process_names_cannot_forge_records() {
 /// once it is back, marked with when they happened.
 #[test]
 fn records_made_while_journald_is_down_arrive_when_it_returns() {
-    let sd = Systemd::boot();
-    let install: String = readme_install_block()
-        .lines()
-        .filter(|l| !l.starts_with("cargo "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    sd.sh_ok(&install);
+    let sd = installed();
     // Started, and has written to the journal.
     sd.wait_journal(&["-u", "portsentinel", "SYSLOG_IDENTIFIER=portsentinel"], 1);
-    sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
     sd.sh_ok("systemctl stop systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service");
     let down_at = std::time::SystemTime::now();
     listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);

@@ -5,7 +5,7 @@ mod util;
 
 use std::time::Duration;
 
-use util::{Daemon, Netns, bin, kill};
+use util::{Daemon, Netns, bin, config_file, kill};
 
 /// Kills a whole process group when dropped (also when the test fails).
 struct KillGroup(u32);
@@ -147,9 +147,7 @@ fn a_read_only_state_directory_is_an_error_not_a_stop() {
 #[test]
 fn reloads_racing_a_burst_lose_and_double_nothing() {
     let ns = Netns::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "[daemon]\ninterval = \"100ms\"\n").unwrap();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"100ms\"\n");
     let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     d.wait_for("the start", |l| l.contains("starting"));
     let pid = d.child.id();

@@ -6,12 +6,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use util::{Daemon, Netns, scan_json};
+use util::{Daemon, Netns, config_file, scan_json};
 
 fn daemon_with_config(ns: &Netns, config: &str) -> (Daemon, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, config).unwrap();
+    let (dir, cfg) = config_file(config);
     let mut d = Daemon::start(ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     d.wait_for("the event socket", |l| l.contains("event socket"));
     (d, dir)

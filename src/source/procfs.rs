@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-/// The fields of `/proc/PID/stat` the daemon uses.
+/// The leading fields of `/proc/PID/stat`, up to the start time. The daemon uses only
+/// `start_time`; the name and state are what must be read past to reach it safely.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
     pub comm: String,

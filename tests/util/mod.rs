@@ -31,6 +31,15 @@ pub fn listen_bin() -> PathBuf {
     p
 }
 
+/// A config file holding `text`, in a directory of its own that lives as long as the
+/// returned `TempDir`.
+pub fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
 /// A network namespace of our own, deleted on drop.
 pub struct Netns {
     pub name: String,
