@@ -261,18 +261,16 @@ fn direct_mode_needs_no_agent() {
     let ns = Netns::new();
     let mut session = Session::start();
     session.start_monitor();
-    let (dir, cfg) = config_file(
+    let (_dir, cfg) = config_file(
         "[daemon]\ninterval = \"200ms\"\n[notify]\ndesktop = true\n[events]\nsocket = \"\"\n",
     );
-    let mut c = ns.command(bin());
-    c.args(["run", "--log", "text", "--config", cfg.to_str().unwrap()]);
-    c.env("STATE_DIRECTORY", dir.path())
-        .env("DBUS_SESSION_BUS_ADDRESS", &session.address);
-    let mut child = c.stderr(std::process::Stdio::null()).spawn().unwrap();
+    let _d = Daemon::start_with_env(
+        &ns,
+        &["--log", "text", "--config", cfg.to_str().unwrap()],
+        &[("DBUS_SESSION_BUS_ADDRESS", &session.address)],
+    );
     let _l = ns.listen(&["udp:0.0.0.0:867"]);
     let calls = session.wait_calls("the notification", |c| !c.is_empty());
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(calls[0].summary, "Unexpected listener on 867/udp");
     assert_eq!(calls[0].urgency, Some(2));
 }

@@ -108,7 +108,10 @@ fn state_dir_fault(setup: &str, expect: &str) {
     c.env("STATE_DIRECTORY", &state)
         .env("RUNTIME_DIRECTORY", dir.path())
         .env_remove("JOURNAL_STREAM");
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Gone with the test, whether it passes or not.
+    let _reap = KillGroup(child.id());
     let mut lines = util::Lines::new(child.stderr.take().unwrap());
     lines.wait_for("the start", |l| l.contains("starting"));
     let _a = ns.listen(&["tcp:0.0.0.0:867"]);
@@ -120,7 +123,7 @@ fn state_dir_fault(setup: &str, expect: &str) {
     lines.wait_for("the next alert", |l| {
         l.contains("alert-raised") && l.contains("LISTEN_PORT=868")
     });
-    let _ = child.kill();
+    drop(_reap);
     let _ = child.wait();
     assert_eq!(
         count(&lines.seen, "cannot save state"),

@@ -305,8 +305,17 @@ impl Daemon {
         Daemon::start_in(ns, args, tempfile::tempdir().unwrap())
     }
 
+    /// Starts with extra environment variables.
+    pub fn start_with_env(ns: &Netns, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch(ns, args, tempfile::tempdir().unwrap(), env)
+    }
+
     /// Starts with a given state and runtime directory (to restart on the same state).
     pub fn start_in(ns: &Netns, args: &[&str], dir: tempfile::TempDir) -> Daemon {
+        Daemon::launch(ns, args, dir, &[])
+    }
+
+    fn launch(ns: &Netns, args: &[&str], dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = ns.command(bin());
@@ -314,6 +323,7 @@ impl Daemon {
         c.env("STATE_DIRECTORY", dir.path());
         c.env("RUNTIME_DIRECTORY", dir.path());
         c.env_remove("JOURNAL_STREAM");
+        c.envs(env.iter().copied());
         let mut child = c
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
