@@ -2,12 +2,14 @@
 //! NETLINK_SOCK_DIAG dump reply.
 //!
 //! Invariants: no panic; only appends to `out`; every socket carries the protocol
-//! asked for; IPv4 sockets have `v6only: None`.
+//! asked for; IPv4 sockets have `v6only: None`; and wherever the crate's full decoder
+//! (`parse_dump_decoded`) accepts the input or reports a kernel error, the in-place reader
+//! gives the same sockets and the same ending.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use portsentinel::model::{Protocol, Socket};
-use portsentinel::source::sock_diag::parse_dump;
+use portsentinel::source::sock_diag::{ParseFailure, parse_dump, parse_dump_decoded};
 
 fuzz_target!(|data: &[u8]| {
     for protocol in Protocol::ALL {
@@ -20,7 +22,16 @@ fuzz_target!(|data: &[u8]| {
             inode: portsentinel::model::Inode(1),
         };
         let mut out = vec![marker.clone()];
-        let _ = parse_dump(data, protocol, &mut out);
+        let ours = parse_dump(data, protocol, &mut out);
+        match parse_dump_decoded(data, protocol) {
+            Ok((sockets, progress)) => {
+                assert_eq!(ours, Ok(progress));
+                assert_eq!(out[1..], sockets[..]);
+            }
+            // The full decoder also rejects attributes the reader skips.
+            Err(ParseFailure::Malformed(_)) => {}
+            Err(failure) => assert_eq!(ours, Err(failure)),
+        }
         assert_eq!(
             out[0], marker,
             "parse_dump changed what was already in `out`"

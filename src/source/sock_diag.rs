@@ -10,13 +10,16 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlasIterator, Parseable,
 };
-use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use netlink_packet_sock_diag::constants::{
+    AF_INET, AF_INET6, INET_DIAG_SKV6ONLY, IPPROTO_TCP, IPPROTO_UDP,
+};
 use netlink_packet_sock_diag::inet::{
-    ExtensionFlags, InetRequest, SocketId, StateFlags, nlas::Nla,
+    ExtensionFlags, InetRequest, InetResponseHeader, SocketId, StateFlags,
 };
+use netlink_packet_sock_diag::{SOCK_DIAG_BY_FAMILY, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
 use netlink_sys::{Socket as NlSocket, SocketAddr};
 
@@ -72,11 +75,124 @@ pub enum ParseFailure {
 /// Parses one `recv` worth of a dump reply, appending the sockets it holds to `out`.
 ///
 /// `protocol` is the protocol that was asked for; the reply does not repeat it.
+///
+/// The socket messages, one per socket, are read in place: the fixed `inet_diag_msg` header
+/// through the crate's [`InetResponseHeader`] and the attributes through [`NlasIterator`],
+/// looking only at `INET_DIAG_SKV6ONLY`. Nothing is allocated per socket; the crate's full
+/// message type boxes each reply and decodes every attribute, which a steady poll would pay
+/// for once per socket every interval. The few control messages (`NLMSG_DONE`,
+/// `NLMSG_ERROR`, ...) go through the crate's full parser.
 pub fn parse_dump(
     mut bytes: &[u8],
     protocol: Protocol,
     out: &mut Vec<Socket>,
 ) -> Result<Progress, ParseFailure> {
+    while !bytes.is_empty() {
+        let buffer = NetlinkBuffer::new_checked(bytes)
+            .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
+        // `new_checked` made sure the length covers the header and fits the buffer.
+        let len = buffer.length() as usize;
+        if buffer.flags() & NLM_F_DUMP_INTR != 0 {
+            return Err(ParseFailure::Interrupted);
+        }
+        if buffer.message_type() == SOCK_DIAG_BY_FAMILY {
+            out.push(parse_socket(buffer.payload(), protocol)?);
+        } else if let Some(progress) = parse_control(&bytes[..len])? {
+            return Ok(progress);
+        }
+        // Messages are 4-byte aligned.
+        let advance = (len + 3) & !3;
+        bytes = bytes.get(advance..).unwrap_or(&[]);
+    }
+    Ok(Progress::More)
+}
+
+/// The length of `struct inet_diag_msg`, the fixed part of a socket message.
+const INET_DIAG_MSG_LEN: usize = 72;
+
+/// One `SOCK_DIAG_BY_FAMILY` reply: an `inet_diag_msg` and its attributes.
+fn parse_socket(payload: &[u8], protocol: Protocol) -> Result<Socket, ParseFailure> {
+    let malformed = |what: &str| ParseFailure::Malformed(what.to_owned());
+    match payload.first() {
+        Some(&AF_INET | &AF_INET6) => {}
+        Some(family) => {
+            return Err(ParseFailure::Malformed(format!(
+                "socket message of address family {family}, not AF_INET or AF_INET6"
+            )));
+        }
+        None => return Err(malformed("empty socket message")),
+    }
+    let (header, attributes) = payload
+        .split_at_checked(INET_DIAG_MSG_LEN)
+        .ok_or_else(|| malformed("socket message shorter than inet_diag_msg"))?;
+    let h = InetResponseHeader::parse(header)
+        .map_err(|e| ParseFailure::Malformed(format!("inet_diag_msg: {e}")))?;
+    let mut v6only = None;
+    for attribute in NlasIterator::new(attributes) {
+        let attribute = attribute
+            .map_err(|e| ParseFailure::Malformed(format!("socket message attribute: {e}")))?;
+        if attribute.kind() == INET_DIAG_SKV6ONLY {
+            match attribute.value() {
+                // Should the attribute repeat, the first one counts, as in the crate.
+                &[flag] => v6only = v6only.or(Some(flag != 0)),
+                other => {
+                    return Err(ParseFailure::Malformed(format!(
+                        "INET_DIAG_SKV6ONLY of {} bytes, not 1",
+                        other.len()
+                    )));
+                }
+            }
+        }
+    }
+    let address: IpAddr = h.socket_id.source_address;
+    Ok(Socket {
+        protocol,
+        address,
+        port: h.socket_id.source_port,
+        v6only: if address.is_ipv6() { v6only } else { None },
+        uid: h.uid,
+        inode: Inode(u64::from(h.inode)),
+    })
+}
+
+/// Any message other than a socket: the end of the dump, an error, or one that has no place
+/// in a dump. `None` means "go on".
+fn parse_control(message: &[u8]) -> Result<Option<Progress>, ParseFailure> {
+    let msg = NetlinkMessage::<SockDiagMessage>::deserialize(message)
+        .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
+    match msg.payload {
+        NetlinkPayload::Done(done) => {
+            if done.code == 0 {
+                Ok(Some(Progress::Done))
+            } else {
+                Err(ParseFailure::Errno(done.code.saturating_abs()))
+            }
+        }
+        NetlinkPayload::Error(err) => match err.code {
+            Some(code) => Err(ParseFailure::Errno(code.get().saturating_abs())),
+            // An ACK in the middle of a dump is not something the kernel sends.
+            None => Err(ParseFailure::Malformed("unexpected ACK in a dump".into())),
+        },
+        NetlinkPayload::Noop => Ok(None),
+        NetlinkPayload::Overrun(_) => Err(ParseFailure::Malformed("overrun".into())),
+        other => Err(ParseFailure::Malformed(format!(
+            "unexpected message type {}",
+            other.message_type()
+        ))),
+    }
+}
+
+/// The same dump read through the crate's full message types: each reply boxed, every
+/// attribute decoded. Slower, and stricter about attributes the daemon never reads; kept as
+/// the reference that [`parse_dump`] is held to by a unit test and the `sock_diag` fuzz
+/// target. Returns the sockets and how the buffer ended.
+#[doc(hidden)]
+pub fn parse_dump_decoded(
+    mut bytes: &[u8],
+    protocol: Protocol,
+) -> Result<(Vec<Socket>, Progress), ParseFailure> {
+    use netlink_packet_sock_diag::inet::nlas::Nla;
+    let mut out = Vec::new();
     while !bytes.is_empty() {
         let msg = NetlinkMessage::<SockDiagMessage>::deserialize(bytes)
             .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
@@ -90,51 +206,26 @@ pub fn parse_dump(
         if msg.header.flags & NLM_F_DUMP_INTR != 0 {
             return Err(ParseFailure::Interrupted);
         }
-        match msg.payload {
-            NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) => {
-                let h = &resp.header;
-                let v6only = resp.nlas.iter().find_map(|nla| match nla {
-                    Nla::SkV6Only(v) => Some(*v),
-                    _ => None,
-                });
-                let address: IpAddr = h.socket_id.source_address;
-                out.push(Socket {
-                    protocol,
-                    address,
-                    port: h.socket_id.source_port,
-                    v6only: if address.is_ipv6() { v6only } else { None },
-                    uid: h.uid,
-                    inode: Inode(u64::from(h.inode)),
-                });
-            }
-            NetlinkPayload::Done(done) => {
-                return if done.code == 0 {
-                    Ok(Progress::Done)
-                } else {
-                    Err(ParseFailure::Errno(done.code.saturating_abs()))
-                };
-            }
-            NetlinkPayload::Error(err) => {
-                return match err.code {
-                    Some(code) => Err(ParseFailure::Errno(code.get().saturating_abs())),
-                    // An ACK in the middle of a dump is not something the kernel sends.
-                    None => Err(ParseFailure::Malformed("unexpected ACK in a dump".into())),
-                };
-            }
-            NetlinkPayload::Noop => {}
-            NetlinkPayload::Overrun(_) => return Err(ParseFailure::Malformed("overrun".into())),
-            other => {
-                return Err(ParseFailure::Malformed(format!(
-                    "unexpected message type {}",
-                    other.message_type()
-                )));
-            }
+        if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(resp)) = msg.payload {
+            let v6only = resp.nlas.iter().find_map(|nla| match nla {
+                Nla::SkV6Only(v) => Some(*v),
+                _ => None,
+            });
+            let address = resp.header.socket_id.source_address;
+            out.push(Socket {
+                protocol,
+                address,
+                port: resp.header.socket_id.source_port,
+                v6only: if address.is_ipv6() { v6only } else { None },
+                uid: resp.header.uid,
+                inode: Inode(u64::from(resp.header.inode)),
+            });
+        } else if let Some(progress) = parse_control(&bytes[..len])? {
+            return Ok((out, progress));
         }
-        // Messages are 4-byte aligned.
-        let advance = (len + 3) & !3;
-        bytes = bytes.get(advance..).unwrap_or(&[]);
+        bytes = bytes.get((len + 3) & !3..).unwrap_or(&[]);
     }
-    Ok(Progress::More)
+    Ok((out, Progress::More))
 }
 
 /// A `NETLINK_SOCK_DIAG` socket and its reusable buffers.
@@ -370,6 +461,85 @@ mod tests {
             parse_dump(&bytes, Protocol::Tcp, &mut out),
             Err(ParseFailure::Interrupted)
         );
+    }
+
+    /// The in-place reader gives what the crate's full parser gives, on real replies
+    /// captured from the kernel (the fuzz target's seeds: listeners, every TCP state with
+    /// every extension, IPv6 with and without `IPV6_V6ONLY`, errors).
+    #[test]
+    fn reads_real_replies_as_the_crate_does() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sock_diag");
+        let mut compared = 0;
+        let mut sockets = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            for protocol in Protocol::ALL {
+                let mut out = Vec::new();
+                let ours = parse_dump(&bytes, protocol, &mut out).map(|p| (out, p));
+                match parse_dump_decoded(&bytes, protocol) {
+                    Ok(expected) => {
+                        sockets += expected.0.len();
+                        assert_eq!(ours, Ok(expected), "{}", path.display());
+                        compared += 1;
+                    }
+                    // The crate also rejects attributes the daemon does not read.
+                    Err(ParseFailure::Malformed(_)) => {}
+                    Err(failure) => assert_eq!(ours, Err(failure), "{}", path.display()),
+                }
+            }
+        }
+        assert!(compared >= 20, "only {compared} replies compared");
+        assert!(sockets >= 100, "only {sockets} sockets compared");
+    }
+
+    #[test]
+    fn v6only_is_read_from_its_attribute() {
+        let mut p = inet_msg(867)[16..].to_vec();
+        p[0] = AF_INET6;
+        for (flag, expected) in [(0u8, Some(false)), (1, Some(true))] {
+            let mut with = p.clone();
+            // struct nlattr { len: 5, type: INET_DIAG_SKV6ONLY }, one byte, padding.
+            with.extend_from_slice(&5u16.to_ne_bytes());
+            with.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
+            with.extend_from_slice(&[flag, 0, 0, 0]);
+            let mut out = Vec::new();
+            parse_dump(
+                &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &with),
+                Protocol::Tcp,
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(out[0].v6only, expected);
+        }
+        // Repeated (found by the fuzz target's comparison with the crate): the first counts.
+        let mut twice = p.clone();
+        for flag in [1u8, 0] {
+            twice.extend_from_slice(&5u16.to_ne_bytes());
+            twice.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
+            twice.extend_from_slice(&[flag, 0, 0, 0]);
+        }
+        let mut out = Vec::new();
+        parse_dump(
+            &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &twice),
+            Protocol::Tcp,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[0].v6only, Some(true));
+        let mut out = Vec::new();
+        parse_dump(&nlmsg(SOCK_DIAG_BY_FAMILY, 2, &p), Protocol::Tcp, &mut out).unwrap();
+        assert_eq!(out[0].v6only, None, "no attribute: not known");
+        let mut short = p.clone();
+        short.truncate(40);
+        assert!(matches!(
+            parse_dump(
+                &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &short),
+                Protocol::Tcp,
+                &mut out
+            ),
+            Err(ParseFailure::Malformed(_))
+        ));
     }
 
     #[test]
