@@ -209,9 +209,12 @@ impl Daemon {
             }
         }
 
+        // The kernel walks an unchanged socket table in the same order every time, so the
+        // inodes in dump order, equal to the last poll's, mean nothing changed; no sort
+        // needed. Should the order move with the set unchanged (a hash table resized), the
+        // poll takes the full path below and finds no event.
         self.inodes.clear();
         self.inodes.extend(self.sockets.iter().map(|s| s.inode));
-        self.inodes.sort_unstable();
         let unchanged = self.stats.polls > 0 && self.inodes == self.previous_inodes;
         if !unchanged || self.tracker.has_pending() {
             self.attributor.attribute(&self.sockets);
