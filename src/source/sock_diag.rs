@@ -110,21 +110,12 @@ pub fn parse_dump(
 /// The length of `struct inet_diag_msg`, the fixed part of a socket message.
 const INET_DIAG_MSG_LEN: usize = 72;
 
-/// One `SOCK_DIAG_BY_FAMILY` reply: an `inet_diag_msg` and its attributes.
+/// One `SOCK_DIAG_BY_FAMILY` reply: an `inet_diag_msg` and its attributes. The header
+/// parser rejects a family other than `AF_INET` and `AF_INET6`.
 fn parse_socket(payload: &[u8], protocol: Protocol) -> Result<Socket, ParseFailure> {
-    let malformed = |what: &str| ParseFailure::Malformed(what.to_owned());
-    match payload.first() {
-        Some(&AF_INET | &AF_INET6) => {}
-        Some(family) => {
-            return Err(ParseFailure::Malformed(format!(
-                "socket message of address family {family}, not AF_INET or AF_INET6"
-            )));
-        }
-        None => return Err(malformed("empty socket message")),
-    }
-    let (header, attributes) = payload
-        .split_at_checked(INET_DIAG_MSG_LEN)
-        .ok_or_else(|| malformed("socket message shorter than inet_diag_msg"))?;
+    let (header, attributes) = payload.split_at_checked(INET_DIAG_MSG_LEN).ok_or_else(|| {
+        ParseFailure::Malformed("socket message shorter than inet_diag_msg".into())
+    })?;
     let h = InetResponseHeader::parse(header)
         .map_err(|e| ParseFailure::Malformed(format!("inet_diag_msg: {e}")))?;
     let mut v6only = None;
@@ -144,15 +135,20 @@ fn parse_socket(payload: &[u8], protocol: Protocol) -> Result<Socket, ParseFailu
             }
         }
     }
+    Ok(socket(&h, v6only, protocol))
+}
+
+/// The socket a reply describes; `IPV6_V6ONLY` only means something for an IPv6 address.
+fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> Socket {
     let address: IpAddr = h.socket_id.source_address;
-    Ok(Socket {
+    Socket {
         protocol,
         address,
         port: h.socket_id.source_port,
         v6only: if address.is_ipv6() { v6only } else { None },
         uid: h.uid,
         inode: Inode(u64::from(h.inode)),
-    })
+    }
 }
 
 /// Any message other than a socket: the end of the dump, an error, or one that has no place
@@ -211,15 +207,7 @@ pub fn parse_dump_decoded(
                 Nla::SkV6Only(v) => Some(*v),
                 _ => None,
             });
-            let address = resp.header.socket_id.source_address;
-            out.push(Socket {
-                protocol,
-                address,
-                port: resp.header.socket_id.source_port,
-                v6only: if address.is_ipv6() { v6only } else { None },
-                uid: resp.header.uid,
-                inode: Inode(u64::from(resp.header.inode)),
-            });
+            out.push(socket(&resp.header, v6only, protocol));
         } else if let Some(progress) = parse_control(&bytes[..len])? {
             return Ok((out, progress));
         }
@@ -493,53 +481,41 @@ mod tests {
         assert!(sockets >= 100, "only {sockets} sockets compared");
     }
 
+    /// An IPv6 socket message carrying these `INET_DIAG_SKV6ONLY` values, parsed.
+    fn v6only_with(flags: &[u8]) -> Result<Option<bool>, ParseFailure> {
+        let mut payload = inet_msg(867)[16..].to_vec();
+        payload[0] = AF_INET6;
+        for &flag in flags {
+            // struct nlattr { len: 5, type: INET_DIAG_SKV6ONLY }, one byte, padding.
+            payload.extend_from_slice(&5u16.to_ne_bytes());
+            payload.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
+            payload.extend_from_slice(&[flag, 0, 0, 0]);
+        }
+        let mut out = Vec::new();
+        let message = nlmsg(SOCK_DIAG_BY_FAMILY, 2, &payload);
+        parse_dump(&message, Protocol::Tcp, &mut out)?;
+        Ok(out[0].v6only)
+    }
+
     #[test]
     fn v6only_is_read_from_its_attribute() {
-        let mut p = inet_msg(867)[16..].to_vec();
-        p[0] = AF_INET6;
-        for (flag, expected) in [(0u8, Some(false)), (1, Some(true))] {
-            let mut with = p.clone();
-            // struct nlattr { len: 5, type: INET_DIAG_SKV6ONLY }, one byte, padding.
-            with.extend_from_slice(&5u16.to_ne_bytes());
-            with.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
-            with.extend_from_slice(&[flag, 0, 0, 0]);
-            let mut out = Vec::new();
-            parse_dump(
-                &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &with),
-                Protocol::Tcp,
-                &mut out,
-            )
-            .unwrap();
-            assert_eq!(out[0].v6only, expected);
-        }
+        assert_eq!(v6only_with(&[0]), Ok(Some(false)));
+        assert_eq!(v6only_with(&[1]), Ok(Some(true)));
+        assert_eq!(v6only_with(&[]), Ok(None), "no attribute: not known");
         // Repeated (found by the fuzz target's comparison with the crate): the first counts.
-        let mut twice = p.clone();
-        for flag in [1u8, 0] {
-            twice.extend_from_slice(&5u16.to_ne_bytes());
-            twice.extend_from_slice(&INET_DIAG_SKV6ONLY.to_ne_bytes());
-            twice.extend_from_slice(&[flag, 0, 0, 0]);
-        }
-        let mut out = Vec::new();
-        parse_dump(
-            &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &twice),
-            Protocol::Tcp,
-            &mut out,
-        )
-        .unwrap();
-        assert_eq!(out[0].v6only, Some(true));
-        let mut out = Vec::new();
-        parse_dump(&nlmsg(SOCK_DIAG_BY_FAMILY, 2, &p), Protocol::Tcp, &mut out).unwrap();
-        assert_eq!(out[0].v6only, None, "no attribute: not known");
-        let mut short = p.clone();
+        assert_eq!(v6only_with(&[1, 0]), Ok(Some(true)));
+        let mut short = inet_msg(867)[16..].to_vec();
         short.truncate(40);
-        assert!(matches!(
-            parse_dump(
-                &nlmsg(SOCK_DIAG_BY_FAMILY, 2, &short),
-                Protocol::Tcp,
-                &mut out
-            ),
-            Err(ParseFailure::Malformed(_))
-        ));
+        let mut unix = inet_msg(867)[16..].to_vec();
+        unix[0] = 1; // AF_UNIX
+        for payload in [short, unix] {
+            let message = nlmsg(SOCK_DIAG_BY_FAMILY, 2, &payload);
+            let mut out = Vec::new();
+            assert!(matches!(
+                parse_dump(&message, Protocol::Tcp, &mut out),
+                Err(ParseFailure::Malformed(_))
+            ));
+        }
     }
 
     #[test]
