@@ -16,12 +16,18 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
-use portsentinel::daemon::{Daemon, RunOptions};
-use portsentinel::model::{Listener, Policy, Socket, Timing, Tracker, group_listeners};
+use portsentinel::cmd::run::open_edges;
+use portsentinel::config::Layers;
+use portsentinel::daemon::Daemon;
+use portsentinel::model::{
+    Classifier, Listener, Now, Policy, Socket, Timing, Tracker, group_listeners,
+};
 use portsentinel::registry::Registry;
+use portsentinel::sink::{Record, RecordSink};
 use portsentinel::source::{Attributor, SockDiag, SysinfoDetails};
 
 const HOLD: &str = "PORTSENTINEL_BENCH_HOLD";
@@ -150,20 +156,19 @@ fn bench_size(c: &mut Criterion, n: usize) {
         ),
     )
     .unwrap();
-    // Its records (one per listener at start) would bury criterion's report: they go to
-    // /dev/null until it stops.
-    let quiet = Quiet::stderr();
-    let mut daemon = Daemon::start(RunOptions {
-        config: Some(cfg),
-        ..RunOptions::default()
-    })
-    .unwrap();
-    daemon.poll(Instant::now());
+    // Its records (one per listener at start) would bury criterion's report: they are
+    // counted and dropped.
+    let layers = Layers {
+        file: Some(cfg),
+        ..Layers::default()
+    };
+    let loaded = layers.load().unwrap();
+    let edges = open_edges(&loaded.0, Arc::new(Discard), None).unwrap();
+    let mut daemon = Daemon::new(layers, loaded, edges);
+    daemon.poll(tokio::time::Instant::now());
     g.bench_with_input(BenchmarkId::new("steady_poll", n), &n, |b, _| {
-        b.iter(|| daemon.poll(Instant::now()))
+        b.iter(|| daemon.poll(tokio::time::Instant::now()))
     });
-    daemon.stop();
-    drop(quiet);
 
     g.bench_with_input(BenchmarkId::new("attribute_new", n), &n, |b, _| {
         b.iter_batched(
@@ -182,7 +187,16 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let listeners: Vec<Listener> = group_listeners(&sockets, |s| attributor.owner_of(s), false);
     let registry = Registry::builtin();
     let policy = Policy::default();
-    let judge = |l: &Listener| policy.judge(&registry, l);
+    let classifier = Classifier {
+        registry: &registry,
+        policy: &policy,
+        netns: None,
+    };
+    let classify = |l: &Listener| classifier.classify(l);
+    let now = || Now {
+        at: Instant::now(),
+        wall: SystemTime::now(),
+    };
     let mut tracker = Tracker::new(
         Timing {
             restart_grace: Duration::from_secs(3),
@@ -191,13 +205,13 @@ fn bench_size(c: &mut Criterion, n: usize) {
         Vec::new(),
     );
     let mut events = Vec::new();
-    tracker.update(Instant::now(), listeners.clone(), &judge, &mut events);
+    tracker.update(now(), listeners.clone(), &classify, &mut events);
     g.bench_with_input(BenchmarkId::new("diff", n), &n, |b, _| {
         b.iter_batched(
             || listeners.clone(),
             |ls| {
                 events.clear();
-                tracker.update(Instant::now(), ls, &judge, &mut events);
+                tracker.update(now(), ls, &classify, &mut events);
                 events.len()
             },
             BatchSize::LargeInput,
@@ -205,7 +219,12 @@ fn bench_size(c: &mut Criterion, n: usize) {
     });
 
     g.bench_with_input(BenchmarkId::new("classify", n), &n, |b, _| {
-        b.iter(|| listeners.iter().filter(|l| judge(l).alert).count())
+        b.iter(|| {
+            listeners
+                .iter()
+                .filter(|l| classify(l).verdict.alert)
+                .count()
+        })
     });
     g.finish();
 }
@@ -230,25 +249,12 @@ fn main() {
     c.final_summary();
 }
 
-/// Sends this process's stderr to /dev/null until dropped.
-struct Quiet {
-    saved: std::os::fd::OwnedFd,
-}
+/// Drops the daemon's records: the bench measures the poll, not the writer.
+#[derive(Debug)]
+struct Discard;
 
-impl Quiet {
-    fn stderr() -> Quiet {
-        let saved = rustix::io::dup(rustix::stdio::stderr()).expect("dup stderr");
-        let null = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/null")
-            .expect("open /dev/null");
-        rustix::stdio::dup2_stderr(&null).expect("redirect stderr");
-        Quiet { saved }
-    }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        let _ = rustix::stdio::dup2_stderr(&self.saved);
+impl RecordSink for Discard {
+    fn send(&self, record: Record) {
+        std::hint::black_box(record);
     }
 }

@@ -79,19 +79,11 @@ pub struct RunArgs {
     pub config: ConfigArg,
     /// Time between two looks at the socket table, e.g. 200ms, 1s (at least 100ms)
     /// [default: daemon.interval from the config, else 1s].
-    #[arg(long, value_name = "DUR", value_parser = parse_interval)]
+    #[arg(long, value_name = "DUR", value_parser = crate::config::parse_interval)]
     pub interval: Option<Duration>,
     /// Where records go [default: daemon.log from the config, else auto].
     #[arg(long, value_enum, value_name = "MODE")]
     pub log: Option<LogMode>,
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = crate::config::parse_duration(s)?;
-    if d < crate::config::MIN_INTERVAL {
-        return Err(format!("{s} is too short: the least interval is 100ms"));
-    }
-    Ok(d)
 }
 
 #[derive(Debug, Args)]

@@ -65,7 +65,7 @@ fn netlink_refused_falls_back_to_proc_net_and_returns() {
     let mut lines = util::Lines::new(child.stderr.take().unwrap());
     let warn = lines.wait_for("the fallback warning", |l| l.contains("sock_diag failed"));
     assert!(
-        warn.contains("WARN") && warn.contains("Permission denied") && warn.contains("/proc/net"),
+        warn.contains(" <4> ") && warn.contains("Permission denied") && warn.contains("/proc/net"),
         "{warn}"
     );
     lines.wait_for("the return to netlink", |l| {

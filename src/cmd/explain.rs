@@ -10,9 +10,10 @@ use serde::Serialize;
 use super::{Failure, load_config, protocols, scan, snapshot, write_stdout};
 use crate::cli::ExplainArgs;
 use crate::config::Config;
-use crate::model::report::Iana;
-use crate::model::{Listener, Owner, Protocol, Report, UnknownOwner, Verdict};
-use crate::registry::{PortRange, Registry};
+use crate::model::{
+    Classifier, Iana, Listener, Owner, PortRange, Protocol, Report, UnknownOwner, Verdict,
+};
+use crate::registry::Registry;
 use crate::source::SourceMode;
 
 #[derive(Debug, Serialize)]
@@ -86,12 +87,21 @@ pub fn explain(
     now: &[Listener],
 ) -> Explanation {
     let policy = &config.policy;
+    let classifier = Classifier {
+        registry,
+        policy,
+        netns: None,
+    };
     let facts = registry.lookup(protocol, port);
-    let judge = |addr| policy.judge(registry, &hypothetical(protocol, port, addr));
+    let judge = |addr| {
+        classifier
+            .classify(&hypothetical(protocol, port, addr))
+            .verdict
+    };
     Explanation {
         protocol,
         port,
-        iana: Iana::of(registry, protocol, port),
+        iana: Iana::of(&facts),
         registry_run: facts.run.map(|r| (r.first, r.last)),
         range: PortRange::of(port),
         policy: PolicyView {
@@ -109,8 +119,7 @@ pub fn explain(
                 .filter(|l| l.protocol == protocol)
                 .cloned()
                 .collect::<Vec<_>>(),
-            policy,
-            registry,
+            &classifier,
         ),
     }
 }
@@ -126,14 +135,13 @@ fn verdict_words(v: &Verdict) -> String {
 pub fn render(e: &Explanation) -> String {
     let mut out = String::new();
     let (lo, hi) = e.range.bounds();
-    let iana = match e.iana.status {
-        crate::registry::Status::Assigned => format!("assigned to {}", e.iana.services.join(", ")),
-        status if !e.iana.listed => format!("{status} (no registry row covers it)"),
-        status => match e.registry_run {
-            Some((a, b)) if a != b => format!("{status} (registry: {a}-{b} {status})"),
-            _ => status.to_string(),
-        },
-    };
+    let mut iana = e.iana.words();
+    if let Some((a, b)) = e.registry_run
+        && a != b
+        && e.iana.status != crate::model::Status::Assigned
+    {
+        let _ = write!(iana, " (registry: {a}-{b} {})", e.iana.status);
+    }
     let _ = writeln!(out, "{}/{}", e.port, e.protocol);
     let _ = writeln!(out, "  IANA:      {iana}");
     let _ = writeln!(out, "  range:     {} ({lo}-{hi})", e.range);

@@ -10,10 +10,13 @@ pub mod scan;
 use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::model::{Listener, Protocol, Socket, group_listeners};
 use crate::registry::Registry;
+use crate::sink::RecordSink;
+use crate::sink::diagnostics::RecordLayer;
 use crate::source::{
     self, Attributor, Backend, KernelSource, SocketSource, SourceMode, SysinfoDetails,
 };
@@ -65,6 +68,30 @@ impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         Failure::Other(e)
     }
+}
+
+/// Sets up diagnostics (`tracing`). A daemon passes its record sink: every diagnostic is
+/// then a record on the daemon's one log path. The one-shot commands write plain
+/// warnings to stderr. `PORTSENTINEL_LOG` sets the level (`info`, `debug`, ...).
+pub fn init_diagnostics(records: Option<Arc<dyn RecordSink>>) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let default = if records.is_some() { "info" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_env("PORTSENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match records {
+        Some(records) => registry.with(RecordLayer::new(records)).try_init(),
+        None => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .without_time(),
+            )
+            .try_init(),
+    };
 }
 
 /// The config (given, default path, or built-in) and the registry it asks for.

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt as _;
@@ -16,9 +17,10 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::Failure;
 use crate::cli::NotifyAgentArgs;
+use crate::latch::Latch;
 use crate::model::wire::{MAX_LINE, Message};
 use crate::sink::desktop::{self, Desktop};
-use crate::sink::socket;
+use crate::sink::{LogMode, LogSink, RecordSink, socket};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -28,8 +30,13 @@ pub fn run(args: &NotifyAgentArgs) -> Result<ExitCode, Failure> {
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
+    // Under the user unit its lines are native journal records, else text on stderr.
+    let mut log = LogSink::start(LogMode::Auto);
+    super::init_diagnostics(log.handle().map(|h| Arc::new(h) as Arc<dyn RecordSink>));
     let path = args.socket.clone().unwrap_or_else(socket::default_path);
-    runtime.block_on(agent(path, args.burst_window))?;
+    let result = runtime.block_on(agent(path, args.burst_window));
+    log.close();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -53,7 +60,7 @@ async fn agent(path: PathBuf, burst_window: Duration) -> Result<(), Failure> {
     let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
     let mut desktop = Desktop::new(burst_window);
     let mut backoff = BACKOFF_MIN;
-    let mut last_problem: Option<String> = None;
+    let mut connection = Latch::new("", "retrying", "connected");
     loop {
         let stream = tokio::select! {
             s = UnixStream::connect(&path) => s,
@@ -62,6 +69,7 @@ async fn agent(path: PathBuf, burst_window: Duration) -> Result<(), Failure> {
         };
         match stream {
             Ok(stream) => {
+                connection.recover();
                 tracing::info!("connected to {}", path.display());
                 backoff = BACKOFF_MIN;
                 let ended = tokio::select! {
@@ -74,13 +82,10 @@ async fn agent(path: PathBuf, burst_window: Duration) -> Result<(), Failure> {
                     path.display()
                 );
                 tracing::warn!("{problem}");
-                last_problem = Some(problem);
             }
             Err(e) => {
-                let problem = connect_hint(&path, &e);
-                if last_problem.as_deref() != Some(problem.as_str()) {
-                    tracing::error!("{problem}; retrying");
-                    last_problem = Some(problem);
+                if let Some(problem) = connection.fail(connect_hint(&path, &e)) {
+                    tracing::error!("{problem}");
                 }
             }
         }

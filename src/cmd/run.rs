@@ -1,22 +1,220 @@
 //! `portsentinel run`: the daemon in the foreground, on a single-threaded tokio runtime
-//! (the poll work is short and the sinks have threads of their own).
+//! (the poll work is short and the log writer has a thread of its own).
+//!
+//! This is where the daemon's edges are opened: the signals first of all (from then on a
+//! `SIGHUP` is a reload request, never a death), then the config, the log, the event
+//! socket, the desktop and the fan-out; the loop itself ([`daemon::run`]) takes them as
+//! arguments.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use super::Failure;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use super::{Failure, exit};
 use crate::cli::RunArgs;
-use crate::daemon::{self, RunOptions};
+use crate::config::{Config, Layers, Overrides};
+use crate::daemon::{self, Daemon, DaemonError, Edges, Request, SdNotify};
+use crate::sink::fanout::{Delivery, Fanout};
+use crate::sink::record::{Record, priority};
+use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
+use crate::source::{self, Attributor, KernelSource, SourceMode, SysinfoDetails};
+use crate::state::{self, StateStore};
+
+/// Requests waiting for the loop: a burst of signals or connections beyond this waits in
+/// the kernel (signals coalesce, connections queue in the listen backlog).
+const REQUESTS: usize = 64;
 
 pub fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(anyhow::Error::from)?;
-    runtime.block_on(daemon::run(RunOptions {
-        config: args.config.config.clone(),
-        interval: args.interval,
-        log: args.log,
-        proc_root: None,
-    }))?;
-    Ok(ExitCode::SUCCESS)
+    runtime.block_on(async {
+        let (requests, incoming) = mpsc::channel(REQUESTS);
+        forward_signals(requests.clone()).map_err(anyhow::Error::from)?;
+        let layers = Layers {
+            file: args.config.config.clone(),
+            overrides: Overrides {
+                interval: args.interval,
+                log: args.log,
+            },
+        };
+        let loaded = layers.load();
+        let mode = match &loaded {
+            Ok((config, _)) => config.daemon.log,
+            Err(_) => args.log.unwrap_or_default(),
+        }
+        .resolve();
+        let mut log = LogSink::start(mode);
+        let records: Arc<dyn RecordSink> = Arc::new(log.handle().expect("a new log is open"));
+        super::init_diagnostics(Some(records.clone()));
+        let result = match loaded {
+            Ok(loaded) => serve(layers, loaded, mode, &records, requests, incoming).await,
+            Err(e) => Err(DaemonError::Config(e)),
+        };
+        let code = match &result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                records.send(Record::plain(
+                    priority::ERR,
+                    None,
+                    format!("portsentinel: {e}"),
+                ));
+                ExitCode::from(match e {
+                    DaemonError::Config(_) => exit::CONFIG,
+                    DaemonError::Unavailable(_) => exit::UNAVAILABLE,
+                })
+            }
+        };
+        log.close();
+        Ok(code)
+    })
+}
+
+/// `SIGHUP` → reload; `SIGTERM`, `SIGINT` → stop. Installed before anything else runs.
+fn forward_signals(requests: mpsc::Sender<Request>) -> std::io::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            let request = tokio::select! {
+                _ = hup.recv() => Request::Reload,
+                _ = term.recv() => Request::Stop,
+                _ = int.recv() => Request::Stop,
+            };
+            // A reload asked while one waits is the same reload: coalesce when full.
+            if let Err(mpsc::error::TrySendError::Closed(_)) = requests.try_send(request) {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Opens the edges on a loaded config and runs the loop until a stop request.
+async fn serve(
+    layers: Layers,
+    (config, registry): (Config, crate::registry::Registry),
+    mode: LogMode,
+    records: &Arc<dyn RecordSink>,
+    requests: mpsc::Sender<Request>,
+    incoming: mpsc::Receiver<Request>,
+) -> Result<(), DaemonError> {
+    let (delivery, tasks) = open_fanout(&config, requests);
+    let edges = open_edges(&config, records.clone(), delivery)?;
+    let daemon = Daemon::new(layers, (config, registry), edges);
+    daemon.starting(mode);
+    for (priority, message) in tasks.notes {
+        records.send(Record::plain(priority, None, message));
+    }
+    daemon::run(daemon, incoming).await;
+    for task in tasks.handles {
+        task.abort();
+    }
+    Ok(())
+}
+
+/// The daemon's edges on this machine: sock_diag (with `/proc/net` behind it), `/proc`
+/// for owners, the state directory, and `sd_notify`.
+pub fn open_edges(
+    config: &Config,
+    records: Arc<dyn RecordSink>,
+    delivery: Option<mpsc::UnboundedSender<Delivery>>,
+) -> Result<Edges, DaemonError> {
+    let proc_root = source::proc_root(None);
+    let details = SysinfoDetails::new(&proc_root).map_err(DaemonError::Unavailable)?;
+    let netns = source::netns_inode(&proc_root);
+    let state_dir = config
+        .daemon
+        .state_directory
+        .clone()
+        .unwrap_or_else(state::default_dir);
+    Ok(Edges {
+        source: Box::new(KernelSource::new(&proc_root, SourceMode::Auto)),
+        owners: Box::new(Attributor::new(&proc_root, details)),
+        records,
+        delivery,
+        state: StateStore::new(state_dir, state::boot_id(&proc_root), netns),
+        supervisor: Box::new(SdNotify),
+        netns,
+    })
+}
+
+/// The tasks beside the loop, and what opening them had to say.
+#[derive(Default)]
+struct Tasks {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    notes: Vec<(u8, String)>,
+}
+
+/// The event socket, the desktop and the fan-out that feeds both, as configured. Failure
+/// to open the socket is a warning: the daemon works without it.
+fn open_fanout(
+    config: &Config,
+    requests: mpsc::Sender<Request>,
+) -> (Option<mpsc::UnboundedSender<Delivery>>, Tasks) {
+    let mut tasks = Tasks::default();
+    let desktop = config.notify.desktop.then(|| {
+        // Room for a flood of alerts: the planner folds them into one summary anyway.
+        let (tx, rx) = mpsc::channel(16 * 1024);
+        let burst_window = config.notify.burst_window;
+        tasks
+            .handles
+            .push(tokio::spawn(desktop::serve(rx, burst_window)));
+        tx
+    });
+    let listener =
+        config.events.socket.as_ref().and_then(|path| {
+            open_event_socket(path, config.events.group.as_deref(), &mut tasks.notes)
+        });
+    if listener.is_none() && desktop.is_none() {
+        return (None, tasks);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let fanout = Fanout::new(config.events.buffer, desktop);
+    tasks.handles.push(tokio::spawn(fanout.run(rx)));
+    if let Some(listener) = listener {
+        tasks
+            .handles
+            .push(tokio::spawn(socket::accept(listener, move |join| {
+                let requests = requests.clone();
+                async move { requests.send(Request::Subscribe(join)).await.is_ok() }
+            })));
+    }
+    (Some(tx), tasks)
+}
+
+fn open_event_socket(
+    path: &std::path::Path,
+    group: Option<&str>,
+    notes: &mut Vec<(u8, String)>,
+) -> Option<tokio::net::UnixListener> {
+    match socket::bind(path, group) {
+        Ok((listener, warning)) => {
+            let who = match (&warning, group) {
+                (None, Some(g)) => format!("root and group {g}"),
+                _ => "root only".to_owned(),
+            };
+            if let Some(w) = warning {
+                notes.push((priority::WARNING, w));
+            }
+            notes.push((
+                priority::INFO,
+                format!("event socket {} open to {who}", path.display()),
+            ));
+            Some(listener)
+        }
+        Err(e) => {
+            notes.push((
+                priority::WARNING,
+                format!(
+                    "no event socket: {e}; desktop agents cannot subscribe, monitoring continues"
+                ),
+            ));
+            None
+        }
+    }
 }

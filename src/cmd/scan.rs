@@ -5,15 +5,19 @@ use std::process::ExitCode;
 
 use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
-use crate::model::{Listener, Policy, Report, UnknownOwner, display_address};
-use crate::registry::{Registry, Status};
+use crate::model::{Classifier, Listener, Report, UnknownOwner, display_address};
 use crate::source::Backend;
 use crate::text::clip;
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
     let snap = snapshot(args.source, args.all, |_| true)?;
-    let reports = reports(&snap.listeners, &config.policy, &registry);
+    let classifier = Classifier {
+        registry: &registry,
+        policy: &config.policy,
+        netns: None,
+    };
+    let reports = reports(&snap.listeners, &classifier);
     let alerts = reports.iter().filter(|r| r.verdict.alert).count();
     let owners_hidden = reports
         .iter()
@@ -49,19 +53,12 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     })
 }
 
-pub fn reports(listeners: &[Listener], policy: &Policy, registry: &Registry) -> Vec<Report> {
+/// Each listener classified, as shown.
+pub fn reports(listeners: &[Listener], classifier: &Classifier<'_>) -> Vec<Report> {
     listeners
         .iter()
-        .map(|l| Report::new(l, registry, policy.judge(registry, l)))
+        .map(|l| Report::new(l, &classifier.classify(l)))
         .collect()
-}
-
-fn iana_word(r: &Report) -> String {
-    match r.iana.status {
-        Status::Assigned => r.iana.services.join(","),
-        Status::Unassigned if !r.iana.listed => "unassigned*".to_owned(),
-        other => other.to_string(),
-    }
 }
 
 fn program(r: &Report) -> String {
@@ -115,12 +112,10 @@ pub fn render_table(reports: &[Report]) -> String {
         .map(|r| {
             [
                 r.protocol.to_string(),
-                r.address
-                    .parse()
-                    .map_or_else(|_| r.address.clone(), display_address),
+                display_address(r.address),
                 r.port.to_string(),
                 r.reach.as_str().to_owned(),
-                clip(&iana_word(r), 24).into_owned(),
+                clip(&r.iana.column(), 24).into_owned(),
                 r.range.to_string(),
                 program(r),
                 user(r),

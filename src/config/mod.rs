@@ -31,18 +31,6 @@ pub struct Location {
     pub column: usize,
 }
 
-impl Location {
-    fn of(text: &str, offset: usize) -> Location {
-        let before = &text[..offset.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Location {
-            line,
-            column: before[line_start..].chars().count() + 1,
-        }
-    }
-}
-
 /// A config that cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -121,6 +109,56 @@ impl Default for EventSettings {
 /// The shortest poll interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Parses a duration that may be no shorter than `min`.
+pub fn parse_duration_at_least(s: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min {
+        return Err(format!(
+            "`{s}` is too short; the least allowed is {}",
+            humantime::format_duration(min)
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a poll interval: a duration of at least [`MIN_INTERVAL`]. The command line and
+/// the file both check it here.
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    parse_duration_at_least(s, MIN_INTERVAL)
+}
+
+/// What the command line sets over the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub interval: Option<Duration>,
+    pub log: Option<LogMode>,
+}
+
+/// Where the daemon's config comes from, in layers: built-in defaults, then the file,
+/// then the command line. Merged here once; the start and every reload load it the same
+/// way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layers {
+    /// The file named on the command line; `None`: the default path if it exists.
+    pub file: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl Layers {
+    /// The merged config and the registry it asks for.
+    pub fn load(&self) -> Result<(Config, Registry), ConfigError> {
+        let mut config = load_or_default(self.file.as_deref())?;
+        if let Some(i) = self.overrides.interval {
+            config.daemon.interval = i;
+        }
+        if let Some(log) = self.overrides.log {
+            config.daemon.log = log;
+        }
+        let registry = config.registry()?;
+        Ok((config, registry))
+    }
+}
+
 impl Default for DaemonSettings {
     fn default() -> DaemonSettings {
         DaemonSettings {
@@ -153,6 +191,44 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings that differ in `new` and that only a restart applies.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut later = Vec::new();
+        if new.daemon.log != self.daemon.log {
+            later.push("daemon.log");
+        }
+        if new.daemon.state_directory != self.daemon.state_directory {
+            later.push("daemon.state_directory");
+        }
+        if new.events != self.events {
+            later.push("[events]");
+        }
+        if new.notify != self.notify {
+            later.push("[notify]");
+        }
+        later
+    }
+
+    /// `config FILE: alert_on [...], N allow rule(s), REGISTRY, interval I`, for the
+    /// daemon's start and reload records.
+    pub fn describe(&self, registry: &Registry) -> String {
+        let file = self.file.as_ref().map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+        let registry = match registry.origin() {
+            crate::registry::Origin::BuiltIn => "built-in IANA registry".to_owned(),
+            crate::registry::Origin::File(p) => format!("IANA registry {}", p.display()),
+        };
+        let alert_on: Vec<&str> = self.policy.alert_on.iter().map(|c| c.as_str()).collect();
+        format!(
+            "config {file}: alert_on [{}], {} allow rule(s), {registry}, interval {}",
+            alert_on.join(", "),
+            self.policy.allow.len(),
+            humantime::format_duration(self.daemon.interval)
+        )
+    }
+
     /// The registry this config asks for: the built-in table, or the CSV it names.
     pub fn registry(&self) -> Result<Registry, ConfigError> {
         let Some((path, location)) = &self.registry_csv else {
@@ -195,109 +271,20 @@ pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
 
 /// Validates config text; `path` names it in errors and resolves relative paths in it.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let v = Validator {
-        text,
-        file: path.display().to_string(),
-    };
+    let v = Validator::new(text, path);
     let raw: ConfigFile =
         toml::from_str(text).map_err(|e| v.error(e.span(), e.message().trim_end().to_owned()))?;
     let mut config = Config {
         file: Some(path.to_owned()),
         ..Config::default()
     };
-    if let Some(d) = raw.daemon {
-        let duration = |value: &Spanned<String>, key: &str, min: Duration| {
-            let d = parse_duration(value.get_ref())
-                .map_err(|e| v.at(value, format!("daemon.{key}: {e}")))?;
-            if d < min {
-                return Err(v.at(
-                    value,
-                    format!(
-                        "daemon.{key}: `{}` is too short; the least allowed is {}",
-                        value.get_ref(),
-                        humantime::format_duration(min)
-                    ),
-                ));
-            }
-            Ok(d)
-        };
-        if let Some(i) = &d.interval {
-            config.daemon.interval = duration(i, "interval", MIN_INTERVAL)?;
-        }
-        if let Some(g) = &d.restart_grace {
-            config.daemon.restart_grace = duration(g, "restart_grace", Duration::ZERO)?;
-        }
-        if let Some(q) = &d.realert_after {
-            config.daemon.realert_after = duration(q, "realert_after", Duration::ZERO)?;
-        }
-        if let Some(dir) = &d.state_directory {
-            let p = PathBuf::from(dir.get_ref());
-            if !p.is_absolute() {
-                return Err(v.at(
-                    dir,
-                    format!(
-                        "daemon.state_directory: `{}` is not an absolute path",
-                        dir.get_ref()
-                    ),
-                ));
-            }
-            config.daemon.state_directory = Some(p);
-        }
-        if let Some(log) = &d.log {
-            config.daemon.log = match log.get_ref().as_str() {
-                "auto" => LogMode::Auto,
-                "journald" => LogMode::Journald,
-                "text" => LogMode::Text,
-                "json" => LogMode::Json,
-                other => {
-                    return Err(v.at(
-                        log,
-                        format!("daemon.log: unknown log mode `{other}`; allowed: \"auto\", \"journald\", \"text\", \"json\""),
-                    ));
-                }
-            };
-        }
+    if let Some(d) = &raw.daemon {
+        v.daemon(d, &mut config.daemon)?;
     }
-    if let Some(ev) = raw.events {
-        if let Some(sock) = &ev.socket {
-            config.events.socket = match sock.get_ref().as_str() {
-                "" => None,
-                p if p.starts_with('/') => Some(PathBuf::from(p)),
-                p => {
-                    return Err(v.at(
-                        sock,
-                        format!("events.socket: `{p}` is not an absolute path; give one, or \"\" for no event socket"),
-                    ));
-                }
-            };
-        }
-        if let Some(g) = &ev.group {
-            config.events.group = match g.get_ref().as_str() {
-                "" => None,
-                name if name.len() <= 32 && !name.contains([':', '/', ' ']) => {
-                    Some(name.to_owned())
-                }
-                name => {
-                    return Err(v.at(g, format!("events.group: `{name}` is not a group name; give one, or \"\" for root only")));
-                }
-            };
-        }
-        if let Some(b) = &ev.buffer {
-            config.events.buffer = usize::try_from(*b.get_ref())
-                .ok()
-                .filter(|n| (1..=1_000_000).contains(n))
-                .ok_or_else(|| {
-                    v.at(
-                        b,
-                        format!(
-                            "events.buffer: `{}` is out of range; allowed: 1-1000000 lines",
-                            b.get_ref()
-                        ),
-                    )
-                })?;
-        }
+    if let Some(ev) = &raw.events {
+        v.events(ev, &mut config.events)?;
     }
-    if let Some(n) = raw.notify {
+    if let Some(n) = &raw.notify {
         if let Some(d) = n.desktop {
             config.notify.desktop = d;
         }
@@ -306,32 +293,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .map_err(|e| v.at(w, format!("notify.burst_window: {e}")))?;
         }
     }
-    if let Some(registry) = raw.registry
-        && let Some(csv) = registry.csv
-    {
-        let location = Location::of(text, csv.span().start);
+    if let Some(csv) = raw.registry.and_then(|r| r.csv) {
         let mut p = PathBuf::from(csv.get_ref());
         if p.is_relative() {
             p = path.parent().unwrap_or(Path::new(".")).join(p);
         }
-        config.registry_csv = Some((p, location));
+        config.registry_csv = Some((p, v.location(csv.span().start)));
     }
-    if let Some(policy) = raw.policy
-        && let Some(alert_on) = policy.alert_on
-    {
+    if let Some(alert_on) = raw.policy.and_then(|p| p.alert_on) {
         config.policy.alert_on.clear();
         for item in alert_on.get_ref() {
-            let c = Condition::parse(item.get_ref()).ok_or_else(|| {
-                v.at(
-                    item,
-                    format!(
-                        "policy.alert_on: unknown condition `{}`; allowed: {}",
-                        item.get_ref(),
-                        Condition::ALL.map(Condition::as_str).join(", ")
-                    ),
-                )
-            })?;
-            config.policy.alert_on.insert(c);
+            config.policy.alert_on.insert(v.condition(item)?);
         }
     }
     for (i, allow) in raw.allow.into_iter().flatten().enumerate() {
@@ -340,16 +312,43 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Turns spans into places and values into checked settings.
 struct Validator<'t> {
     text: &'t str,
     file: String,
+    /// Byte offset of the start of each line, so a place is found by a binary search
+    /// instead of a scan from the top: validation stays linear in the file's size.
+    line_starts: Vec<usize>,
 }
 
 impl Validator<'_> {
+    fn new<'t>(text: &'t str, path: &Path) -> Validator<'t> {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Validator {
+            text,
+            file: path.display().to_string(),
+            line_starts,
+        }
+    }
+
+    fn location(&self, offset: usize) -> Location {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        Location {
+            line,
+            column: self
+                .text
+                .get(start..offset)
+                .map_or(1, |s| s.chars().count() + 1),
+        }
+    }
+
     fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
         ConfigError {
             file: self.file.clone(),
-            location: span.map(|s| Location::of(self.text, s.start)),
+            location: span.map(|s| self.location(s.start)),
             message,
         }
     }
@@ -358,89 +357,147 @@ impl Validator<'_> {
         self.error(Some(spanned.span()), message)
     }
 
+    fn daemon(&self, d: &file::DaemonFile, out: &mut DaemonSettings) -> Result<(), ConfigError> {
+        let duration = |value: &Spanned<String>, key: &str, min: Duration| {
+            parse_duration_at_least(value.get_ref(), min)
+                .map_err(|e| self.at(value, format!("daemon.{key}: {e}")))
+        };
+        if let Some(i) = &d.interval {
+            out.interval = duration(i, "interval", MIN_INTERVAL)?;
+        }
+        if let Some(g) = &d.restart_grace {
+            out.restart_grace = duration(g, "restart_grace", Duration::ZERO)?;
+        }
+        if let Some(q) = &d.realert_after {
+            out.realert_after = duration(q, "realert_after", Duration::ZERO)?;
+        }
+        if let Some(dir) = &d.state_directory {
+            let p = PathBuf::from(dir.get_ref());
+            if !p.is_absolute() {
+                let shown = dir.get_ref();
+                return Err(self.at(
+                    dir,
+                    format!("daemon.state_directory: `{shown}` is not an absolute path"),
+                ));
+            }
+            out.state_directory = Some(p);
+        }
+        if let Some(log) = &d.log {
+            out.log = match log.get_ref().as_str() {
+                "auto" => LogMode::Auto,
+                "journald" => LogMode::Journald,
+                "text" => LogMode::Text,
+                "json" => LogMode::Json,
+                other => {
+                    return Err(self.at(
+                        log,
+                        format!("daemon.log: unknown log mode `{other}`; allowed: \"auto\", \"journald\", \"text\", \"json\""),
+                    ));
+                }
+            };
+        }
+        Ok(())
+    }
+
+    fn events(&self, ev: &file::EventsFile, out: &mut EventSettings) -> Result<(), ConfigError> {
+        if let Some(sock) = &ev.socket {
+            out.socket = match sock.get_ref().as_str() {
+                "" => None,
+                p if p.starts_with('/') => Some(PathBuf::from(p)),
+                p => {
+                    return Err(self.at(
+                        sock,
+                        format!("events.socket: `{p}` is not an absolute path; give one, or \"\" for no event socket"),
+                    ));
+                }
+            };
+        }
+        if let Some(g) = &ev.group {
+            out.group = match g.get_ref().as_str() {
+                "" => None,
+                name if name.len() <= 32 && !name.contains([':', '/', ' ']) => {
+                    Some(name.to_owned())
+                }
+                name => {
+                    return Err(self.at(g, format!("events.group: `{name}` is not a group name; give one, or \"\" for root only")));
+                }
+            };
+        }
+        if let Some(b) = &ev.buffer {
+            out.buffer = usize::try_from(*b.get_ref())
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| {
+                    let shown = b.get_ref();
+                    self.at(
+                        b,
+                        format!(
+                            "events.buffer: `{shown}` is out of range; allowed: 1-1000000 lines"
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    fn condition(&self, item: &Spanned<String>) -> Result<Condition, ConfigError> {
+        Condition::parse(item.get_ref()).ok_or_else(|| {
+            self.at(
+                item,
+                format!(
+                    "policy.alert_on: unknown condition `{}`; allowed: {}",
+                    item.get_ref(),
+                    Condition::ALL.map(Condition::as_str).join(", ")
+                ),
+            )
+        })
+    }
+
     fn allow_rule(
         &self,
         index: usize,
         entry: &Spanned<AllowFile>,
     ) -> Result<AllowRule, ConfigError> {
         let a = entry.get_ref();
-        let start = Location::of(self.text, entry.span().start);
-        let mut rule = AllowRule {
-            name: a.name.as_ref().map(|n| n.get_ref().clone()),
-            origin: format!("{}:{}", short_name(&self.file), start.line),
-            ..AllowRule::default()
-        };
-        if let Some(port) = &a.port {
-            rule.ports = self.each(
-                port,
-                "port",
-                "a port 0-65535, a range \"N-M\", or a list of these",
-                parse_port,
-            )?;
-        }
-        if let Some(p) = &a.protocol {
-            rule.protocol = Some(p.get_ref().parse().map_err(|_| {
+        let start = self.location(entry.span().start);
+        let protocol = match &a.protocol {
+            None => None,
+            Some(p) => Some(p.get_ref().parse().map_err(|_| {
+                let shown = p.get_ref();
                 self.at(
                     p,
                     format!(
-                        "allow.protocol: `{}` is not a protocol; allowed: \"tcp\", \"udp\"",
-                        p.get_ref()
+                        "allow.protocol: `{shown}` is not a protocol; allowed: \"tcp\", \"udp\""
                     ),
                 )
-            })?);
-        }
-        if let Some(addr) = &a.address {
-            rule.addresses = self.each(
-                addr,
+            })?),
+        };
+        let rule = AllowRule {
+            name: a.name.as_ref().map(|n| n.get_ref().clone()),
+            origin: format!("{}:{}", short_name(&self.file), start.line),
+            ports: self.list(&a.port, "port", "a port 0-65535, a range \"N-M\", or a list of these", parse_port)?,
+            protocol,
+            addresses: self.list(
+                &a.address,
                 "address",
                 "\"loopback\", \"any\" (the wildcard address), an IP address or a CIDR network, or a list of these",
                 parse_address,
-            )?;
-        }
-        if let Some(p) = &a.process {
-            rule.processes = self.each(
-                p,
+            )?,
+            processes: self.list(
+                &a.process,
                 "process",
                 "a process name as `ps` shows it (at most 15 bytes), or a list",
-                |v| {
-                    let s = v.as_str()?;
-                    (!s.is_empty() && s.len() <= 15).then(|| s.to_owned())
-                },
-            )?;
-        }
-        if let Some(e) = &a.exe {
-            rule.exes = self.each(e, "exe", "an absolute path to a program, or a list", |v| {
-                let s = v.as_str()?;
-                s.starts_with('/').then(|| s.to_owned())
-            })?;
-        }
-        if let Some(u) = &a.user {
-            rule.users =
-                self.each(
-                    u,
-                    "user",
-                    "a user name or a numeric uid, or a list",
-                    |v| match v {
-                        Value::Integer(n) => u32::try_from(*n).ok().map(UserMatch::Uid),
-                        Value::String(s) if !s.is_empty() => Some(match s.parse::<u32>() {
-                            Ok(n) => UserMatch::Uid(n),
-                            Err(_) => UserMatch::Name(s.clone()),
-                        }),
-                        _ => None,
-                    },
-                )?;
-        }
-        if let Some(u) = &a.unit {
-            rule.units = self.each(
-                u,
+                parse_process,
+            )?,
+            exes: self.list(&a.exe, "exe", "an absolute path to a program, or a list", parse_exe)?,
+            users: self.list(&a.user, "user", "a user name or a numeric uid, or a list", parse_user)?,
+            units: self.list(
+                &a.unit,
                 "unit",
                 "a systemd unit name such as \"ssh.service\", or a list",
-                |v| {
-                    let s = v.as_str()?;
-                    (s.contains('.') && !s.contains('/')).then(|| s.to_owned())
-                },
-            )?;
-        }
+                parse_unit,
+            )?,
+        };
         let empty = rule.ports.is_empty()
             && rule.protocol.is_none()
             && rule.addresses.is_empty()
@@ -458,6 +515,20 @@ impl Validator<'_> {
             ));
         }
         Ok(rule)
+    }
+
+    /// An optional key that takes one value or a list: empty when not given.
+    fn list<T>(
+        &self,
+        value: &Option<Spanned<Value>>,
+        key: &str,
+        allowed: &str,
+        parse: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<T>, ConfigError> {
+        match value {
+            Some(v) => self.each(v, key, allowed, parse),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Validates a key that takes one value or a list of values.
@@ -519,6 +590,32 @@ fn parse_port(v: &Value) -> Option<(u16, u16)> {
         }
         _ => None,
     }
+}
+
+fn parse_process(v: &Value) -> Option<String> {
+    let s = v.as_str()?;
+    (!s.is_empty() && s.len() <= 15).then(|| s.to_owned())
+}
+
+fn parse_exe(v: &Value) -> Option<String> {
+    let s = v.as_str()?;
+    s.starts_with('/').then(|| s.to_owned())
+}
+
+fn parse_user(v: &Value) -> Option<UserMatch> {
+    match v {
+        Value::Integer(n) => u32::try_from(*n).ok().map(UserMatch::Uid),
+        Value::String(s) if !s.is_empty() => Some(match s.parse::<u32>() {
+            Ok(n) => UserMatch::Uid(n),
+            Err(_) => UserMatch::Name(s.clone()),
+        }),
+        _ => None,
+    }
+}
+
+fn parse_unit(v: &Value) -> Option<String> {
+    let s = v.as_str()?;
+    (s.contains('.') && !s.contains('/')).then(|| s.to_owned())
 }
 
 fn parse_address(v: &Value) -> Option<AddressMatch> {

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use super::classify::{PortRange, Status};
 use super::events::EventKind;
 use super::listener::Reach;
 use super::wire::WireEvent;
-use crate::registry::{PortRange, Status};
 use crate::text::clip;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,10 +97,7 @@ pub fn is_critical(e: &WireEvent) -> bool {
 
 fn reach_words(e: &WireEvent) -> String {
     let l = &e.listener;
-    let addr = match l.address.parse() {
-        Ok(ip) => super::display_address(ip),
-        Err(_) => l.address.clone(),
-    };
+    let addr = super::display_address(l.address);
     match l.reach {
         Reach::Loopback => format!("loopback only ({addr})"),
         Reach::Address => format!("address {addr}"),
@@ -110,12 +107,7 @@ fn reach_words(e: &WireEvent) -> String {
 
 fn iana_words(e: &WireEvent) -> String {
     let l = &e.listener;
-    let (lo, hi) = l.range.bounds();
-    let status = match l.iana.status {
-        Status::Assigned => format!("assigned to {}", l.iana.services.join(", ")),
-        other => other.to_string(),
-    };
-    format!("IANA: {status}, {} range ({lo}-{hi})", l.range)
+    format!("IANA: {}, {}", l.iana.words(), l.range.words())
 }
 
 fn program_words(e: &WireEvent) -> String {
@@ -280,7 +272,8 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::report::{Iana, Report};
+    use crate::model::classify::Iana;
+    use crate::model::report::Report;
     use crate::model::{Pid, Process};
     use crate::model::{Protocol, Severity, Verdict};
 
@@ -294,7 +287,7 @@ mod tests {
             replay: false,
             listener: Report {
                 protocol: Protocol::Tcp,
-                address: addr.into(),
+                address: addr.parse().unwrap(),
                 port,
                 v6only: None,
                 reach,

@@ -5,17 +5,19 @@
 //! waits out a grace window, and if the same program comes back on the same socket within
 //! it, that is one `restarted` event, with no new alert. An alert that was raised, cleared
 //! and comes back within the quiet time is not raised again (a flapping listener). Only new
-//! listeners are judged; a config reload re-judges them all ([`Tracker::rejudge`]).
+//! listeners are classified; a config reload classifies them all again
+//! ([`Tracker::rejudge`]).
 //!
 //! Pure: time comes in as an `Instant`, listeners as values, the policy as a function.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::classify::Classification;
 use super::listener::{Listener, Pid};
-use super::policy::Verdict;
 use super::snapshot::ListenerKey;
 
 /// What happened to a listener.
@@ -74,8 +76,11 @@ impl EventKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
+    /// When it was seen (wall clock, for records and the event socket).
+    pub time: SystemTime,
     pub listener: Listener,
-    pub verdict: Verdict,
+    /// Shared with the tracker's entry and every other event of this listener.
+    pub class: Arc<Classification>,
     /// For `AlertCleared`: why ("listener closed", "allowed after config reload: ...").
     /// For `ListenerRestarted`: what changed.
     pub detail: Option<String>,
@@ -84,6 +89,37 @@ pub struct Event {
     /// True for a listener the policy does not allow whose alert is held back because it
     /// flapped within the quiet time.
     pub alert_suppressed: bool,
+    /// For an alert: its line on the event socket when replayed to a new subscriber,
+    /// serialized once and shared by every subscriber (filled by the event socket).
+    pub replay_line: OnceLock<Arc<str>>,
+}
+
+impl Event {
+    fn new(kind: EventKind, now: Now, l: &Listener, class: &Arc<Classification>) -> Event {
+        Event {
+            kind,
+            time: now.wall,
+            listener: l.clone(),
+            class: Arc::clone(class),
+            detail: None,
+            previous_pid: None,
+            alert_suppressed: false,
+            replay_line: OnceLock::new(),
+        }
+    }
+
+    fn with_detail(mut self, detail: impl Into<String>) -> Event {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// The moment of an update: the monotonic clock for grace and quiet times, the wall clock
+/// for what records say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub wall: SystemTime,
 }
 
 /// How the tracker treats time.
@@ -106,8 +142,11 @@ enum AlertState {
 #[derive(Debug)]
 struct Entry {
     listener: Listener,
-    verdict: Verdict,
+    class: Arc<Classification>,
     alert: AlertState,
+    /// While the alert is active: the event that raised it, which a new event-socket
+    /// subscriber hears first.
+    raised: Option<Arc<Event>>,
     /// Set while the listener is absent and within its grace window.
     gone_since: Option<Instant>,
     /// The last update that saw this listener (cheaper than a set of keys per update).
@@ -156,6 +195,9 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
 /// Alerts to carry over a daemon restart.
 pub type AlertedListeners = Vec<(ListenerKey, Listener)>;
 
+/// How a listener is classified: by the policy and registry in force.
+pub type Classify<'a> = &'a dyn Fn(&Listener) -> Classification;
+
 impl Tracker {
     /// A tracker whose first [`update`](Self::update) is the start-up inventory. `restored`
     /// holds the alerts a previous run raised: those still present are not alerted again.
@@ -175,110 +217,177 @@ impl Tracker {
     }
 
     /// Folds in a new snapshot, appending the events it causes to `out`. Only listeners
-    /// not seen before are judged.
+    /// not seen before are classified.
     pub fn update(
         &mut self,
-        now: Instant,
+        now: Now,
         listeners: Vec<Listener>,
-        judge: &dyn Fn(&Listener) -> Verdict,
-        out: &mut Vec<Event>,
+        classify: Classify<'_>,
+        out: &mut Vec<Arc<Event>>,
     ) {
         let restored = self.restored.take();
-        let inventory = restored.is_some();
         self.generation += 1;
-        let generation = self.generation;
         for l in listeners {
             let key = ListenerKey::of(&l);
-            if let Some(e) = self.entries.get_mut(&key) {
-                if e.seen_in == generation {
-                    continue; // same identity twice in one snapshot: already folded in
-                }
-                e.seen_in = generation;
-                let old_pid = e.listener.owner.process().map(|p| p.pid);
-                let new_pid = l.owner.process().map(|p| p.pid);
-                let returned = e.gone_since.take().is_some();
-                // A restart in place: every old pid has gone, a new one holds the socket.
-                let replaced = old_pid.is_some_and(|p| !l.pids.contains(&p)) && new_pid.is_some();
-                e.listener = l;
-                if returned || replaced {
-                    out.push(Event {
-                        kind: EventKind::ListenerRestarted,
-                        listener: e.listener.clone(),
-                        verdict: e.verdict.clone(),
-                        detail: Some(match (old_pid, new_pid) {
-                            (Some(a), Some(b)) if a != b => format!("pid {a} replaced by pid {b}"),
-                            _ => "reopened by the same program".to_owned(),
-                        }),
-                        previous_pid: old_pid,
-                        alert_suppressed: e.alert == AlertState::Suppressed,
-                    });
-                }
-                continue;
+            match self.entries.get_mut(&key) {
+                Some(e) => Self::seen_again(e, self.generation, now, l, out),
+                None => self.admit(now, key, l, restored.as_ref(), classify, out),
             }
-            let verdict = judge(&l);
-            let mut alert = AlertState::None;
-            if inventory {
-                out.push(self.event(EventKind::ListenerPresent, &l, &verdict, None));
-            }
-            if verdict.alert {
-                let already = restored.as_ref().is_some_and(|r| r.contains_key(&key));
-                let recent = self
-                    .last_alert
-                    .get(&fingerprint(&key))
-                    .is_some_and(|&t| now.saturating_duration_since(t) < self.timing.realert_after);
-                if already {
-                    // Alerted before the daemon restarted, and still there: not again.
-                    alert = AlertState::Active;
-                } else if recent {
-                    alert = AlertState::Suppressed;
-                    if !inventory {
-                        let mut e = self.event(EventKind::ListenerOpened, &l, &verdict, None);
-                        e.alert_suppressed = true;
-                        e.detail =
-                            Some("alerted within the quiet time already (realert_after)".into());
-                        out.push(e);
-                    }
-                } else {
-                    alert = AlertState::Active;
-                    self.last_alert.insert(fingerprint(&key), now);
-                    out.push(self.event(EventKind::AlertRaised, &l, &verdict, None));
-                }
-            } else if !inventory {
-                out.push(self.event(EventKind::ListenerOpened, &l, &verdict, None));
-            }
-            self.entries.insert(
-                key,
-                Entry {
-                    listener: l,
-                    verdict,
-                    alert,
-                    gone_since: None,
-                    seen_in: generation,
-                },
-            );
         }
+        if let Some(restored) = restored {
+            self.clear_restored(now, restored, classify, out);
+        }
+        self.close_expired(now, out);
+        let quiet = self.timing.realert_after;
+        if !self.last_alert.is_empty() {
+            self.last_alert
+                .retain(|_, t| now.at.saturating_duration_since(*t) < quiet);
+        }
+        // After a flood has come and gone, give its memory back.
+        shrink(&mut self.entries);
+        shrink(&mut self.last_alert);
+        self.recount();
+    }
 
-        // Alerts of a previous run whose listener is gone by now.
-        for (key, l) in restored.into_iter().flatten() {
+    /// A known listener in this snapshot: back within its grace window, or taken over by
+    /// a new pid, is a restart.
+    fn seen_again(
+        e: &mut Entry,
+        generation: u64,
+        now: Now,
+        l: Listener,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        if e.seen_in == generation {
+            return; // same identity twice in one snapshot: already folded in
+        }
+        e.seen_in = generation;
+        let old_pid = e.listener.owner.process().map(|p| p.pid);
+        let new_pid = l.owner.process().map(|p| p.pid);
+        let returned = e.gone_since.take().is_some();
+        // A restart in place: every old pid has gone, a new one holds the socket.
+        let replaced = old_pid.is_some_and(|p| !l.pids.contains(&p)) && new_pid.is_some();
+        e.listener = l;
+        if returned || replaced {
+            let detail = match (old_pid, new_pid) {
+                (Some(a), Some(b)) if a != b => format!("pid {a} replaced by pid {b}"),
+                _ => "reopened by the same program".to_owned(),
+            };
+            let mut ev = Event::new(EventKind::ListenerRestarted, now, &e.listener, &e.class)
+                .with_detail(detail);
+            ev.previous_pid = old_pid;
+            ev.alert_suppressed = e.alert == AlertState::Suppressed;
+            out.push(Arc::new(ev));
+        }
+    }
+
+    /// A listener identity not seen before: classify it once, record it, alert on it.
+    fn admit(
+        &mut self,
+        now: Now,
+        key: ListenerKey,
+        l: Listener,
+        restored: Option<&HashMap<ListenerKey, Listener>>,
+        classify: Classify<'_>,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let inventory = restored.is_some();
+        let class = Arc::new(classify(&l));
+        if inventory {
+            out.push(Arc::new(Event::new(
+                EventKind::ListenerPresent,
+                now,
+                &l,
+                &class,
+            )));
+        }
+        let mut entry = Entry {
+            listener: l,
+            class,
+            alert: AlertState::None,
+            raised: None,
+            gone_since: None,
+            seen_in: self.generation,
+        };
+        if entry.class.verdict.alert {
+            let already = restored.is_some_and(|r| r.contains_key(&key));
+            let recent = self
+                .last_alert
+                .get(&fingerprint(&key))
+                .is_some_and(|&t| now.at.saturating_duration_since(t) < self.timing.realert_after);
+            let raise = Arc::new(Event::new(
+                EventKind::AlertRaised,
+                now,
+                &entry.listener,
+                &entry.class,
+            ));
+            if already {
+                // Alerted before the daemon restarted, and still there: not again.
+                entry.alert = AlertState::Active;
+                entry.raised = Some(raise);
+            } else if recent {
+                entry.alert = AlertState::Suppressed;
+                if !inventory {
+                    let mut e = Event::new(
+                        EventKind::ListenerOpened,
+                        now,
+                        &entry.listener,
+                        &entry.class,
+                    )
+                    .with_detail("alerted within the quiet time already (realert_after)");
+                    e.alert_suppressed = true;
+                    out.push(Arc::new(e));
+                }
+            } else {
+                entry.alert = AlertState::Active;
+                self.last_alert.insert(fingerprint(&key), now.at);
+                entry.raised = Some(Arc::clone(&raise));
+                out.push(raise);
+            }
+        } else if !inventory {
+            out.push(Arc::new(Event::new(
+                EventKind::ListenerOpened,
+                now,
+                &entry.listener,
+                &entry.class,
+            )));
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// Alerts of a previous run whose listener is gone by now.
+    fn clear_restored(
+        &self,
+        now: Now,
+        restored: HashMap<ListenerKey, Listener>,
+        classify: Classify<'_>,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        for (key, l) in restored {
             if self
                 .entries
                 .get(&key)
-                .is_none_or(|e| e.seen_in != generation)
+                .is_none_or(|e| e.seen_in != self.generation)
             {
-                let mut e = self.event(EventKind::AlertCleared, &l, &judge(&l), None);
-                e.detail = Some("listener closed while portsentinel was not running".into());
-                out.push(e);
+                let class = Arc::new(classify(&l));
+                let e = Event::new(EventKind::AlertCleared, now, &l, &class)
+                    .with_detail("listener closed while portsentinel was not running");
+                out.push(Arc::new(e));
             }
         }
+    }
 
+    /// Listeners absent for longer than the grace window: closed.
+    fn close_expired(&mut self, now: Now, out: &mut Vec<Arc<Event>>) {
         let grace = self.timing.restart_grace;
+        let generation = self.generation;
         let mut closed = Vec::new();
         for (key, e) in self.entries.iter_mut() {
             if e.seen_in == generation {
                 continue;
             }
-            let since = *e.gone_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= grace {
+            let since = *e.gone_since.get_or_insert(now.at);
+            if now.at.saturating_duration_since(since) >= grace {
                 closed.push(key.clone());
             }
         }
@@ -288,25 +397,11 @@ impl Tracker {
                 AlertState::Active => EventKind::AlertCleared,
                 AlertState::None | AlertState::Suppressed => EventKind::ListenerClosed,
             };
-            let mut ev = self.event(
-                kind,
-                &e.listener,
-                &e.verdict,
-                Some("listener closed".into()),
-            );
+            let mut ev =
+                Event::new(kind, now, &e.listener, &e.class).with_detail("listener closed");
             ev.alert_suppressed = e.alert == AlertState::Suppressed;
-            out.push(ev);
+            out.push(Arc::new(ev));
         }
-
-        let quiet = self.timing.realert_after;
-        if !self.last_alert.is_empty() {
-            self.last_alert
-                .retain(|_, t| now.saturating_duration_since(*t) < quiet);
-        }
-        // After a flood has come and gone, give its memory back.
-        shrink(&mut self.entries);
-        shrink(&mut self.last_alert);
-        self.recount();
     }
 
     fn recount(&mut self) {
@@ -318,66 +413,43 @@ impl Tracker {
         self.counts = c;
     }
 
-    /// Judges every known listener again (after a config reload): newly disallowed ones
-    /// raise an alert, newly allowed ones clear theirs.
-    pub fn rejudge(
-        &mut self,
-        now: Instant,
-        judge: &dyn Fn(&Listener) -> Verdict,
-        out: &mut Vec<Event>,
-    ) {
-        let mut events = Vec::new();
+    /// Classifies every known listener again (after a config reload): newly disallowed
+    /// ones raise an alert, newly allowed ones clear theirs.
+    pub fn rejudge(&mut self, now: Now, classify: Classify<'_>, out: &mut Vec<Arc<Event>>) {
         for (key, e) in self.entries.iter_mut() {
-            let verdict = judge(&e.listener);
-            let was = e.alert;
-            e.verdict = verdict;
-            match (was, e.verdict.alert) {
+            e.class = Arc::new(classify(&e.listener));
+            match (e.alert, e.class.verdict.alert) {
                 (AlertState::Active, false) => {
                     e.alert = AlertState::None;
-                    let detail = format!("allowed after config reload: {}", e.verdict.reason);
-                    events.push((
-                        EventKind::AlertCleared,
-                        e.listener.clone(),
-                        e.verdict.clone(),
-                        Some(detail),
-                    ));
+                    e.raised = None;
+                    let detail = format!("allowed after config reload: {}", e.class.verdict.reason);
+                    let ev = Event::new(EventKind::AlertCleared, now, &e.listener, &e.class);
+                    out.push(Arc::new(ev.with_detail(detail)));
+                }
+                (AlertState::Active, true) => {
+                    // Still alerted: a new subscriber hears the current reason.
+                    let time = e.raised.as_ref().map_or(now.wall, |r| r.time);
+                    let mut ev = Event::new(EventKind::AlertRaised, now, &e.listener, &e.class);
+                    ev.time = time;
+                    e.raised = Some(Arc::new(ev));
                 }
                 (AlertState::Suppressed, false) => e.alert = AlertState::None,
                 (AlertState::None, true) => {
                     e.alert = AlertState::Active;
-                    self.last_alert.insert(fingerprint(key), now);
-                    events.push((
+                    self.last_alert.insert(fingerprint(key), now.at);
+                    let raise = Arc::new(Event::new(
                         EventKind::AlertRaised,
-                        e.listener.clone(),
-                        e.verdict.clone(),
-                        None,
+                        now,
+                        &e.listener,
+                        &e.class,
                     ));
+                    e.raised = Some(Arc::clone(&raise));
+                    out.push(raise);
                 }
                 _ => {}
             }
         }
         self.recount();
-        for (kind, listener, verdict, detail) in events {
-            out.push(Event {
-                kind,
-                listener,
-                verdict,
-                detail,
-                previous_pid: None,
-                alert_suppressed: false,
-            });
-        }
-    }
-
-    fn event(&self, kind: EventKind, l: &Listener, v: &Verdict, detail: Option<String>) -> Event {
-        Event {
-            kind,
-            listener: l.clone(),
-            verdict: v.clone(),
-            detail,
-            previous_pid: None,
-            alert_suppressed: false,
-        }
     }
 
     /// True while some vanished listener waits out its grace window: the next poll must
@@ -391,13 +463,18 @@ impl Tracker {
         self.entries.len()
     }
 
-    /// Alerts raised and not cleared: what a restart must not raise again, and what a new
-    /// event-socket subscriber hears first.
-    pub fn active_alerts(&self) -> impl Iterator<Item = (&ListenerKey, &Listener, &Verdict)> {
+    /// The events that raised the alerts active now: what a new event-socket subscriber
+    /// hears first.
+    pub fn active_alerts(&self) -> impl Iterator<Item = &Arc<Event>> {
+        self.entries.values().filter_map(|e| e.raised.as_ref())
+    }
+
+    /// The listeners alerted on now: what a restart of the daemon must not alert on again.
+    pub fn alerted(&self) -> impl Iterator<Item = (&ListenerKey, &Listener)> {
         self.entries
             .iter()
             .filter(|(_, e)| e.alert == AlertState::Active)
-            .map(|(k, e)| (k, &e.listener, &e.verdict))
+            .map(|(k, e)| (k, &e.listener))
     }
 
     pub fn alert_count(&self) -> usize {
@@ -405,10 +482,38 @@ impl Tracker {
     }
 }
 
+/// For tests elsewhere: the event a fresh tracker makes of `l` appearing after the
+/// inventory, under the default policy and the built-in registry.
+#[cfg(test)]
+pub(crate) fn first_event(l: Listener, netns: Option<u64>) -> Event {
+    let (registry, policy) = (
+        crate::registry::Registry::builtin(),
+        super::Policy::default(),
+    );
+    let c = super::Classifier {
+        registry: &registry,
+        policy: &policy,
+        netns,
+    };
+    let timing = Timing {
+        restart_grace: Duration::ZERO,
+        realert_after: Duration::ZERO,
+    };
+    let mut tracker = Tracker::new(timing, vec![]);
+    let now = Now {
+        at: Instant::now(),
+        wall: SystemTime::UNIX_EPOCH,
+    };
+    let mut out = Vec::new();
+    tracker.update(now, vec![], &|l| c.classify(l), &mut out);
+    tracker.update(now, vec![l], &|l| c.classify(l), &mut out);
+    (*out.pop().expect("one event")).clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Owner, Policy, Process, Protocol};
+    use crate::model::{Classifier, Inode, Owner, Policy, Process, Protocol};
     use crate::registry::Registry;
     use std::collections::HashSet;
 
@@ -460,15 +565,28 @@ mod tests {
             }
         }
 
-        fn at(&mut self, secs: u64, listeners: Vec<Listener>) -> Vec<(EventKind, u16)> {
-            let (reg, pol) = (&self.registry, &self.policy);
+        fn now(&self, secs: u64) -> Now {
+            Now {
+                at: self.t0 + Duration::from_secs(secs),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            }
+        }
+
+        fn events(&mut self, secs: u64, listeners: Vec<Listener>) -> Vec<Arc<Event>> {
+            let now = self.now(secs);
+            let c = Classifier {
+                registry: &self.registry,
+                policy: &self.policy,
+                netns: None,
+            };
             let mut out = Vec::new();
-            self.tracker.update(
-                self.t0 + Duration::from_secs(secs),
-                listeners,
-                &|l| pol.judge(reg, l),
-                &mut out,
-            );
+            self.tracker
+                .update(now, listeners, &|l| c.classify(l), &mut out);
+            out
+        }
+
+        fn at(&mut self, secs: u64, listeners: Vec<Listener>) -> Vec<(EventKind, u16)> {
+            let out = self.events(secs, listeners);
             out.iter().map(|e| (e.kind, e.listener.port)).collect()
         }
     }
@@ -551,16 +669,12 @@ mod tests {
         assert_eq!(ev, [(ListenerRestarted, 22), (ListenerRestarted, 867)]);
         assert_eq!(s.tracker.alert_count(), 1, "the alert stays raised, once");
         // A restart in place (new pid between two polls) is a restart too.
-        let mut out = Vec::new();
-        let (reg, pol) = (&s.registry, &s.policy);
-        s.tracker.update(
-            s.t0 + Duration::from_secs(3),
+        let out = s.events(
+            3,
             vec![
                 listener(22, 30, "/usr/sbin/sshd"),
                 listener(867, 21, "/tmp/x"),
             ],
-            &|l| pol.judge(reg, l),
-            &mut out,
         );
         assert_eq!(out.len(), 1);
         assert_eq!(
@@ -641,9 +755,12 @@ mod tests {
             alert_on: [crate::model::Condition::WellKnown].into(),
         };
         let mut out = Vec::new();
-        let reg = &s.registry;
-        s.tracker
-            .rejudge(s.t0, &|l| allow_867.judge(reg, l), &mut out);
+        let c = Classifier {
+            registry: &s.registry,
+            policy: &allow_867,
+            netns: None,
+        };
+        s.tracker.rejudge(s.now(0), &|l| c.classify(l), &mut out);
         let mut got: Vec<_> = out.iter().map(|e| (e.kind, e.listener.port)).collect();
         got.sort_by_key(|e| e.1);
         assert_eq!(got, [(AlertRaised, 22), (AlertCleared, 867)]);

@@ -1,5 +1,6 @@
 //! The pure core: values in, values out. Nothing here reads the clock, files or sockets.
 
+pub mod classify;
 pub mod desktop;
 pub mod events;
 pub mod listener;
@@ -8,7 +9,8 @@ pub mod report;
 pub mod snapshot;
 pub mod wire;
 
-pub use events::{Event, EventKind, Timing, Tracker};
+pub use classify::{Classification, Classifier, Iana, PortRange, Status, alert_id};
+pub use events::{Event, EventKind, Now, Timing, Tracker};
 pub use listener::{
     Inode, Listener, Owner, Pid, Process, Protocol, Reach, Socket, UnknownOwner, display_address,
 };

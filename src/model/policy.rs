@@ -11,8 +11,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::classify::{Iana, registry_clause};
 use super::listener::{Listener, Protocol, Reach};
-use crate::registry::{PortFacts, PortRange, Registry, Status};
+use crate::registry::{PortRange, Status};
 
 /// A class of listener that raises an alert unless a rule allows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ impl Condition {
     pub const DEFAULT: [Condition; 2] =
         [Condition::WellKnownUnassigned, Condition::WellKnownReserved];
 
-    fn holds(self, range: PortRange, facts: &PortFacts<'_>) -> bool {
+    fn holds(self, range: PortRange, facts: &Iana) -> bool {
         match self {
             Condition::WellKnownUnassigned => {
                 range == PortRange::WellKnown && facts.status == Status::Unassigned
@@ -256,25 +257,9 @@ pub struct Verdict {
     pub rule: Option<usize>,
 }
 
-/// The registry's words for a port: "867/tcp is unassigned by IANA", used in reasons.
-pub fn registry_fact(protocol: Protocol, port: u16, facts: &PortFacts<'_>) -> String {
-    let range = PortRange::of(port);
-    let (lo, hi) = range.bounds();
-    let status = match (facts.status, facts.listed) {
-        (Status::Assigned, _) => {
-            let names: Vec<&str> = facts.services().collect();
-            format!("IANA-assigned ({})", names.join(", "))
-        }
-        (Status::Unassigned, true) => "unassigned by IANA".to_owned(),
-        (Status::Unassigned, false) => "in no IANA registry row (counts as unassigned)".to_owned(),
-        (Status::Reserved, _) => "reserved by IANA".to_owned(),
-    };
-    format!("{port}/{protocol} is {status}, in the {range} range ({lo}-{hi})")
-}
-
 impl Policy {
-    /// Judges one listener.
-    pub fn judge(&self, registry: &Registry, l: &Listener) -> Verdict {
+    /// Judges one listener, given what IANA says about its port.
+    pub fn judge(&self, iana: &Iana, l: &Listener) -> Verdict {
         if let Some((i, rule)) = self.allow.iter().enumerate().find(|(_, r)| r.matches(l)) {
             return Verdict {
                 alert: false,
@@ -284,10 +269,9 @@ impl Policy {
                 rule: Some(i),
             };
         }
-        let facts = registry.lookup(l.protocol, l.port);
         let range = PortRange::of(l.port);
-        let fact = registry_fact(l.protocol, l.port, &facts);
-        match self.alert_on.iter().find(|c| c.holds(range, &facts)) {
+        let fact = registry_clause(l, iana);
+        match self.alert_on.iter().find(|c| c.holds(range, iana)) {
             Some(&condition) => Verdict {
                 alert: true,
                 severity: condition.severity(l.reach()),
@@ -309,7 +293,23 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Owner, Pid, Process, UnknownOwner};
+    use crate::model::{Classifier, Inode, Owner, Pid, Process, UnknownOwner};
+    use crate::registry::Registry;
+
+    trait JudgeWith {
+        fn judge_with(&self, registry: &Registry, l: &Listener) -> Verdict;
+    }
+
+    impl JudgeWith for Policy {
+        fn judge_with(&self, registry: &Registry, l: &Listener) -> Verdict {
+            let c = Classifier {
+                registry,
+                policy: self,
+                netns: None,
+            };
+            c.classify(l).verdict
+        }
+    }
 
     fn listener(proto: Protocol, addr: &str, port: u16, owner: Owner) -> Listener {
         Listener {
@@ -341,7 +341,7 @@ mod tests {
     fn default_policy_alerts_on_unassigned_well_known_only() {
         let reg = Registry::builtin();
         let p = Policy::default();
-        let v = p.judge(
+        let v = p.judge_with(
             &reg,
             &listener(Protocol::Tcp, "0.0.0.0", 867, process("nc", "/usr/bin/nc")),
         );
@@ -358,7 +358,7 @@ mod tests {
             v.reason
         );
 
-        let v = p.judge(
+        let v = p.judge_with(
             &reg,
             &listener(
                 Protocol::Tcp,
@@ -369,7 +369,7 @@ mod tests {
         );
         assert_eq!((v.alert, v.severity), (true, Severity::Medium));
 
-        let v = p.judge(
+        let v = p.judge_with(
             &reg,
             &listener(
                 Protocol::Udp,
@@ -385,10 +385,10 @@ mod tests {
             (8080, Protocol::Tcp),
             (60000, Protocol::Udp),
         ] {
-            let v = p.judge(&reg, &listener(proto, "0.0.0.0", port, process("x", "/x")));
+            let v = p.judge_with(&reg, &listener(proto, "0.0.0.0", port, process("x", "/x")));
             assert!(!v.alert, "{port}/{proto}: {}", v.reason);
         }
-        let v = p.judge(
+        let v = p.judge_with(
             &reg,
             &listener(
                 Protocol::Tcp,
@@ -397,7 +397,11 @@ mod tests {
                 process("sshd", "/usr/sbin/sshd"),
             ),
         );
-        assert!(v.reason.contains("IANA-assigned (ssh)"), "{}", v.reason);
+        assert!(
+            v.reason.contains("22/tcp is assigned to ssh by IANA"),
+            "{}",
+            v.reason
+        );
     }
 
     #[test]
@@ -420,40 +424,40 @@ mod tests {
             ..Policy::default()
         };
         let nc = || process("nc", "/usr/bin/nc (deleted)");
-        let v = p.judge(&reg, &listener(Protocol::Tcp, "127.0.0.1", 867, nc()));
+        let v = p.judge_with(&reg, &listener(Protocol::Tcp, "127.0.0.1", 867, nc()));
         assert!(!v.alert);
         assert_eq!(v.reason, "allowed by [[allow]] \"lab\" (c.toml:3)");
         assert_eq!(v.rule, Some(0));
         assert!(
-            !p.judge(&reg, &listener(Protocol::Tcp, "10.1.2.3", 867, nc()))
+            !p.judge_with(&reg, &listener(Protocol::Tcp, "10.1.2.3", 867, nc()))
                 .alert
         );
         assert!(
-            !p.judge(&reg, &listener(Protocol::Tcp, "::ffff:10.1.2.3", 867, nc()))
+            !p.judge_with(&reg, &listener(Protocol::Tcp, "::ffff:10.1.2.3", 867, nc()))
                 .alert
         );
         // Wrong address, protocol, exe or port: alert.
         assert!(
-            p.judge(&reg, &listener(Protocol::Tcp, "0.0.0.0", 867, nc()))
+            p.judge_with(&reg, &listener(Protocol::Tcp, "0.0.0.0", 867, nc()))
                 .alert
         );
         assert!(
-            p.judge(&reg, &listener(Protocol::Udp, "127.0.0.1", 867, nc()))
+            p.judge_with(&reg, &listener(Protocol::Udp, "127.0.0.1", 867, nc()))
                 .alert
         );
         assert!(
-            p.judge(
+            p.judge_with(
                 &reg,
                 &listener(Protocol::Tcp, "127.0.0.1", 867, process("nc", "/bin/nc"))
             )
             .alert
         );
         assert!(
-            p.judge(&reg, &listener(Protocol::Tcp, "127.0.0.1", 871, nc()))
+            p.judge_with(&reg, &listener(Protocol::Tcp, "127.0.0.1", 871, nc()))
                 .alert
         );
         assert!(
-            p.judge(
+            p.judge_with(
                 &reg,
                 &listener(
                     Protocol::Tcp,
@@ -480,14 +484,14 @@ mod tests {
             ..Policy::default()
         };
         assert!(
-            !p.judge(
+            !p.judge_with(
                 &reg,
                 &listener(Protocol::Tcp, "::", 867, process("a", "/a"))
             )
             .alert
         );
         assert!(
-            p.judge(
+            p.judge_with(
                 &reg,
                 &listener(Protocol::Tcp, "192.0.2.1", 867, process("a", "/a"))
             )
@@ -504,7 +508,7 @@ mod tests {
         // An unknown owner is matched on the socket's uid.
         assert!(
             !by_uid
-                .judge(
+                .judge_with(
                     &reg,
                     &listener(
                         Protocol::Tcp,
@@ -524,7 +528,7 @@ mod tests {
             alert_on: [Condition::WellKnown, Condition::RegisteredUnassigned].into(),
             allow: vec![],
         };
-        let v = p.judge(
+        let v = p.judge_with(
             &reg,
             &listener(
                 Protocol::Tcp,
@@ -542,7 +546,7 @@ mod tests {
             .find(|&p| reg.lookup(Protocol::Tcp, p).status == Status::Unassigned)
             .unwrap();
         assert!(
-            p.judge(
+            p.judge_with(
                 &reg,
                 &listener(Protocol::Tcp, "0.0.0.0", port, process("a", "/a"))
             )
@@ -552,7 +556,7 @@ mod tests {
             alert_on: [Condition::Any].into(),
             allow: vec![],
         };
-        let v = any.judge(
+        let v = any.judge_with(
             &reg,
             &listener(Protocol::Udp, "127.0.0.1", 60000, process("a", "/a")),
         );

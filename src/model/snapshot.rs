@@ -53,13 +53,24 @@ pub struct ListenerKey {
 }
 
 impl ListenerKey {
-    pub fn of(l: &Listener) -> ListenerKey {
+    /// The one constructor: the socket's protocol, address and port, and who owns it.
+    pub fn new(
+        protocol: Protocol,
+        address: IpAddr,
+        port: u16,
+        owner: &Owner,
+        socket_uid: u32,
+    ) -> ListenerKey {
         ListenerKey {
-            protocol: l.protocol,
-            port: l.port,
-            address: l.address,
-            owner: OwnerKey::of(&l.owner, l.uid),
+            protocol,
+            port,
+            address,
+            owner: OwnerKey::of(owner, socket_uid),
         }
+    }
+
+    pub fn of(l: &Listener) -> ListenerKey {
+        ListenerKey::new(l.protocol, l.address, l.port, &l.owner, l.uid)
     }
 }
 
@@ -75,12 +86,7 @@ pub fn group_listeners(
     let mut groups: BTreeMap<(ListenerKey, u64), Listener> = BTreeMap::new();
     for s in sockets {
         let owner = owner_of(s);
-        let key = ListenerKey {
-            protocol: s.protocol,
-            port: s.port,
-            address: s.address,
-            owner: OwnerKey::of(&owner, s.uid),
-        };
+        let key = ListenerKey::new(s.protocol, s.address, s.port, &owner, s.uid);
         let split = if per_socket { s.inode.0 } else { 0 };
         match groups.entry((key, split)) {
             std::collections::btree_map::Entry::Occupied(mut e) => {

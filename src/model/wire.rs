@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use super::events::{Event, EventKind};
 use super::report::Report;
-use super::snapshot::ListenerKey;
-use crate::registry::Registry;
 
 /// The format version; bumped only for changes old readers would misread.
 pub const VERSION: u32 = 1;
@@ -55,41 +53,33 @@ pub struct WireEvent {
     pub alert_suppressed: bool,
 }
 
-/// FNV-1a, 64 bit: stable across runs and builds, unlike the std hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The stable id of a listener's identity.
-pub fn alert_id(netns: Option<u64>, key: &ListenerKey) -> String {
-    let json = serde_json::to_vec(&(netns, key)).unwrap_or_default();
-    format!("{:016x}", fnv1a(&json))
-}
-
 impl WireEvent {
-    pub fn new(
-        e: &Event,
-        registry: &Registry,
-        netns: Option<u64>,
-        time: std::time::SystemTime,
-    ) -> WireEvent {
+    pub fn new(e: &Event) -> WireEvent {
         WireEvent {
             version: VERSION,
             kind: e.kind,
-            time: humantime::format_rfc3339_millis(time).to_string(),
-            alert_id: alert_id(netns, &ListenerKey::of(&e.listener)),
+            time: humantime::format_rfc3339_millis(e.time).to_string(),
+            alert_id: e.class.alert_id.clone(),
             replay: false,
-            listener: Report::new(&e.listener, registry, e.verdict.clone()),
+            listener: Report::new(&e.listener, &e.class),
             detail: e.detail.clone(),
             previous_pid: e.previous_pid.map(|p| p.0),
             alert_suppressed: e.alert_suppressed,
         }
     }
+}
+
+/// An event's line, newline included, serialized from a borrowed event: the same bytes as
+/// `Message::Event(..).to_line()`.
+pub fn event_line(e: &WireEvent) -> String {
+    #[derive(Serialize)]
+    #[serde(tag = "type", rename_all = "kebab-case")]
+    enum Borrowed<'a> {
+        Event(&'a WireEvent),
+    }
+    let mut s = serde_json::to_string(&Borrowed::Event(e)).expect("events always serialize");
+    s.push('\n');
+    s
 }
 
 impl Message {
@@ -122,7 +112,8 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Listener, Owner, Pid, Policy, Process, Protocol};
+    use crate::model::classify::alert_id;
+    use crate::model::{Inode, Listener, ListenerKey, Owner, Pid, Process, Protocol};
 
     fn event() -> Event {
         let l = Listener {
@@ -144,26 +135,21 @@ mod tests {
                 start_time: 0,
             })),
         };
-        let verdict = Policy::default().judge(&Registry::builtin(), &l);
-        Event {
-            kind: EventKind::AlertRaised,
-            listener: l,
-            verdict,
-            detail: None,
-            previous_pid: None,
-            alert_suppressed: false,
-        }
+        raise(l)
+    }
+
+    fn raise(l: Listener) -> Event {
+        let e = crate::model::events::first_event(l, Some(1));
+        assert_eq!(e.kind, EventKind::AlertRaised);
+        e
     }
 
     #[test]
     fn round_trip() {
-        let w = WireEvent::new(
-            &event(),
-            &Registry::builtin(),
-            Some(1),
-            std::time::SystemTime::UNIX_EPOCH,
-        );
+        let w = WireEvent::new(&event());
+        assert_eq!(w.time, "1970-01-01T00:00:00.000Z");
         let line = Message::Event(Box::new(w.clone())).to_line();
+        assert_eq!(event_line(&w), line);
         assert!(
             line.starts_with("{\"type\":\"event\",\"version\":1,\"kind\":\"alert-raised\""),
             "{line}"
@@ -185,6 +171,11 @@ mod tests {
         }
         let id = |e: &Event| alert_id(Some(1), &ListenerKey::of(&e.listener));
         assert_eq!(id(&a), id(&b));
+        assert_eq!(
+            a.class.alert_id,
+            id(&a),
+            "the classification carries the same id"
+        );
         assert_eq!(id(&a).len(), 16);
         assert_ne!(alert_id(Some(2), &ListenerKey::of(&a.listener)), id(&a));
     }

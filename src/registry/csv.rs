@@ -89,19 +89,7 @@ pub fn build_tables(reader: impl Read) -> Result<Tables, CsvError> {
         message,
     };
     let headers = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
-    let mut idx = [0usize; 4];
-    for (slot, want) in idx.iter_mut().zip(COLUMNS) {
-        *slot = headers
-            .iter()
-            .position(|h| h.trim() == want)
-            .ok_or_else(|| {
-                bad(
-                    1,
-                    format!("no `{want}` column: is this IANA's service-names-port-numbers.csv?"),
-                )
-            })?;
-    }
-    let [name_i, port_i, proto_i, desc_i] = idx;
+    let [name_i, port_i, proto_i, desc_i] = column_indexes(&headers)?;
 
     let mut tcp = vec![PortAcc::default(); 65536];
     let mut udp = vec![PortAcc::default(); 65536];
@@ -147,16 +135,12 @@ pub fn build_tables(reader: impl Read) -> Result<Tables, CsvError> {
             _ => continue, // sctp, dccp: not watched
         };
         for (wanted, table) in [(to_tcp, &mut tcp), (to_udp, &mut udp)] {
-            if !wanted {
-                continue;
-            }
-            for acc in &mut table[usize::from(first)..=usize::from(last)] {
-                if rank(Some(status)) > rank(acc.status) {
-                    acc.status = Some(status);
-                }
-                if status == Status::Assigned && !acc.names.iter().any(|n| &**n == name) {
-                    acc.names.push(name.into());
-                }
+            if wanted {
+                add_row(
+                    &mut table[usize::from(first)..=usize::from(last)],
+                    status,
+                    name,
+                );
             }
         }
     }
@@ -165,6 +149,36 @@ pub fn build_tables(reader: impl Read) -> Result<Tables, CsvError> {
         udp: into_runs(udp),
         rows,
     })
+}
+
+/// Where IANA's columns are in this file's header.
+fn column_indexes(headers: &::csv::StringRecord) -> Result<[usize; 4], CsvError> {
+    let mut idx = [0usize; 4];
+    for (slot, want) in idx.iter_mut().zip(COLUMNS) {
+        *slot = headers
+            .iter()
+            .position(|h| h.trim() == want)
+            .ok_or_else(|| CsvError::Bad {
+                path: None,
+                line: 1,
+                message: format!(
+                    "no `{want}` column: is this IANA's service-names-port-numbers.csv?"
+                ),
+            })?;
+    }
+    Ok(idx)
+}
+
+/// Folds one row into the ports it covers: the strongest status wins, names add up.
+fn add_row(ports: &mut [PortAcc], status: Status, name: &str) {
+    for acc in ports {
+        if rank(Some(status)) > rank(acc.status) {
+            acc.status = Some(status);
+        }
+        if status == Status::Assigned && !acc.names.iter().any(|n| &**n == name) {
+            acc.names.push(name.into());
+        }
+    }
 }
 
 fn parse_port_range(s: &str) -> Option<(u16, u16)> {

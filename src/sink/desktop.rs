@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use notify_rust::{Notification, Timeout};
 
+use crate::latch::Latch;
 use crate::model::desktop::{Action, Note, Planner, Urgency, escape_markup};
 use crate::model::wire::WireEvent;
 
@@ -35,7 +36,7 @@ pub struct Desktop {
     retry_at: Option<Instant>,
     /// Whether the server renders markup in bodies (asked once it answers).
     markup: Option<bool>,
-    failing: Option<String>,
+    failing: Latch,
 }
 
 impl Desktop {
@@ -46,7 +47,12 @@ impl Desktop {
             pending: Vec::new(),
             retry_at: None,
             markup: None,
-            failing: None,
+            failing: Latch::new(
+                "cannot show desktop notifications",
+                "is a notification server running on this session bus (DBUS_SESSION_BUS_ADDRESS)? \
+                 Retrying every 3 s",
+                "desktop notifications work again",
+            ),
         }
     }
 
@@ -126,21 +132,18 @@ impl Desktop {
                 Ok(()) => {
                     self.pending.remove(i);
                     self.retry_at = None;
-                    if let Some(was) = self.failing.take() {
-                        tracing::info!(
-                            "desktop notifications work again (they failed with: {was})"
-                        );
+                    if let Some(back) = self.failing.recover() {
+                        tracing::info!("{back}");
                     }
                 }
                 Err(e) => {
-                    if self.failing.is_none() {
-                        tracing::error!(
-                            "cannot show desktop notifications: {e}; is a notification server running \
-                             on this session bus (DBUS_SESSION_BUS_ADDRESS)? Retrying every {} s",
-                            RETRY.as_secs()
-                        );
+                    // Said when it starts, not again while it goes on.
+                    let new = !self.failing.is_failing();
+                    if let Some(problem) = self.failing.fail(e)
+                        && new
+                    {
+                        tracing::error!("{problem}");
                     }
-                    self.failing = Some(e);
                     self.retry_at = Some(Instant::now() + RETRY);
                     return;
                 }
@@ -162,6 +165,31 @@ impl Desktop {
             .map_err(|e| e.to_string())?;
         self.ids.insert(slot, (handle.id(), Instant::now()));
         Ok(())
+    }
+}
+
+/// With `[notify] desktop = true`: shows the notifications of the events that come, until
+/// the daemon goes away.
+pub async fn serve(
+    mut rx: tokio::sync::mpsc::Receiver<std::sync::Arc<WireEvent>>,
+    burst_window: Duration,
+) {
+    let mut desktop = Desktop::new(burst_window);
+    loop {
+        let due = desktop.next_flush();
+        tokio::select! {
+            e = rx.recv() => match e {
+                Some(e) => {
+                    desktop.plan(&e);
+                    while let Ok(more) = rx.try_recv() {
+                        desktop.plan(&more);
+                    }
+                    desktop.flush().await;
+                }
+                None => return,
+            },
+            _ = until(due), if due.is_some() => desktop.flush().await,
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::record::{Record, priority};
+use crate::latch::Latch;
 
 /// The journal's native socket.
 pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -83,6 +84,17 @@ pub struct LogSink {
     thread: Option<JoinHandle<()>>,
     mode: LogMode,
     pub stats: Arc<LogStats>,
+}
+
+/// Where records go: the daemon's log is a [`LogHandle`]; tests collect records in memory.
+pub trait RecordSink: Send + Sync + std::fmt::Debug {
+    fn send(&self, record: Record);
+}
+
+impl RecordSink for LogHandle {
+    fn send(&self, record: Record) {
+        LogHandle::send(self, record);
+    }
 }
 
 /// A cheap, cloneable way to send records to the log (for the event socket's tasks).
@@ -216,6 +228,7 @@ struct Journal {
     socket: Option<UnixDatagram>,
     /// Since when journald has been unreachable, and when to try it again.
     down: Option<(Instant, Instant)>,
+    latch: Latch,
     /// Encoded records that journald has not had yet, oldest first.
     backlog: VecDeque<Vec<u8>>,
     backlog_bytes: usize,
@@ -275,8 +288,9 @@ impl Journal {
             return;
         }
         self.down = None;
+        let back = self.latch.recover().unwrap_or_default();
         let mut note = format!(
-            "journald is reachable again after {:.1} s; the records of that time were written to stderr \
+            "{back}, after {:.1} s; the records of that time were written to stderr \
              and are sent now, with PORTSENTINEL_TIME telling when they happened",
             since.elapsed().as_secs_f64()
         );
@@ -302,6 +316,11 @@ fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Option<Record>>, stats: &Lo
         backlog: VecDeque::new(),
         backlog_bytes: 0,
         backlog_dropped: 0,
+        latch: Latch::new(
+            "cannot write to journald",
+            "writing records to stderr, and keeping them for journald until it answers again",
+            "journald is reachable again",
+        ),
     });
     loop {
         let record = match rx.recv_timeout(RETRY) {
@@ -329,18 +348,12 @@ fn writer(mode: LogMode, path: PathBuf, rx: Receiver<Option<Record>>, stats: &Lo
             match j.send_bytes(&datagram) {
                 Ok(()) => continue,
                 Err(e) => {
-                    write_stderr(
-                        &Record::plain(
-                            priority::WARNING,
-                            None,
-                            format!(
-                                "cannot write to journald ({}): {e}; writing records to stderr, and keeping them \
-                                 for journald until it answers again",
-                                j.path.display()
-                            ),
-                        ),
-                        LogMode::Text,
-                    );
+                    if let Some(warning) = j.latch.fail(format!("{}: {e}", j.path.display())) {
+                        write_stderr(
+                            &Record::plain(priority::WARNING, None, warning),
+                            LogMode::Text,
+                        );
+                    }
                     j.down = Some((now, now + RETRY));
                 }
             }

@@ -9,8 +9,7 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::model::{Event, EventKind, Owner, Reach, display_address};
-use crate::registry::{PortRange, Registry, Status};
+use crate::model::{Event, EventKind, Owner, display_address};
 use crate::text::{clip, escape_control, join_cmdline};
 
 /// journald priorities (syslog levels).
@@ -19,6 +18,7 @@ pub mod priority {
     pub const WARNING: u8 = 4;
     pub const NOTICE: u8 = 5;
     pub const INFO: u8 = 6;
+    pub const DEBUG: u8 = 7;
 }
 
 /// Message ids of the daemon's own records (events have theirs in [`EventKind`]).
@@ -72,66 +72,35 @@ impl Record {
         }
     }
 
-    pub fn from_event(
-        e: &Event,
-        registry: &Registry,
-        netns: Option<u64>,
-        time: SystemTime,
-    ) -> Record {
+    /// An event's record: its classification formatted, nothing worked out again.
+    pub fn from_event(e: &Event, netns: Option<u64>) -> Record {
         let l = &e.listener;
-        let facts = registry.lookup(l.protocol, l.port);
-        let range = PortRange::of(l.port);
-        let reach = Reach::of(l.address, l.v6only);
+        let class = &e.class;
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(24);
         f.push(("MESSAGE_ID", e.kind.message_id().to_owned()));
         f.push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
         f.push(("LISTEN_PROTO", l.protocol.to_string()));
         f.push(("LISTEN_ADDRESS", l.address.to_string()));
         f.push(("LISTEN_PORT", l.port.to_string()));
-        f.push(("LISTEN_REACH", reach.as_str().to_owned()));
+        f.push(("LISTEN_REACH", class.reach.as_str().to_owned()));
         if let Some(ns) = netns {
             f.push(("LISTEN_NETNS", ns.to_string()));
         }
-        f.push(("IANA_STATUS", facts.status.to_string()));
-        let services: Vec<&str> = facts.services().collect();
-        if !services.is_empty() {
-            f.push(("IANA_SERVICE", services.join(",")));
+        f.push(("IANA_STATUS", class.iana.status.to_string()));
+        if !class.iana.services.is_empty() {
+            f.push(("IANA_SERVICE", class.iana.services.join(",")));
         }
-        f.push(("PORT_RANGE", range.to_string()));
-        match &l.owner {
-            Owner::Process(p) => {
-                f.push(("LISTENER_PID", p.pid.to_string()));
-                f.push(("LISTENER_COMM", escape_control(&p.name).into_owned()));
-                if let Some(exe) = &p.exe {
-                    f.push(("LISTENER_EXE", escape_control(exe).into_owned()));
-                }
-                if !p.cmdline.is_empty() {
-                    f.push((
-                        "LISTENER_CMDLINE",
-                        clip(&join_cmdline(&p.cmdline), CMDLINE_MAX).into_owned(),
-                    ));
-                }
-                f.push(("LISTENER_UID", p.uid.unwrap_or(l.uid).to_string()));
-                if let Some(user) = &p.user {
-                    f.push(("LISTENER_USER", escape_control(user).into_owned()));
-                }
-                if let Some(unit) = &p.unit {
-                    f.push(("LISTENER_UNIT", escape_control(unit).into_owned()));
-                }
-            }
-            Owner::Unknown(why) => {
-                f.push(("LISTENER_UID", l.uid.to_string()));
-                f.push(("LISTENER_UNKNOWN", serde_plain(why)));
-            }
-        }
+        f.push(("PORT_RANGE", class.range.to_string()));
+        owner_fields(e, &mut f);
         if let Some(pid) = e.previous_pid {
             f.push(("LISTENER_PREVIOUS_PID", pid.to_string()));
         }
-        if e.verdict.alert {
-            f.push(("ALERT_REASON", e.verdict.reason.clone()));
-            f.push(("ALERT_SEVERITY", e.verdict.severity.to_string()));
+        let verdict = &class.verdict;
+        if verdict.alert {
+            f.push(("ALERT_REASON", verdict.reason.clone()));
+            f.push(("ALERT_SEVERITY", verdict.severity.to_string()));
         } else {
-            f.push(("VERDICT_REASON", e.verdict.reason.clone()));
+            f.push(("VERDICT_REASON", verdict.reason.clone()));
         }
         if e.alert_suppressed {
             f.push(("ALERT_SUPPRESSED", "flapping".to_owned()));
@@ -140,9 +109,9 @@ impl Record {
             f.push(("EVENT_DETAIL", d.clone()));
         }
         Record {
-            time,
+            time: e.time,
             priority: Self::priority_of(e),
-            message: event_message(e, &facts_word(facts.status, facts.listed, &services), reach),
+            message: event_message(e),
             fields: f,
         }
     }
@@ -215,6 +184,37 @@ impl Record {
     }
 }
 
+/// The owner's fields: the process where it was read, else why not.
+fn owner_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
+    let l = &e.listener;
+    match &l.owner {
+        Owner::Process(p) => {
+            f.push(("LISTENER_PID", p.pid.to_string()));
+            f.push(("LISTENER_COMM", escape_control(&p.name).into_owned()));
+            if let Some(exe) = &p.exe {
+                f.push(("LISTENER_EXE", escape_control(exe).into_owned()));
+            }
+            if !p.cmdline.is_empty() {
+                f.push((
+                    "LISTENER_CMDLINE",
+                    clip(&join_cmdline(&p.cmdline), CMDLINE_MAX).into_owned(),
+                ));
+            }
+            f.push(("LISTENER_UID", p.uid.unwrap_or(l.uid).to_string()));
+            if let Some(user) = &p.user {
+                f.push(("LISTENER_USER", escape_control(user).into_owned()));
+            }
+            if let Some(unit) = &p.unit {
+                f.push(("LISTENER_UNIT", escape_control(unit).into_owned()));
+            }
+        }
+        Owner::Unknown(why) => {
+            f.push(("LISTENER_UID", l.uid.to_string()));
+            f.push(("LISTENER_UNKNOWN", serde_plain(why)));
+        }
+    }
+}
+
 pub const IDENTIFIER: &str = "portsentinel";
 
 fn serde_plain<T: serde::Serialize>(v: &T) -> String {
@@ -222,14 +222,6 @@ fn serde_plain<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default()
-}
-
-fn facts_word(status: Status, listed: bool, services: &[&str]) -> String {
-    match status {
-        Status::Assigned => format!("IANA: {}", services.join(", ")),
-        Status::Unassigned if !listed => "IANA: unassigned (no registry row)".to_owned(),
-        other => format!("IANA: {other}"),
-    }
 }
 
 /// Quotes a value for the text line when it needs it.
@@ -278,18 +270,20 @@ fn who(e: &Event) -> String {
     }
 }
 
-fn event_message(e: &Event, iana: &str, reach: Reach) -> String {
+fn event_message(e: &Event) -> String {
     let l = &e.listener;
     let at = format!(
         "{}/{} on {} ({})",
         l.port,
         l.protocol,
         display_address(l.address),
-        reach.describe()
+        e.class.reach.describe()
     );
+    let iana = format!("IANA: {}", e.class.iana.words());
+    let verdict = &e.class.verdict;
     let whom = who(e);
     match e.kind {
-        EventKind::AlertRaised => format!("ALERT: {at} by {whom}: {}", e.verdict.reason),
+        EventKind::AlertRaised => format!("ALERT: {at} by {whom}: {}", verdict.reason),
         EventKind::AlertCleared => format!(
             "alert cleared: {at} by {whom}: {}",
             e.detail.as_deref().unwrap_or("listener closed")
@@ -297,7 +291,7 @@ fn event_message(e: &Event, iana: &str, reach: Reach) -> String {
         EventKind::ListenerOpened if e.alert_suppressed => {
             format!(
                 "listener opened again, not alerted again (flapping): {at} by {whom}: {}",
-                e.verdict.reason
+                verdict.reason
             )
         }
         EventKind::ListenerOpened => format!("listener opened: {at} by {whom} [{iana}]"),
@@ -307,7 +301,7 @@ fn event_message(e: &Event, iana: &str, reach: Reach) -> String {
             e.detail.as_deref().unwrap_or("reopened")
         ),
         EventKind::ListenerPresent => {
-            let verdict = if e.verdict.alert {
+            let verdict = if verdict.alert {
                 "not allowed"
             } else {
                 "allowed"
@@ -320,7 +314,7 @@ fn event_message(e: &Event, iana: &str, reach: Reach) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Inode, Listener, Pid, Policy, Process, Protocol};
+    use crate::model::{Inode, Listener, Pid, Process, Protocol};
 
     fn event(name: &str) -> Event {
         let l = Listener {
@@ -342,25 +336,12 @@ mod tests {
                 start_time: 0,
             })),
         };
-        let verdict = Policy::default().judge(&Registry::builtin(), &l);
-        Event {
-            kind: EventKind::AlertRaised,
-            listener: l,
-            verdict,
-            detail: None,
-            previous_pid: None,
-            alert_suppressed: false,
-        }
+        crate::model::events::first_event(l, None)
     }
 
     #[test]
     fn alert_record_has_the_contract_fields() {
-        let r = Record::from_event(
-            &event("listen"),
-            &Registry::builtin(),
-            Some(4026531840),
-            SystemTime::UNIX_EPOCH,
-        );
+        let r = Record::from_event(&event("listen"), Some(4026531840));
         assert_eq!(r.priority, 4);
         for (k, v) in [
             ("MESSAGE_ID", "72a41cfb5a384d3fb2b30ae71670a2d4"),
@@ -387,12 +368,7 @@ mod tests {
 
     #[test]
     fn injected_names_stay_in_their_field() {
-        let r = Record::from_event(
-            &event("evil\nPRIORITY=0\nMESSAGE=forged\x1b[2J"),
-            &Registry::builtin(),
-            None,
-            SystemTime::UNIX_EPOCH,
-        );
+        let r = Record::from_event(&event("evil\nPRIORITY=0\nMESSAGE=forged\x1b[2J"), None);
         assert_eq!(
             r.field("LISTENER_COMM"),
             Some("evil\\nPRIORITY=0\\nMESSAGE=forged\\x1b[2J")

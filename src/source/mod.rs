@@ -13,9 +13,10 @@ pub mod sock_diag;
 
 use std::path::{Path, PathBuf};
 
+use crate::latch::Latch;
 use crate::model::Socket;
 
-pub use owners::{Attributor, ProcessDetails, SysinfoDetails};
+pub use owners::{Attributor, OwnerSource, ProcessDetails, SysinfoDetails};
 pub use procnet::ProcNet;
 pub use sock_diag::SockDiag;
 
@@ -73,8 +74,8 @@ pub enum SourceMode {
 pub struct KernelSource {
     diag: Option<SockDiag>,
     procnet: ProcNet,
-    /// The sock_diag failure last reported, so it is said once, not every poll.
-    degraded: Option<String>,
+    /// sock_diag's failure, said once, not every poll; and its return.
+    degraded: Latch,
     mode: SourceMode,
 }
 
@@ -83,7 +84,11 @@ impl KernelSource {
         KernelSource {
             diag: None,
             procnet: ProcNet::new(proc_root),
-            degraded: None,
+            degraded: Latch::new(
+                "sock_diag failed",
+                "reading /proc/net instead until it works again",
+                "sock_diag works again, back to netlink",
+            ),
             mode,
         }
     }
@@ -109,12 +114,10 @@ impl KernelSource {
 impl SocketSource for KernelSource {
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
         out.clear();
-        match self.try_diag(out) {
+        let diag = match self.try_diag(out) {
             Ok(()) => {
-                if let Some(was) = self.degraded.take() {
-                    tracing::warn!(
-                        "sock_diag works again (it failed with: {was}); back to netlink"
-                    );
+                if let Some(back) = self.degraded.recover() {
+                    tracing::warn!("{back}");
                 }
                 return Ok(Backend::SockDiag);
             }
@@ -122,22 +125,17 @@ impl SocketSource for KernelSource {
                 out.clear();
                 return Err(SourceError::SockDiagOnly(e));
             }
-            Err(e) => {
-                out.clear();
-                if self.mode == SourceMode::Auto && self.degraded.as_deref() != Some(e.as_str()) {
-                    tracing::warn!(
-                        "sock_diag failed: {e}; reading /proc/net instead until it works again"
-                    );
-                }
-                self.degraded = Some(e);
-            }
+            Err(e) => e,
+        };
+        out.clear();
+        if let Some(warning) = self.degraded.fail(diag.clone())
+            && self.mode == SourceMode::Auto
+        {
+            tracing::warn!("{warning}");
         }
         self.procnet
             .listeners(out)
-            .map_err(|procnet| SourceError::Both {
-                diag: self.degraded.clone().unwrap_or_default(),
-                procnet,
-            })?;
+            .map_err(|procnet| SourceError::Both { diag, procnet })?;
         Ok(Backend::ProcNet)
     }
 }

@@ -198,6 +198,24 @@ pub fn attribution_order(
     ordered.into_iter().map(|(_, _, pid)| pid).collect()
 }
 
+/// Finds who owns sockets: the daemon's edge to `/proc` ([`Attributor`]); tests script one.
+pub trait OwnerSource {
+    /// Makes sure every socket of `sockets` has an owner (or a reason it has none).
+    fn attribute(&mut self, sockets: &[Socket]) -> AttributionStats;
+    /// The owner of a socket [`attribute`](Self::attribute) has seen.
+    fn owner_of(&self, socket: &Socket) -> Owner;
+}
+
+impl<D: ProcessDetails> OwnerSource for Attributor<D> {
+    fn attribute(&mut self, sockets: &[Socket]) -> AttributionStats {
+        Attributor::attribute(self, sockets)
+    }
+
+    fn owner_of(&self, socket: &Socket) -> Owner {
+        Attributor::owner_of(self, socket)
+    }
+}
+
 /// Counters for one attribution pass, for benchmarks and the daemon's status line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AttributionStats {

@@ -1,0 +1,56 @@
+//! What the loop is given: its edges to the system, the requests it answers, and why it
+//! may fail to start.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::Supervisor;
+use crate::config::ConfigError;
+use crate::sink::RecordSink;
+use crate::sink::fanout::Delivery;
+use crate::sink::socket::Join;
+use crate::source::{OwnerSource, SocketSource};
+use crate::state::StateStore;
+
+/// Why the daemon cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What the daemon can be asked while it runs.
+#[derive(Debug)]
+pub enum Request {
+    /// Load the config again (`SIGHUP`).
+    Reload,
+    /// Stop cleanly (`SIGTERM`, `SIGINT`).
+    Stop,
+    /// A new event-socket subscriber.
+    Subscribe(Join),
+}
+
+/// The daemon's edges to the system.
+pub struct Edges {
+    pub source: Box<dyn SocketSource + Send>,
+    pub owners: Box<dyn OwnerSource + Send>,
+    pub records: Arc<dyn RecordSink>,
+    /// To the fan-out task, when there is an event socket or a desktop.
+    pub delivery: Option<mpsc::UnboundedSender<Delivery>>,
+    pub state: StateStore,
+    pub supervisor: Box<dyn Supervisor>,
+    /// The network namespace watched.
+    pub netns: Option<u64>,
+}
+
+impl std::fmt::Debug for Edges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edges")
+            .field("state", &self.state)
+            .field("netns", &self.netns)
+            .finish_non_exhaustive()
+    }
+}

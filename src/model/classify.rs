@@ -1,0 +1,148 @@
+//! A listener's classification: what the registry and the policy say about it, worked out
+//! once.
+//!
+//! When a listener identity first appears (and again when a reload changes the policy or
+//! the registry), [`Classifier::classify`] looks the port up, words the facts and judges the
+//! listener. The result is shared (`Arc`) by the tracker's entry and every event of that
+//! listener; the journal record, the event socket, the desktop, `scan` and `explain` only
+//! format it. Each fact has one wording for people, here: [`Iana::words`] for the IANA
+//! status, [`PortRange::words`] for the range.
+
+use serde::{Deserialize, Serialize};
+
+use super::listener::{Listener, Reach};
+use super::policy::{Policy, Verdict};
+use super::snapshot::ListenerKey;
+use crate::registry::{PortFacts, Registry};
+pub use crate::registry::{PortRange, Status};
+
+/// What IANA says about one port for one protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Iana {
+    pub status: Status,
+    /// False when no registry row covers the port (it counts as unassigned).
+    pub listed: bool,
+    /// Every service name IANA lists for the port.
+    pub services: Vec<String>,
+}
+
+impl Iana {
+    pub fn of(facts: &PortFacts<'_>) -> Iana {
+        Iana {
+            status: facts.status,
+            listed: facts.listed,
+            services: facts.service_names(),
+        }
+    }
+
+    /// The status in words, the one wording every output uses: `assigned to ssh`,
+    /// `unassigned`, `reserved`, `unassigned (no registry row)`.
+    pub fn words(&self) -> String {
+        match self.status {
+            Status::Assigned => format!("assigned to {}", self.services.join(", ")),
+            Status::Unassigned if !self.listed => "unassigned (no registry row)".to_owned(),
+            other => other.as_str().to_owned(),
+        }
+    }
+
+    /// The table's short form: the service names of an assigned port, else the status,
+    /// with `*` when no registry row covers the port.
+    pub fn column(&self) -> String {
+        match self.status {
+            Status::Assigned => self.services.join(","),
+            Status::Unassigned if !self.listed => "unassigned*".to_owned(),
+            other => other.as_str().to_owned(),
+        }
+    }
+}
+
+impl PortRange {
+    /// `well-known range (0-1023)`.
+    pub fn words(self) -> String {
+        let (lo, hi) = self.bounds();
+        format!("{self} range ({lo}-{hi})")
+    }
+}
+
+/// FNV-1a, 64 bit: stable across runs and builds, unlike the std hasher.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The stable id of a listener's identity (network namespace + [`ListenerKey`]): the same
+/// for every event of that listener, across daemon restarts.
+pub fn alert_id(netns: Option<u64>, key: &ListenerKey) -> String {
+    let json = serde_json::to_vec(&(netns, key)).unwrap_or_default();
+    format!("{:016x}", fnv1a(&json))
+}
+
+/// Everything said about one listener identity, worked out once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub alert_id: String,
+    pub iana: Iana,
+    pub range: PortRange,
+    pub reach: Reach,
+    pub verdict: Verdict,
+}
+
+/// The registry and policy in force, and the namespace being watched.
+#[derive(Clone, Copy, Debug)]
+pub struct Classifier<'a> {
+    pub registry: &'a Registry,
+    pub policy: &'a Policy,
+    pub netns: Option<u64>,
+}
+
+impl Classifier<'_> {
+    pub fn classify(&self, l: &Listener) -> Classification {
+        let iana = Iana::of(&self.registry.lookup(l.protocol, l.port));
+        let verdict = self.policy.judge(&iana, l);
+        Classification {
+            alert_id: alert_id(self.netns, &ListenerKey::of(l)),
+            range: PortRange::of(l.port),
+            reach: l.reach(),
+            iana,
+            verdict,
+        }
+    }
+}
+
+/// The registry's facts as one clause: `867/tcp is unassigned by IANA, in the well-known
+/// range (0-1023)`, used in verdict reasons.
+pub fn registry_clause(l: &Listener, iana: &Iana) -> String {
+    format!(
+        "{} is {} by IANA, in the {}",
+        l.port_proto(),
+        iana.words(),
+        PortRange::of(l.port).words()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Protocol;
+
+    #[test]
+    fn one_wording_per_status() {
+        let reg = Registry::builtin();
+        let words = |proto, port| Iana::of(&reg.lookup(proto, port)).words();
+        assert_eq!(words(Protocol::Tcp, 22), "assigned to ssh");
+        assert_eq!(words(Protocol::Tcp, 867), "unassigned");
+        assert_eq!(words(Protocol::Tcp, 1023), "reserved");
+        assert_eq!(PortRange::of(867).words(), "well-known range (0-1023)");
+        let unlisted = Iana {
+            status: Status::Unassigned,
+            listed: false,
+            services: vec![],
+        };
+        assert_eq!(unlisted.words(), "unassigned (no registry row)");
+        assert_eq!(unlisted.column(), "unassigned*");
+    }
+}
