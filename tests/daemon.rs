@@ -110,3 +110,57 @@ fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
     );
     assert!(d.terminate().success());
 }
+
+/// `--log json`: every line on stderr is a JSON record, the daemon's diagnostics included
+/// (here the desktop failing for want of a session bus), and a config error at start too.
+#[test]
+fn json_log_makes_every_line_json_diagnostics_included() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"100ms\"\n[notify]\ndesktop = true\n");
+    let mut d = Daemon::start_with_env(
+        &ns,
+        &["--log", "json", "--config", cfg.to_str().unwrap()],
+        &[("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")],
+    );
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    d.wait_for("the desktop diagnostic", |l| {
+        l.contains("cannot show desktop notifications")
+    });
+    let (status, seen) = d.terminate_lines();
+    assert!(status.success());
+    assert!(seen.len() >= 4, "{seen:#?}");
+    for line in &seen {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["PRIORITY"].is_string() && v["MESSAGE"].is_string(),
+            "{line}"
+        );
+        assert_eq!(v["SYSLOG_IDENTIFIER"], "portsentinel", "{line}");
+    }
+    let diagnostic = seen
+        .iter()
+        .find(|l| l.contains("cannot show desktop notifications"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(diagnostic).unwrap();
+    assert_eq!(v["PRIORITY"], "3", "{diagnostic}");
+
+    let (_dir, bad) = config_file("[daemon]\ninterval = \"1 fortnight\"\n");
+    let out = std::process::Command::new(bin())
+        .args(["run", "--log", "json", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(v["PRIORITY"], "3");
+    assert!(
+        v["MESSAGE"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{}:2:12: daemon.interval", bad.display())),
+        "{err}"
+    );
+}

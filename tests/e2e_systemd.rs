@@ -227,6 +227,16 @@ fn the_unit_under_real_systemd() {
     // The poll keeps its rhythm: never a whole interval behind.
     assert!(max_late < 1000, "a poll started {max_late} ms late");
     assert_eq!(sd.is_active("portsentinel"), "active");
+
+    // Every line the daemon wrote, its own diagnostics included, is a native journal
+    // record: nothing came through its stdout/stderr stream.
+    let written = sd.journal(&["_SYSTEMD_UNIT=portsentinel.service"]);
+    assert!(written.len() > 400, "{} records", written.len());
+    let streamed: Vec<_> = written
+        .iter()
+        .filter(|r| field(r, "_TRANSPORT") != "journal")
+        .collect();
+    assert!(streamed.is_empty(), "{streamed:#?}");
 }
 
 /// Names built to forge journal fields or paint the terminal: each listener is exactly one

@@ -89,7 +89,8 @@ mod tests {
     #[test]
     fn a_warning_becomes_a_priority_4_record() {
         let sink = Arc::new(Collect::default());
-        let subscriber = tracing_subscriber::registry().with(RecordLayer::new(sink.clone()));
+        let subscriber =
+            tracing_subscriber::Registry::default().with(RecordLayer::new(sink.clone()));
         tracing::subscriber::with_default(subscriber, || {
             tracing::warn!("sock_diag failed: {}", "EACCES");
             tracing::error!(pid = 7, "cannot read");

@@ -349,6 +349,14 @@ impl Daemon {
         (status, dir)
     }
 
+    /// SIGTERM, wait; returns the exit status and every line the daemon wrote.
+    pub fn terminate_lines(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        kill(self.child.id(), "TERM");
+        let status = self.child.wait().unwrap();
+        self.lines.drain_for(Duration::from_millis(500));
+        (status, std::mem::take(&mut self.lines.seen))
+    }
+
     pub fn terminate(mut self) -> std::process::ExitStatus {
         kill(self.child.id(), "TERM");
         let status = self.child.wait().unwrap();
