@@ -28,7 +28,7 @@ use portsentinel::model::{
 };
 use portsentinel::registry::Registry;
 use portsentinel::sink::{Record, RecordSink};
-use portsentinel::source::{Attributor, SockDiag, SysinfoDetails};
+use portsentinel::source::{Attributor, SockDiag, SysinfoDetails, SystemFiles};
 
 const HOLD: &str = "PORTSENTINEL_BENCH_HOLD";
 const IN_NETNS: &str = "PORTSENTINEL_BENCH_NETNS";
@@ -173,13 +173,13 @@ fn bench_size(c: &mut Criterion, n: usize) {
     g.bench_with_input(BenchmarkId::new("attribute_new", n), &n, |b, _| {
         b.iter_batched(
             || Attributor::new(proc_root, SysinfoDetails::new(proc_root).unwrap()),
-            |mut a| a.attribute(&sockets),
+            |mut a| a.attribute(&sockets, true),
             BatchSize::PerIteration,
         )
     });
 
     let mut attributor = Attributor::new(proc_root, SysinfoDetails::new(proc_root).unwrap());
-    attributor.attribute(&sockets);
+    attributor.attribute(&sockets, true);
     g.bench_with_input(BenchmarkId::new("group", n), &n, |b, _| {
         b.iter(|| group_listeners(&sockets, |s| attributor.owner_of(s), false).len())
     });
@@ -187,9 +187,11 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let listeners: Vec<Listener> = group_listeners(&sockets, |s| attributor.owner_of(s), false);
     let registry = Registry::builtin();
     let policy = Policy::default();
+    let host = SystemFiles::new(proc_root);
     let classifier = Classifier {
         registry: &registry,
         policy: &policy,
+        host: &host,
         netns: None,
     };
     let classify = |l: &Listener| classifier.classify(l);

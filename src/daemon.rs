@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ConfigError, Layers};
 use crate::model::events::AlertedListeners;
+use crate::model::policy::HostFiles;
 use crate::model::{Classifier, Now, Timing, Tracker};
 use crate::registry::Registry;
 use crate::sink::LogMode;
@@ -40,6 +41,7 @@ pub struct Daemon {
     config: Config,
     registry: Registry,
     netns: Option<u64>,
+    host: Box<dyn HostFiles + Send>,
     poller: Poller,
     tracker: Tracker,
     outputs: Outputs,
@@ -81,6 +83,7 @@ impl Daemon {
             tracker: Tracker::new(timing(&config), restored),
             poller: Poller::new(edges.source, edges.owners),
             netns: edges.netns,
+            host: edges.host,
             supervisor: edges.supervisor,
             layers,
             config,
@@ -112,6 +115,7 @@ impl Daemon {
         let c = Classifier {
             registry: &self.registry,
             policy: &self.config.policy,
+            host: &*self.host,
             netns: self.netns,
         };
         (&mut self.tracker, c)

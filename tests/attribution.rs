@@ -10,7 +10,7 @@ use portsentinel::source::{Attributor, SysinfoDetails};
 fn socket_of(l: &TcpListener) -> Socket {
     let link = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
     let inode =
-        portsentinel::source::owners::parse_socket_link(link.to_str().unwrap().as_bytes()).unwrap();
+        portsentinel::source::fds::parse_socket_link(link.to_str().unwrap().as_bytes()).unwrap();
     Socket {
         protocol: Protocol::Tcp,
         address: "127.0.0.1".parse().unwrap(),
@@ -29,7 +29,7 @@ fn a_socket_of_an_old_process_is_found_among_new_processes() {
     let root = Path::new("/proc");
     let mut attributor = Attributor::new(root, SysinfoDetails::new(root).unwrap());
     let first = TcpListener::bind("127.0.0.1:0").unwrap();
-    attributor.attribute(&[socket_of(&first)]);
+    attributor.attribute(&[socket_of(&first)], true);
     // New processes appear after that first look...
     let mut children: Vec<_> = (0..8)
         .map(|_| {
@@ -42,7 +42,7 @@ fn a_socket_of_an_old_process_is_found_among_new_processes() {
     // ...and this old process opens a new socket.
     let second = TcpListener::bind("127.0.0.1:0").unwrap();
     let sockets = [socket_of(&first), socket_of(&second)];
-    let stats = attributor.attribute(&sockets);
+    let stats = attributor.attribute(&sockets, true);
     assert_eq!(stats.new_inodes, 1, "the first socket's owner is cached");
     assert!(
         stats.pids_read >= 9,

@@ -1,6 +1,8 @@
 //! Load: 10,000 unexpected listeners opened within a second, then closed again. Every one
 //! is recorded (raised and cleared), the desktop gets one summary, the poll keeps its rhythm
-//! and memory goes back down. Run with `--nocapture` to see the figures:
+//! and memory goes back down. And a burst with a subscriber that never reads, which must
+//! not make a poll late. Timing figures, so they run on a release build, as deployed. Run
+//! with `--nocapture` to see the figures:
 //!
 //! ```text
 //! cargo test --release --test load -- --nocapture
@@ -113,5 +115,51 @@ fn ten_thousand_unexpected_listeners_at_once() {
     assert!(
         after < baseline + (peak - baseline) / 2,
         "RSS {baseline} → {peak} → {after} KiB"
+    );
+}
+
+/// A subscriber that connects and never reads, then 1,000 listeners at once: the poll
+/// loop never waits for it. No poll starts later than a tenth of the interval (the
+/// daemon's own figure, from its stopping record), and the subscriber is dropped.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a timing figure: tests/run-all.sh runs it on a release build"
+)]
+fn a_subscriber_that_never_reads_delays_no_poll() {
+    let ns = Netns::new();
+    let (_cfg_dir, cfg) = util::config_file("[daemon]\ninterval = \"1s\"\n");
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the event socket", |l| l.contains("event socket"));
+    let _stalled = std::os::unix::net::UnixStream::connect(d.socket()).unwrap();
+    let specs: Vec<String> = (1..=1000)
+        .map(|i| format!("tcp:127.8.{}.{}:867", i / 250, i % 250 + 1))
+        .collect();
+    let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let _l = ns.listen(&refs);
+    d.lines.wait_until("1,000 alerts", |seen| {
+        seen.iter().filter(|l| l.contains("alert-raised")).count() == 1000
+    });
+    d.wait_for("the stalled subscriber dropped", |l| {
+        l.contains("event subscriber") && l.contains("dropped")
+    });
+    // A few more polls after the burst.
+    d.lines.drain_for(Duration::from_secs(3));
+    let (status, seen) = d.terminate_lines();
+    assert!(status.success());
+    let stopping = seen
+        .iter()
+        .find(|l| l.contains("portsentinel stopping"))
+        .expect("a stopping record");
+    let max_late: u64 = stopping
+        .split("max late ")
+        .nth(1)
+        .and_then(|s| s.split(" ms").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no max late in {stopping}"));
+    eprintln!("max late {max_late} ms");
+    assert!(
+        max_late < 100,
+        "a poll started {max_late} ms late: {stopping}"
     );
 }

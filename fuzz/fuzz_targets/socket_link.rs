@@ -1,4 +1,4 @@
-//! `portsentinel::source::owners::parse_socket_link`: a `/proc/PID/fd/N` link target.
+//! `portsentinel::source::fds::parse_socket_link`: a `/proc/PID/fd/N` link target.
 //!
 //! Invariants: no panic; Some exactly when the link is `socket:[DIGITS]` and DIGITS fits
 //! a u64; the canonical form of a parsed inode parses back to the same inode.
@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portsentinel::model::Inode;
-use portsentinel::source::owners::parse_socket_link;
+use portsentinel::source::fds::parse_socket_link;
 
 fn expected(link: &[u8]) -> Option<Inode> {
     let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;

@@ -87,9 +87,11 @@ pub fn explain(
     now: &[Listener],
 ) -> Explanation {
     let policy = &config.policy;
+    let host = crate::source::SystemFiles::new(&crate::source::proc_root(None));
     let classifier = Classifier {
         registry,
         policy,
+        host: &host,
         netns: None,
     };
     let facts = registry.lookup(protocol, port);

@@ -123,7 +123,7 @@ pub fn snapshot(
     sockets.retain(|s| keep(s));
     let details = SysinfoDetails::new(&proc_root).map_err(Failure::Unavailable)?;
     let mut attributor = Attributor::new(&proc_root, details);
-    attributor.attribute(&sockets);
+    attributor.attribute(&sockets, true);
     let listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
     Ok(Snapshot { listeners, backend })
 }

@@ -6,15 +6,17 @@ use std::process::ExitCode;
 use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
 use crate::model::{Classifier, Listener, Report, UnknownOwner, display_address};
-use crate::source::Backend;
+use crate::source::{Backend, SystemFiles};
 use crate::text::clip;
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
     let snap = snapshot(args.source, args.all, |_| true)?;
+    let host = SystemFiles::new(&crate::source::proc_root(None));
     let classifier = Classifier {
         registry: &registry,
         policy: &config.policy,
+        host: &host,
         netns: None,
     };
     let reports = reports(&snap.listeners, &classifier);
@@ -75,6 +77,7 @@ fn program(r: &Report) -> String {
             UnknownOwner::NoPermission => "? (no permission)".to_owned(),
             UnknownOwner::Kernel => "(kernel)".to_owned(),
             UnknownOwner::Vanished => "? (exited)".to_owned(),
+            UnknownOwner::InFlight => "? (in flight)".to_owned(),
         },
         (None, None) => "?".to_owned(),
     }

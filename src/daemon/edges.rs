@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::Supervisor;
 use crate::config::ConfigError;
+use crate::model::policy::HostFiles;
 use crate::sink::RecordSink;
 use crate::sink::fanout::Delivery;
 use crate::sink::socket::Join;
@@ -37,6 +38,8 @@ pub enum Request {
 pub struct Edges {
     pub source: Box<dyn SocketSource + Send>,
     pub owners: Box<dyn OwnerSource + Send>,
+    /// What `exe` rules' paths are on this host.
+    pub host: Box<dyn HostFiles + Send>,
     pub records: Arc<dyn RecordSink>,
     /// To the fan-out task, when there is an event socket or a desktop.
     pub delivery: Option<mpsc::UnboundedSender<Delivery>>,

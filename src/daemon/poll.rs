@@ -1,8 +1,10 @@
 //! One look at the socket table, and the owners of what is new.
 //!
 //! The steady path — nothing changed since the last look — is one kernel-filtered dump per
-//! family and protocol and a comparison of inode lists in the kernel's dump order: no
-//! `/proc` work, no grouping, no diff.
+//! family and protocol, a comparison of inode lists in the kernel's dump order, and a
+//! bounded check of known owners (one link read each, at most
+//! [`VERIFY_PER_PASS`](crate::source::owners::VERIFY_PER_PASS)): no fd-table scan, no
+//! grouping, no diff.
 
 use crate::latch::Latch;
 use crate::model::{Inode, Listener, Socket, group_listeners};
@@ -89,10 +91,12 @@ impl Poller {
         let unchanged = self.looked && self.inodes == self.previous_inodes;
         self.looked = true;
         std::mem::swap(&mut self.inodes, &mut self.previous_inodes);
-        if unchanged && !force {
+        // Owners are checked again even when the table is the same: one that let go of its
+        // socket, or one that could not be named before, changes the listeners too.
+        let owners = self.owners.attribute(&self.sockets, !unchanged);
+        if unchanged && !force && !owners.owners_changed {
             return Look::Unchanged;
         }
-        self.owners.attribute(&self.sockets);
         let owners = &self.owners;
         Look::Listeners(group_listeners(
             &self.sockets,

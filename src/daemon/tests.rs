@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::*;
+use crate::model::classify::{PathFiles, path_file_id};
 use crate::model::{Inode, Owner, Pid, Process, Protocol, Socket, UnknownOwner};
 use crate::sink::diagnostics::RecordLayer;
 use crate::sink::fanout::Fanout;
@@ -45,6 +46,9 @@ impl World {
             uid: Some(0),
             user: Some("root".to_owned()),
             unit: None,
+            name_lossy: false,
+            exe_file: Some(path_file_id(exe)),
+            mount_ns: Some(1),
             start_time: u64::from(pid),
         };
         let owner = Owner::Process(Arc::new(process));
@@ -64,7 +68,7 @@ impl SocketSource for World {
 }
 
 impl OwnerSource for World {
-    fn attribute(&mut self, _: &[Socket]) -> AttributionStats {
+    fn attribute(&mut self, _: &[Socket], _: bool) -> AttributionStats {
         AttributionStats::default()
     }
 
@@ -157,6 +161,7 @@ fn start(world: &World, dir: &tempfile::TempDir, fanout: bool) -> Running {
     let edges = Edges {
         source: Box::new(world.clone()),
         owners: Box::new(world.clone()),
+        host: Box::new(PathFiles),
         records: records.clone(),
         delivery,
         state: StateStore::new(dir.path().to_owned(), "boot".into(), Some(1)),

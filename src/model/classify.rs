@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::listener::{Listener, Reach};
-use super::policy::{Policy, Verdict};
+use super::listener::{FileId, Listener, Reach};
+use super::policy::{HostFiles, Policy, Verdict};
 use super::snapshot::ListenerKey;
 use crate::registry::{PortFacts, Registry};
 pub use crate::registry::{PortRange, Status};
@@ -91,18 +91,64 @@ pub struct Classification {
     pub verdict: Verdict,
 }
 
-/// The registry and policy in force, and the namespace being watched.
-#[derive(Clone, Copy, Debug)]
+/// The registry and policy in force, the files on the host, and the namespace watched.
+#[derive(Clone, Copy)]
 pub struct Classifier<'a> {
     pub registry: &'a Registry,
     pub policy: &'a Policy,
+    pub host: &'a dyn HostFiles,
     pub netns: Option<u64>,
+}
+
+impl std::fmt::Debug for Classifier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier")
+            .field("netns", &self.netns)
+            .finish_non_exhaustive()
+    }
+}
+
+/// No files at all: for judging listeners with no program (`explain`'s hypotheticals).
+#[derive(Debug, Clone, Copy)]
+pub struct NoFiles;
+
+impl HostFiles for NoFiles {
+    fn file_id(&self, _: &str) -> Option<FileId> {
+        None
+    }
+    fn mount_ns(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// For tests: a host where every path is a file of its own, in mount namespace 1.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PathFiles;
+
+#[cfg(test)]
+impl HostFiles for PathFiles {
+    fn file_id(&self, path: &str) -> Option<FileId> {
+        Some(path_file_id(path))
+    }
+    fn mount_ns(&self) -> Option<u64> {
+        Some(1)
+    }
+}
+
+/// For tests: the identity [`PathFiles`] gives the file at `path`.
+#[cfg(test)]
+pub(crate) fn path_file_id(path: &str) -> FileId {
+    FileId {
+        dev: 1,
+        ino: fnv1a(path.as_bytes()),
+    }
 }
 
 impl Classifier<'_> {
     pub fn classify(&self, l: &Listener) -> Classification {
         let iana = Iana::of(&self.registry.lookup(l.protocol, l.port));
-        let verdict = self.policy.judge(&iana, l);
+        let verdict = self.policy.judge(&iana, l, self.host);
         Classification {
             alert_id: alert_id(self.netns, &ListenerKey::of(l)),
             range: PortRange::of(l.port),

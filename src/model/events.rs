@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::classify::Classification;
-use super::listener::{Listener, Pid};
+use super::listener::{Inode, Listener, Owner, Pid};
 use super::snapshot::ListenerKey;
 
 /// What happened to a listener.
@@ -32,6 +32,9 @@ pub enum EventKind {
     ListenerClosed,
     /// The same program came back on the same socket within the grace window.
     ListenerRestarted,
+    /// The same socket, another owner: the one recorded let go of it (exited, or handed
+    /// it on), or one that could not be named before was found. Judged again.
+    ListenerOwnerChanged,
     /// A listener the policy does not allow.
     AlertRaised,
     /// An alerted listener closed, or a config reload allowed it.
@@ -39,11 +42,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::ListenerPresent,
         EventKind::ListenerOpened,
         EventKind::ListenerClosed,
         EventKind::ListenerRestarted,
+        EventKind::ListenerOwnerChanged,
         EventKind::AlertRaised,
         EventKind::AlertCleared,
     ];
@@ -54,6 +58,7 @@ impl EventKind {
             EventKind::ListenerOpened => "listener-opened",
             EventKind::ListenerClosed => "listener-closed",
             EventKind::ListenerRestarted => "listener-restarted",
+            EventKind::ListenerOwnerChanged => "listener-owner-changed",
             EventKind::AlertRaised => "alert-raised",
             EventKind::AlertCleared => "alert-cleared",
         }
@@ -67,6 +72,7 @@ impl EventKind {
             EventKind::ListenerOpened => "0dcf950d46f843e0b92fa5fc0d864f04",
             EventKind::ListenerClosed => "7b136e655fa546a784f8b99efce4cae4",
             EventKind::ListenerRestarted => "49f933d131614fe1b4221e4540a094d5",
+            EventKind::ListenerOwnerChanged => "e1d47527145a40c9bb34d62e1feb1cba",
             EventKind::ListenerPresent => "9284c68d023d4849a148696afefdebe6",
         }
     }
@@ -86,6 +92,8 @@ pub struct Event {
     pub detail: Option<String>,
     /// For `ListenerRestarted`: the pid before the restart.
     pub previous_pid: Option<Pid>,
+    /// For `ListenerOwnerChanged`: who held the socket before.
+    pub previous_owner: Option<Owner>,
     /// True for a listener the policy does not allow whose alert is held back because it
     /// flapped within the quiet time.
     pub alert_suppressed: bool,
@@ -103,6 +111,7 @@ impl Event {
             class: Arc::clone(class),
             detail: None,
             previous_pid: None,
+            previous_owner: None,
             alert_suppressed: false,
             replay_line: OnceLock::new(),
         }
@@ -165,6 +174,9 @@ pub struct Tracker {
     last_alert: HashMap<u64, Instant>,
     /// Alerts a previous run raised (from the state file), until the first snapshot.
     restored: Option<HashMap<ListenerKey, Listener>>,
+    /// Which listener each socket belongs to: a new identity on a known socket is that
+    /// socket with another owner, not a new listener.
+    by_inode: HashMap<Inode, ListenerKey>,
     /// Counts updates; entries remember the last one that saw them.
     generation: u64,
     /// Kept up to date by every change, so the steady path asks in O(1).
@@ -192,6 +204,26 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
     }
 }
 
+/// Points `key`'s current sockets at it, and forgets the ones it no longer has.
+fn reindex(
+    by_inode: &mut HashMap<Inode, ListenerKey>,
+    before: &[Inode],
+    now: &[Inode],
+    key: &ListenerKey,
+) {
+    if before == now {
+        return;
+    }
+    for inode in before.iter().filter(|i| !now.contains(i)) {
+        if by_inode.get(inode) == Some(key) {
+            by_inode.remove(inode);
+        }
+    }
+    for inode in now {
+        by_inode.insert(*inode, key.clone());
+    }
+}
+
 /// Alerts to carry over a daemon restart.
 pub type AlertedListeners = Vec<(ListenerKey, Listener)>;
 
@@ -207,6 +239,7 @@ impl Tracker {
             entries: HashMap::new(),
             last_alert: HashMap::new(),
             restored: Some(restored.into_iter().collect()),
+            by_inode: HashMap::new(),
             generation: 0,
             counts: Counts::default(),
         }
@@ -227,11 +260,25 @@ impl Tracker {
     ) {
         let restored = self.restored.take();
         self.generation += 1;
+        let mut new = Vec::new();
         for l in listeners {
             let key = ListenerKey::of(&l);
             match self.entries.get_mut(&key) {
-                Some(e) => Self::seen_again(e, self.generation, now, l, out),
-                None => self.admit(now, key, l, restored.as_ref(), classify, out),
+                Some(e) => {
+                    reindex(&mut self.by_inode, &e.listener.inodes, &l.inodes, &key);
+                    Self::seen_again(e, self.generation, now, l, out);
+                }
+                None => new.push((key, l)),
+            }
+        }
+        // After every known listener is folded in: a socket can only change hands once
+        // its former owner's entry has had the chance to be seen.
+        for (key, l) in new {
+            match self.previous_holder(&key, &l) {
+                Some(previous) if restored.is_none() => {
+                    self.take_over(now, previous, key, l, classify, out);
+                }
+                _ => self.admit(now, key, l, restored.as_ref(), None, classify, out),
             }
         }
         if let Some(restored) = restored {
@@ -246,6 +293,7 @@ impl Tracker {
         // After a flood has come and gone, give its memory back.
         shrink(&mut self.entries);
         shrink(&mut self.last_alert);
+        shrink(&mut self.by_inode);
         self.recount();
     }
 
@@ -282,25 +330,24 @@ impl Tracker {
     }
 
     /// A listener identity not seen before: classify it once, record it, alert on it.
+    /// `previous_owner` is set when it is a known socket that changed hands.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one update, each needed"
+    )]
     fn admit(
         &mut self,
         now: Now,
         key: ListenerKey,
         l: Listener,
         restored: Option<&HashMap<ListenerKey, Listener>>,
+        previous_owner: Option<Owner>,
         classify: Classify<'_>,
         out: &mut Vec<Arc<Event>>,
     ) {
         let inventory = restored.is_some();
         let class = Arc::new(classify(&l));
-        if inventory {
-            out.push(Arc::new(Event::new(
-                EventKind::ListenerPresent,
-                now,
-                &l,
-                &class,
-            )));
-        }
+        reindex(&mut self.by_inode, &[], &l.inodes, &key);
         let mut entry = Entry {
             listener: l,
             class,
@@ -309,50 +356,99 @@ impl Tracker {
             gone_since: None,
             seen_in: self.generation,
         };
+        let event = |kind| Event::new(kind, now, &entry.listener, &entry.class);
+        // What is said of its appearance: present (inventory), changed hands, or opened.
+        let mut first = if inventory {
+            Some(event(EventKind::ListenerPresent))
+        } else if let Some(before) = previous_owner {
+            let mut e = event(EventKind::ListenerOwnerChanged);
+            e.previous_pid = before.process().map(|p| p.pid);
+            e.previous_owner = Some(before);
+            Some(e)
+        } else {
+            Some(event(EventKind::ListenerOpened))
+        };
         if entry.class.verdict.alert {
             let already = restored.is_some_and(|r| r.contains_key(&key));
             let recent = self
                 .last_alert
                 .get(&fingerprint(&key))
                 .is_some_and(|&t| now.at.saturating_duration_since(t) < self.timing.realert_after);
-            let raise = Arc::new(Event::new(
-                EventKind::AlertRaised,
-                now,
-                &entry.listener,
-                &entry.class,
-            ));
+            let raise = Arc::new(event(EventKind::AlertRaised));
             if already {
                 // Alerted before the daemon restarted, and still there: not again.
                 entry.alert = AlertState::Active;
                 entry.raised = Some(raise);
             } else if recent {
                 entry.alert = AlertState::Suppressed;
-                if !inventory {
-                    let mut e = Event::new(
-                        EventKind::ListenerOpened,
-                        now,
-                        &entry.listener,
-                        &entry.class,
-                    )
-                    .with_detail("alerted within the quiet time already (realert_after)");
+                if let Some(e) = first
+                    .as_mut()
+                    .filter(|e| e.kind != EventKind::ListenerPresent)
+                {
                     e.alert_suppressed = true;
-                    out.push(Arc::new(e));
+                    if e.kind == EventKind::ListenerOpened {
+                        e.detail =
+                            Some("alerted within the quiet time already (realert_after)".into());
+                    }
                 }
             } else {
                 entry.alert = AlertState::Active;
                 self.last_alert.insert(fingerprint(&key), now.at);
                 entry.raised = Some(Arc::clone(&raise));
+                // An alert stands for "opened": the record says both.
+                if first
+                    .as_ref()
+                    .is_some_and(|e| e.kind == EventKind::ListenerOpened)
+                {
+                    first = None;
+                }
+                out.extend(first.take().map(Arc::new));
                 out.push(raise);
             }
-        } else if !inventory {
-            out.push(Arc::new(Event::new(
-                EventKind::ListenerOpened,
-                now,
-                &entry.listener,
-                &entry.class,
-            )));
         }
+        out.extend(first.map(Arc::new));
         self.entries.insert(key, entry);
+    }
+
+    /// The known listener one of `l`'s sockets belonged to, if it was another identity.
+    fn previous_holder(&self, key: &ListenerKey, l: &Listener) -> Option<ListenerKey> {
+        l.inodes.iter().find_map(|inode| {
+            let holder = self.by_inode.get(inode)?;
+            let e = self.entries.get(holder)?;
+            (holder != key && e.listener.inodes.contains(inode)).then(|| holder.clone())
+        })
+    }
+
+    /// A known socket under a new owner: the old entry goes (its alert cleared, the
+    /// socket is not closed), the new owner is judged and recorded as a change of hands.
+    fn take_over(
+        &mut self,
+        now: Now,
+        previous: ListenerKey,
+        key: ListenerKey,
+        l: Listener,
+        classify: Classify<'_>,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let before = self
+            .entries
+            .get(&previous)
+            .expect("found by previous_holder");
+        let previous_owner = before.listener.owner.clone();
+        if before.seen_in != self.generation {
+            let old = self.entries.remove(&previous).expect("present");
+            for inode in &old.listener.inodes {
+                if self.by_inode.get(inode) == Some(&previous) {
+                    self.by_inode.remove(inode);
+                }
+            }
+            if old.alert == AlertState::Active {
+                let e = Event::new(EventKind::AlertCleared, now, &old.listener, &old.class)
+                    .with_detail("the socket changed hands");
+                out.push(Arc::new(e));
+            }
+        }
+        self.admit(now, key, l, None, Some(previous_owner), classify, out);
     }
 
     /// Alerts of a previous run whose listener is gone by now.
@@ -393,6 +489,11 @@ impl Tracker {
         }
         for key in closed {
             let e = self.entries.remove(&key).expect("collected above");
+            for inode in &e.listener.inodes {
+                if self.by_inode.get(inode) == Some(&key) {
+                    self.by_inode.remove(inode);
+                }
+            }
             let kind = match e.alert {
                 AlertState::Active => EventKind::AlertCleared,
                 AlertState::None | AlertState::Suppressed => EventKind::ListenerClosed,
@@ -493,6 +594,7 @@ pub(crate) fn first_event(l: Listener, netns: Option<u64>) -> Event {
     let c = super::Classifier {
         registry: &registry,
         policy: &policy,
+        host: &crate::model::classify::PathFiles,
         netns,
     };
     let timing = Timing {
@@ -537,6 +639,9 @@ mod tests {
                 uid: Some(0),
                 user: Some("root".into()),
                 unit: None,
+                name_lossy: false,
+                exe_file: Some(crate::model::classify::path_file_id(exe)),
+                mount_ns: Some(1),
                 start_time: 0,
             })),
         }
@@ -577,6 +682,7 @@ mod tests {
             let c = Classifier {
                 registry: &self.registry,
                 policy: &self.policy,
+                host: &crate::model::classify::PathFiles,
                 netns: None,
             };
             let mut out = Vec::new();
@@ -758,6 +864,7 @@ mod tests {
         let c = Classifier {
             registry: &s.registry,
             policy: &allow_867,
+            host: &crate::model::classify::PathFiles,
             netns: None,
         };
         s.tracker.rejudge(s.now(0), &|l| c.classify(l), &mut out);
@@ -785,5 +892,41 @@ mod tests {
                     .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
             );
         }
+    }
+
+    fn on_inode(mut l: Listener, inode: u64) -> Listener {
+        l.inodes = vec![Inode(inode)];
+        l
+    }
+
+    /// The same socket, another program: a change of hands, judged again, not a new
+    /// listener and not a close.
+    #[test]
+    fn a_socket_that_changes_hands_is_judged_again() {
+        let mut s = Script::new(vec![]);
+        s.policy.allow.push(crate::model::AllowRule {
+            origin: "c:1".into(),
+            exes: vec!["/usr/bin/sleep".into()],
+            ..Default::default()
+        });
+        s.at(0, vec![]);
+        let decoy = on_inode(listener(868, 11, "/usr/bin/sleep"), 5);
+        assert_eq!(s.at(1, vec![decoy]), [(ListenerOpened, 868)]);
+        let real = on_inode(listener(868, 12, "/tmp/backdoor"), 5);
+        let out = s.events(2, vec![real.clone()]);
+        let kinds: Vec<_> = out.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [ListenerOwnerChanged, AlertRaised]);
+        assert_eq!(out[0].previous_pid, Some(Pid(11)));
+        assert!(
+            matches!(&out[0].previous_owner, Some(Owner::Process(p)) if p.exe.as_deref() == Some("/usr/bin/sleep"))
+        );
+        // The decoy's entry is gone without a close; nothing more happens after grace.
+        assert!(s.at(10, vec![real.clone()]).is_empty());
+        assert_eq!(s.tracker.alert_count(), 1);
+        // Handed back to an allowed program: the alert clears, no close.
+        let back = on_inode(listener(868, 13, "/usr/bin/sleep"), 5);
+        let kinds: Vec<_> = s.events(11, vec![back]).iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [AlertCleared, ListenerOwnerChanged]);
+        assert_eq!(s.tracker.alert_count(), 0);
     }
 }

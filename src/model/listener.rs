@@ -165,14 +165,33 @@ pub fn display_address(address: IpAddr) -> String {
     }
 }
 
+/// A file's identity: device and inode. Unlike a path, a process cannot choose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// The process that holds a socket, as far as it could be read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Process {
     pub pid: Pid,
-    /// The kernel's `comm` (at most 15 bytes), which is what `ps` and `ss` show.
+    /// The kernel's `comm` (at most 15 bytes), which is what `ps` and `ss` show. The
+    /// process chose it; bytes that are not UTF-8 are shown as U+FFFD.
     pub name: String,
+    /// True when `name` is not the exact bytes (they were not UTF-8): no rule matches it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub name_lossy: bool,
     /// `/proc/PID/exe`; `None` when it cannot be read (kernel thread, no permission).
     pub exe: Option<String>,
+    /// The file `/proc/PID/exe` is, whatever its path says (a path can be bind-mounted
+    /// over in the process's own mount namespace; the device and inode cannot).
+    #[serde(skip)]
+    pub exe_file: Option<FileId>,
+    /// The process's mount namespace (`/proc/PID/ns/mnt`), where its exe path means
+    /// something.
+    #[serde(skip)]
+    pub mount_ns: Option<u64>,
     pub cmdline: Vec<String>,
     pub uid: Option<u32>,
     pub user: Option<String>,
@@ -190,7 +209,11 @@ pub enum UnknownOwner {
     /// `CAP_DAC_READ_SEARCH` + `CAP_SYS_PTRACE`).
     NoPermission,
     /// No process holds the socket: it belongs to the kernel (nfsd, lockd, wireguard, ...).
+    /// Said only when every process was read; the socket's uid is root's.
     Kernel,
+    /// No process holds the socket now, and a user made it: it is in flight between two
+    /// processes (passed over a Unix socket), or its holder let go of it. Looked up again.
+    InFlight,
     /// The socket closed, or its process exited, while it was being looked up.
     Vanished,
 }
@@ -203,6 +226,9 @@ impl UnknownOwner {
                 "kernel socket: no process here holds it (or one in another PID namespace)"
             }
             UnknownOwner::Vanished => "owner exited while it was being looked up",
+            UnknownOwner::InFlight => {
+                "no process holds it now: in flight between processes (passed over a Unix socket)"
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{Iana, registry_clause};
-use super::listener::{Listener, Protocol, Reach};
+use super::listener::{FileId, Listener, Process, Protocol, Reach};
 use crate::registry::{PortRange, Status};
 
 /// A class of listener that raises an alert unless a rule allows it.
@@ -173,23 +173,38 @@ pub struct AllowRule {
     pub units: Vec<String>,
 }
 
+/// Files as the daemon sees them in its own mount namespace: what an `exe` rule's path
+/// is on this host. The daemon stats the path; tests script it.
+pub trait HostFiles {
+    /// The identity of the file at `path`, following symlinks.
+    fn file_id(&self, path: &str) -> Option<FileId>;
+    /// The daemon's own mount namespace.
+    fn mount_ns(&self) -> Option<u64>;
+}
+
+/// How one rule fares against one listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleMatch {
+    Yes,
+    No,
+    /// Every key matches, but the program at the `exe` path is not the host's file at
+    /// that path (or cannot be shown to be): the reason, for the verdict.
+    ExeNotHost(String),
+}
+
 impl AllowRule {
-    pub fn matches(&self, l: &Listener) -> bool {
+    pub fn check(&self, l: &Listener, host: &dyn HostFiles) -> RuleMatch {
         let process = l.owner.process();
         let any_or = |empty: bool, f: &dyn Fn() -> bool| empty || f();
-        any_or(self.ports.is_empty(), &|| {
+        let others = any_or(self.ports.is_empty(), &|| {
             self.ports.iter().any(|&(a, b)| (a..=b).contains(&l.port))
         }) && self.protocol.is_none_or(|p| p == l.protocol)
             && any_or(self.addresses.is_empty(), &|| {
                 self.addresses.iter().any(|a| a.matches(l.address))
             })
             && any_or(self.processes.is_empty(), &|| {
-                process.is_some_and(|p| self.processes.contains(&p.name))
-            })
-            && any_or(self.exes.is_empty(), &|| {
-                process
-                    .and_then(|p| p.exe.as_deref())
-                    .is_some_and(|exe| self.exes.iter().any(|e| e == strip_deleted(exe)))
+                // A name is matched on its exact bytes: a lossy one matches nothing.
+                process.is_some_and(|p| !p.name_lossy && self.processes.contains(&p.name))
             })
             && any_or(self.users.is_empty(), &|| {
                 let uid = process.and_then(|p| p.uid).unwrap_or(l.uid);
@@ -203,7 +218,23 @@ impl AllowRule {
                 process
                     .and_then(|p| p.unit.as_deref())
                     .is_some_and(|unit| self.units.iter().any(|u| u == unit))
-            })
+            });
+        if !others {
+            return RuleMatch::No;
+        }
+        if self.exes.is_empty() {
+            return RuleMatch::Yes;
+        }
+        let Some((p, exe)) = process.and_then(|p| Some((p, p.exe.as_deref()?))) else {
+            return RuleMatch::No;
+        };
+        let Some(path) = self.exes.iter().find(|e| *e == strip_deleted(exe)) else {
+            return RuleMatch::No;
+        };
+        match exe_is_hosts(p, exe, path, host) {
+            Ok(()) => RuleMatch::Yes,
+            Err(why) => RuleMatch::ExeNotHost(why),
+        }
     }
 
     /// Whether the rule could ever match this port and protocol (for `explain`).
@@ -218,6 +249,25 @@ impl AllowRule {
             Some(name) => format!("[[allow]] \"{name}\" ({})", self.origin),
             None => format!("[[allow]] at {}", self.origin),
         }
+    }
+}
+
+/// Whether the program a process runs is the host's file at `path`, not only a file that
+/// its own mount namespace shows at that path: the same device and inode. A binary
+/// replaced on disk since the process started (an upgrade: `... (deleted)`) has no file
+/// left to compare; it passes when the process shares the daemon's mount namespace,
+/// where nothing but root can have put another file at that path.
+fn exe_is_hosts(p: &Process, exe: &str, path: &str, host: &dyn HostFiles) -> Result<(), String> {
+    let replaced = exe.ends_with(" (deleted)");
+    if replaced && p.mount_ns.is_some() && p.mount_ns == host.mount_ns() {
+        return Ok(());
+    }
+    match (p.exe_file, host.file_id(path)) {
+        (Some(theirs), Some(ours)) if theirs == ours && !replaced => Ok(()),
+        (None, _) => Err(format!(
+            "exe {path} could not be verified (its file is not readable)"
+        )),
+        _ => Err(format!("exe {path} is not the host's {path}")),
     }
 }
 
@@ -258,19 +308,32 @@ pub struct Verdict {
 }
 
 impl Policy {
-    /// Judges one listener, given what IANA says about its port.
-    pub fn judge(&self, iana: &Iana, l: &Listener) -> Verdict {
-        if let Some((i, rule)) = self.allow.iter().enumerate().find(|(_, r)| r.matches(l)) {
-            return Verdict {
-                alert: false,
-                severity: Severity::Info,
-                reason: format!("allowed by {}", rule.describe()),
-                condition: None,
-                rule: Some(i),
-            };
+    /// Judges one listener, given what IANA says about its port and what files are on the
+    /// host.
+    pub fn judge(&self, iana: &Iana, l: &Listener, host: &dyn HostFiles) -> Verdict {
+        let mut near_miss = None;
+        for (i, rule) in self.allow.iter().enumerate() {
+            match rule.check(l, host) {
+                RuleMatch::Yes => {
+                    return Verdict {
+                        alert: false,
+                        severity: Severity::Info,
+                        reason: format!("allowed by {}", rule.describe()),
+                        condition: None,
+                        rule: Some(i),
+                    };
+                }
+                RuleMatch::ExeNotHost(why) if near_miss.is_none() => {
+                    near_miss = Some(format!("{} does not apply: {why}", rule.describe()));
+                }
+                _ => {}
+            }
         }
         let range = PortRange::of(l.port);
-        let fact = registry_clause(l, iana);
+        let mut fact = registry_clause(l, iana);
+        if let Some(why) = near_miss {
+            fact = format!("{why}; {fact}");
+        }
         match self.alert_on.iter().find(|c| c.holds(range, iana)) {
             Some(&condition) => Verdict {
                 alert: true,
@@ -293,6 +356,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::classify::{PathFiles, path_file_id};
     use crate::model::{Classifier, Inode, Owner, Pid, Process, UnknownOwner};
     use crate::registry::Registry;
 
@@ -305,6 +369,7 @@ mod tests {
             let c = Classifier {
                 registry,
                 policy: self,
+                host: &PathFiles,
                 netns: None,
             };
             c.classify(l).verdict
@@ -333,6 +398,9 @@ mod tests {
             uid: Some(0),
             user: Some("root".into()),
             unit: Some("foo.service".into()),
+            name_lossy: false,
+            exe_file: Some(path_file_id(strip_deleted(exe))),
+            mount_ns: Some(1),
             start_time: 1,
         }))
     }

@@ -153,6 +153,9 @@ mod tests {
             uid: Some(33),
             user: None,
             unit: None,
+            name_lossy: false,
+            exe_file: None,
+            mount_ns: None,
             start_time: 0,
         }))
     }

@@ -132,6 +132,9 @@ mod tests {
                 uid: Some(0),
                 user: Some("root".into()),
                 unit: None,
+                name_lossy: false,
+                exe_file: None,
+                mount_ns: None,
                 start_time: 0,
             })),
         };

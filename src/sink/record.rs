@@ -66,7 +66,7 @@ impl Record {
     pub fn priority_of(e: &Event) -> u8 {
         match e.kind {
             EventKind::AlertRaised => priority::WARNING,
-            EventKind::AlertCleared => priority::NOTICE,
+            EventKind::AlertCleared | EventKind::ListenerOwnerChanged => priority::NOTICE,
             _ if e.alert_suppressed => priority::NOTICE,
             _ => priority::INFO,
         }
@@ -94,6 +94,15 @@ impl Record {
         owner_fields(e, &mut f);
         if let Some(pid) = e.previous_pid {
             f.push(("LISTENER_PREVIOUS_PID", pid.to_string()));
+        }
+        match &e.previous_owner {
+            Some(Owner::Process(p)) => {
+                if let Some(exe) = &p.exe {
+                    f.push(("LISTENER_PREVIOUS_EXE", escape_control(exe).into_owned()));
+                }
+            }
+            Some(Owner::Unknown(why)) => f.push(("LISTENER_PREVIOUS_UNKNOWN", serde_plain(why))),
+            None => {}
         }
         let verdict = &class.verdict;
         if verdict.alert {
@@ -242,7 +251,12 @@ fn quote(v: &str) -> String {
 }
 
 fn who(e: &Event) -> String {
-    match &e.listener.owner {
+    owner_words(&e.listener.owner, e.listener.uid)
+}
+
+/// `nc[456] (/usr/bin/nc, user alice)`, or why the owner is unknown.
+fn owner_words(owner: &Owner, socket_uid: u32) -> String {
+    match owner {
         Owner::Process(p) => {
             let mut s = format!("{}[{}]", clip(&p.name, 32), p.pid);
             let mut extra = Vec::new();
@@ -263,9 +277,8 @@ fn who(e: &Event) -> String {
             s
         }
         Owner::Unknown(why) => format!(
-            "an unknown owner ({}; socket uid {})",
-            why.describe(),
-            e.listener.uid
+            "an unknown owner ({}; socket uid {socket_uid})",
+            why.describe()
         ),
     }
 }
@@ -300,6 +313,16 @@ fn event_message(e: &Event) -> String {
             "listener restarted: {at} by {whom}: {}",
             e.detail.as_deref().unwrap_or("reopened")
         ),
+        EventKind::ListenerOwnerChanged => {
+            let before = e
+                .previous_owner
+                .as_ref()
+                .map_or_else(|| "an unknown owner".to_owned(), |o| owner_words(o, l.uid));
+            format!(
+                "listener changed hands: {at} now held by {whom}, before by {before}: {}",
+                verdict.reason
+            )
+        }
         EventKind::ListenerPresent => {
             let verdict = if verdict.alert {
                 "not allowed"
@@ -333,6 +356,9 @@ mod tests {
                 uid: Some(1000),
                 user: Some("alice".into()),
                 unit: Some("session-2.scope".into()),
+                name_lossy: false,
+                exe_file: None,
+                mount_ns: None,
                 start_time: 0,
             })),
         };

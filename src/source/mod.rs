@@ -6,6 +6,8 @@
 //! tests can point at a fixture tree.
 
 pub mod cgroup;
+pub mod fds;
+pub mod host;
 pub mod owners;
 pub mod procfs;
 pub mod procnet;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::latch::Latch;
 use crate::model::Socket;
 
+pub use host::SystemFiles;
 pub use owners::{Attributor, OwnerSource, ProcessDetails, SysinfoDetails};
 pub use procnet::ProcNet;
 pub use sock_diag::SockDiag;
@@ -143,9 +146,18 @@ impl SocketSource for KernelSource {
 /// The inode of this process's network namespace (`/proc/self/ns/net`), which tells one
 /// namespace's listeners from another's in events and state.
 pub fn netns_inode(proc_root: &Path) -> Option<u64> {
-    let link = std::fs::read_link(proc_root.join("self/ns/net")).ok()?;
+    ns_inode(proc_root, "self", "net")
+}
+
+/// The inode of a process's namespace of one kind: `/proc/PID/ns/KIND` reads `KIND:[N]`.
+pub fn ns_inode(proc_root: &Path, pid: &str, kind: &str) -> Option<u64> {
+    let link = std::fs::read_link(proc_root.join(pid).join("ns").join(kind)).ok()?;
     let s = link.to_str()?;
-    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+    s.strip_prefix(kind)?
+        .strip_prefix(":[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// The `/proc` root to use: `/proc` unless the caller says otherwise.

@@ -1,0 +1,309 @@
+//! Reading `/proc/*/fd`: which process holds which socket.
+//!
+//! The expensive part of attribution is reading every process's fd table, so a pass visits
+//! each pid at most once and stops as soon as every inode it looks for is found. A link
+//! that cannot be read (a non-dumpable process, a process in a user namespace the reader
+//! does not own) counts as a refusal, never as "not here": an owner that could not be read
+//! must not look like no owner.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CStr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Dir, Mode, OFlags};
+
+use crate::model::{Inode, Pid};
+
+/// What one pass over the fd tables found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FdScan {
+    /// Where each inode was found: the process, and the descriptor number it holds it by.
+    pub found: HashMap<Inode, (Pid, u32)>,
+    /// Some fd table or link could not be read for lack of permission.
+    pub denied: bool,
+    /// Fd tables read in this pass.
+    pub pids_read: usize,
+}
+
+/// Lists pids and reads their fd tables under a `/proc` root (injectable for tests).
+#[derive(Debug)]
+pub struct FdScanner {
+    root: PathBuf,
+    link_buf: Vec<u8>,
+}
+
+impl FdScanner {
+    pub fn new(proc_root: &Path) -> FdScanner {
+        FdScanner {
+            root: proc_root.to_owned(),
+            link_buf: vec![0; 64],
+        }
+    }
+
+    /// Pids under the root, in directory order, with the uid of their `/proc/PID`
+    /// directory (the process's effective uid) and the size of their fd table.
+    pub fn list_pids(&self) -> std::io::Result<Vec<ProcEntry>> {
+        let root_fd = open_dir(&self.root)?;
+        let mut dir = Dir::read_from(&root_fd)?;
+        let mut pids = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let Some(pid) = parse_pid(entry.file_name()) else {
+                continue;
+            };
+            let uid = rustix::fs::statat(&root_fd, entry.file_name(), AtFlags::empty())
+                .ok()
+                .map(|st| st.st_uid);
+            // Since Linux 6.2 the size of /proc/PID/fd is the number of open files (0
+            // before, which orders nothing).
+            let mut fd_dir = [0u8; 24];
+            let fds = fd_path(&mut fd_dir, pid)
+                .and_then(|p| rustix::fs::statat(&root_fd, p, AtFlags::empty()).ok())
+                .map_or(0, |st| st.st_size.max(0) as u64);
+            pids.push(ProcEntry {
+                pid: Pid(pid),
+                uid,
+                fds,
+            });
+        }
+        Ok(pids)
+    }
+
+    /// Reads fd tables of `order`'s pids in turn until every inode of `wanted` is found.
+    pub fn scan(&mut self, order: &[Pid], wanted: &HashSet<Inode>) -> FdScan {
+        let mut scan = FdScan::default();
+        let mut missing = wanted.len();
+        let mut path = String::with_capacity(32);
+        for &pid in order {
+            if missing == 0 {
+                break;
+            }
+            path.clear();
+            use std::fmt::Write as _;
+            let _ = write!(path, "{}/{}/fd", self.root.display(), pid.0);
+            let fd_dir = match open_dir(Path::new(&path)) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    scan.denied = true;
+                    continue;
+                }
+                Err(_) => continue, // exited, or not a process
+            };
+            scan.pids_read += 1;
+            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                continue;
+            };
+            while let Some(Ok(entry)) = dir.read() {
+                let name = entry.file_name();
+                let Some(fd) = parse_pid(name) else {
+                    continue; // `.` and `..`
+                };
+                let inode = match self.socket_inode(&fd_dir, name) {
+                    Ok(Some(inode)) => inode,
+                    Ok(None) => continue,
+                    Err(Refused) => {
+                        scan.denied = true;
+                        continue;
+                    }
+                };
+                if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
+                    scan.found.insert(inode, (pid, fd));
+                    missing -= 1;
+                    if missing == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        scan
+    }
+
+    /// `socket:[N]` → N for one fd link; `Ok(None)` for anything else or a link that
+    /// went away, `Err` when reading it was refused.
+    fn socket_inode(&mut self, fd_dir: &OwnedFd, name: &CStr) -> Result<Option<Inode>, Refused> {
+        // Socket links are short; a longer target (a file path) is cut off and then
+        // fails to parse, which is what we want.
+        match rustix::fs::readlinkat_raw(fd_dir, name, &mut self.link_buf[..]) {
+            Ok(n) => Ok(parse_socket_link(
+                &self.link_buf[..n.min(self.link_buf.len())],
+            )),
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => Err(Refused),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Whether `pid` still holds `inode` by descriptor `fd`: one link read, no scan.
+    pub fn still_holds(&mut self, pid: Pid, fd: u32, inode: Inode) -> Holds {
+        let mut path = [0u8; 128];
+        let Some(link) = fd_link_path(&mut path, &self.root, pid.0, fd) else {
+            return Holds::Unknown;
+        };
+        match rustix::fs::readlinkat_raw(CWD, link, &mut self.link_buf[..]) {
+            Ok(n) => match parse_socket_link(&self.link_buf[..n.min(self.link_buf.len())]) {
+                Some(i) if i == inode => Holds::Yes,
+                _ => Holds::No,
+            },
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => Holds::Unknown,
+            Err(_) => Holds::No,
+        }
+    }
+}
+
+/// A link or table that could not be read for lack of permission.
+#[derive(Debug, Clone, Copy)]
+struct Refused;
+
+/// What one check of a remembered descriptor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holds {
+    Yes,
+    /// The process exited, or that descriptor is now something else.
+    No,
+    /// Not readable: nothing can be said.
+    Unknown,
+}
+
+/// `ROOT/PID/fd/FD` as a C string in `buf`, without allocating; `None` when the root is
+/// too long for the buffer (then a check cannot be made).
+fn fd_link_path<'b>(buf: &'b mut [u8; 128], root: &Path, pid: u32, fd: u32) -> Option<&'b CStr> {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    cursor.write_all(root.as_os_str().as_bytes()).ok()?;
+    write!(cursor, "/{pid}/fd/{fd}\0").ok()?;
+    let n = cursor.position() as usize;
+    CStr::from_bytes_with_nul(&buf[..n]).ok()
+}
+
+fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        CWD,
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn parse_pid(name: &CStr) -> Option<u32> {
+    let bytes = name.to_bytes();
+    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+/// Parses a `socket:[12345]` fd link target.
+pub fn parse_socket_link(link: &[u8]) -> Option<Inode> {
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok().map(Inode)
+}
+
+/// One process as [`FdScanner::list_pids`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub pid: Pid,
+    /// The owner of `/proc/PID`: the process's effective uid.
+    pub uid: Option<u32>,
+    /// Open files (0 where the kernel does not say).
+    pub fds: u64,
+}
+
+/// `PID/fd` as a C string in `buf`, without allocating.
+fn fd_path(buf: &mut [u8; 24], pid: u32) -> Option<&std::ffi::CStr> {
+    use std::io::Write as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{pid}/fd\0").ok()?;
+    let n = cursor.position() as usize;
+    std::ffi::CStr::from_bytes_with_nul(&buf[..n]).ok()
+}
+
+/// The order in which to read fd tables: pids that appeared since the last look first,
+/// then pids whose uid owns one of the new sockets, then every other pid; within each
+/// group, smaller fd tables first (cheap to read, and a process holding thousands of
+/// connections is rarely the one that just opened a listener), then lower pids (a
+/// parent before the workers that share its socket).
+pub fn attribution_order(
+    pids: &[ProcEntry],
+    previous: &HashSet<Pid>,
+    socket_uids: &HashSet<u32>,
+) -> Vec<Pid> {
+    let rank = |p: &ProcEntry| {
+        if !previous.is_empty() && !previous.contains(&p.pid) {
+            0
+        } else if p.uid.is_some_and(|u| socket_uids.contains(&u)) {
+            1
+        } else {
+            2
+        }
+    };
+    let mut ordered: Vec<_> = pids.iter().map(|p| (rank(p), p.fds, p.pid)).collect();
+    ordered.sort_unstable();
+    ordered.into_iter().map(|(_, _, pid)| pid).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(parse_socket_link(b"socket:[12345]"), Some(Inode(12345)));
+        assert_eq!(parse_socket_link(b"pipe:[12345]"), None);
+        assert_eq!(parse_socket_link(b"socket:[]"), None);
+        assert_eq!(parse_socket_link(b"socket:[12a]"), None);
+        assert_eq!(parse_socket_link(b"/dev/null"), None);
+    }
+
+    fn entry(pid: u32, uid: u32, fds: u64) -> ProcEntry {
+        ProcEntry {
+            pid: Pid(pid),
+            uid: Some(uid),
+            fds,
+        }
+    }
+
+    #[test]
+    fn order_puts_new_pids_first_then_matching_uids() {
+        let pids = [
+            entry(1, 0, 5),
+            entry(50, 1000, 5),
+            entry(70, 33, 5),
+            entry(90, 0, 5),
+        ];
+        let previous: HashSet<Pid> = [Pid(1), Pid(50), Pid(70)].into();
+        let uids: HashSet<u32> = [33].into();
+        assert_eq!(
+            attribution_order(&pids, &previous, &uids),
+            [Pid(90), Pid(70), Pid(1), Pid(50)]
+        );
+    }
+
+    #[test]
+    fn smaller_fd_tables_first_within_a_group() {
+        let pids = [
+            entry(10, 0, 20_000),
+            entry(20, 0, 4),
+            entry(30, 0, 4),
+            entry(40, 1, 1),
+        ];
+        let uids: HashSet<u32> = [0].into();
+        assert_eq!(
+            attribution_order(&pids, &HashSet::new(), &uids),
+            [Pid(20), Pid(30), Pid(10), Pid(40)]
+        );
+    }
+
+    #[test]
+    fn first_look_has_no_new_pids() {
+        let pids = [entry(1, 0, 1), entry(2, 7, 1)];
+        let uids: HashSet<u32> = [7].into();
+        assert_eq!(
+            attribution_order(&pids, &HashSet::new(), &uids),
+            [Pid(2), Pid(1)]
+        );
+    }
+}
