@@ -10,7 +10,14 @@
 //! `udp-connected` (a client socket bound to an ephemeral port and connected to ADDR:PORT).
 //! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits until its
 //! standard input closes, or with `--wait` until it is killed.
-//! `--name NAME` sets the process name (`comm`, at most 15 bytes) first.
+//! `--name NAME` sets the process name (`comm`, at most 15 bytes) first; `--name-hex HEX`
+//! sets it to any bytes (`fffe` is not UTF-8). `--nondumpable` makes the process
+//! non-dumpable (its fd links unreadable without `CAP_SYS_PTRACE`).
+//!
+//! `--decoy PROGRAM` plays the decoy an attacker sets up: the sockets are handed to PROGRAM
+//! (started with them inherited, and `3600` as its argument) and closed here, so PROGRAM
+//! is their only holder; `ready` then also says `decoy=PID`. A line `take` on standard
+//! input takes them back with `pidfd_getfd` and kills PROGRAM.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -67,16 +74,73 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
     Ok(out)
 }
 
+/// Removes `--flag` from `args`; true when it was there.
+fn flag(args: &mut Vec<String>, name: &str) -> bool {
+    let had = args.iter().any(|a| a == name);
+    args.retain(|a| a != name);
+    had
+}
+
+/// Removes `--option VALUE` from `args` and returns the value.
+fn option(args: &mut Vec<String>, name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    let value = args.get(i + 1).cloned().unwrap_or_default();
+    args.drain(i..(i + 2).min(args.len()));
+    Some(value)
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("--name-hex takes hex digits"))
+        .collect()
+}
+
+/// Hands the sockets to `program` (inherited, not close-on-exec) and closes them here.
+fn hand_to(program: &str, sockets: Vec<Socket>) -> (std::process::Child, Vec<i32>) {
+    use std::os::fd::AsRawFd as _;
+    let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    for s in &sockets {
+        s.set_cloexec(false).expect("clear FD_CLOEXEC");
+    }
+    let child = std::process::Command::new(program)
+        .arg("3600")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start the decoy");
+    drop(sockets);
+    (child, fds)
+}
+
+/// Takes the sockets back from the decoy and kills it.
+fn take_back(child: &mut std::process::Child, fds: &[i32]) -> Vec<std::os::fd::OwnedFd> {
+    use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    let pid = Pid::from_raw(child.id() as i32).expect("a child pid");
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
+    let taken = fds
+        .iter()
+        .map(|&fd| pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).expect("pidfd_getfd"))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    taken
+}
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let wait = args.iter().any(|a| a == "--wait");
-    args.retain(|a| a != "--wait");
-    if let Some(i) = args.iter().position(|a| a == "--name") {
-        let name = args.get(i + 1).cloned().unwrap_or_default();
-        args.drain(i..(i + 2).min(args.len()));
+    let wait = flag(&mut args, "--wait");
+    if flag(&mut args, "--nondumpable") {
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+            .expect("prctl(PR_SET_DUMPABLE)");
+    }
+    let name = option(&mut args, "--name")
+        .map(String::into_bytes)
+        .or_else(|| option(&mut args, "--name-hex").map(|h| hex(&h)));
+    if let Some(name) = name {
         let c = CString::new(name).expect("a process name cannot hold NUL");
         rustix::thread::set_name(&c).expect("prctl(PR_SET_NAME)");
     }
+    let decoy = option(&mut args, "--decoy");
     let mut sockets = Vec::new();
     for spec in &args {
         match open(spec) {
@@ -96,8 +160,23 @@ fn main() {
                 .map_or_else(|| "?".into(), |a| a.port().to_string())
         })
         .collect();
-    println!("ready pid={} ports={}", std::process::id(), ports.join(","));
     use std::io::Write as _;
+    if let Some(program) = decoy {
+        let (mut child, fds) = hand_to(&program, sockets);
+        println!(
+            "ready pid={} ports={} decoy={}",
+            std::process::id(),
+            ports.join(","),
+            child.id()
+        );
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        let _held = take_back(&mut child, &fds);
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        return;
+    }
+    println!("ready pid={} ports={}", std::process::id(), ports.join(","));
     let _ = std::io::stdout().flush();
     if wait {
         loop {

@@ -100,6 +100,8 @@ pub struct Listen {
     pub child: Child,
     pub pid: u32,
     pub ports: Vec<u16>,
+    /// With `--decoy`: the process the sockets were handed to.
+    pub decoy: Option<u32>,
     stdin: Option<ChildStdin>,
 }
 
@@ -119,8 +121,11 @@ impl Listen {
         assert!(line.starts_with("ready "), "listen helper failed: {line:?}");
         let mut pid = 0;
         let mut ports = Vec::new();
+        let mut decoy = None;
         for field in line.split_whitespace().skip(1) {
-            if let Some(p) = field.strip_prefix("pid=") {
+            if let Some(p) = field.strip_prefix("decoy=") {
+                decoy = Some(p.parse().unwrap());
+            } else if let Some(p) = field.strip_prefix("pid=") {
                 pid = p.parse().unwrap();
             } else if let Some(p) = field.strip_prefix("ports=") {
                 ports = p
@@ -135,8 +140,17 @@ impl Listen {
             child,
             pid,
             ports,
+            decoy,
             stdin,
         }
+    }
+
+    /// Writes one line to the helper's standard input (`take`, for a decoy).
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write as _;
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
     }
 
     /// Closes the helper's sockets by ending it, and waits for it.

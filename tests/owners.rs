@@ -1,0 +1,135 @@
+//! Owners that lie or vanish, with real processes: a name that is not UTF-8, a process
+//! whose descriptors cannot be read, a decoy that holds the socket for a while, and an
+//! allowed program's path bind-mounted over by another binary.
+
+mod util;
+
+use util::{Daemon, Listen, Netns, config_file, find, listen_bin, scan_json, stderr};
+
+/// A process named with bytes that are not UTF-8 is shown with its pid and exe (it used
+/// to be "vanished": its /proc/PID/stat was read as text).
+#[test]
+fn a_name_that_is_not_utf8_hides_nothing() {
+    let ns = Netns::new();
+    let l = ns.listen(&["--name-hex", "fffefd626164", "tcp:0.0.0.0:867"]);
+    let scan = scan_json(&ns, &[]);
+    let e = find(&scan, "tcp", 867)[0];
+    assert_eq!(e["process"]["pid"], l.pid, "{e}");
+    assert_eq!(e["process"]["exe"], listen_bin().display().to_string());
+    assert_eq!(e["process"]["name"], "\u{fffd}\u{fffd}\u{fffd}bad");
+    assert_eq!(e["process"]["name_lossy"], true);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--interval", "100ms"]);
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(
+        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{alert}"
+    );
+    assert!(d.terminate().success());
+}
+
+/// A non-dumpable process of another user, scanned by root without CAP_SYS_PTRACE: its fd
+/// directory can be listed but not its links. The owner is unknown for lack of
+/// permission; it must never look like a kernel socket.
+#[test]
+fn an_owner_that_cannot_be_read_is_no_permission_never_kernel() {
+    let ns = Netns::new();
+    ns.sysctl("net.ipv4.ip_unprivileged_port_start=0");
+    let mut c = ns.command("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(listen_bin())
+        .args(["--nondumpable", "tcp:0.0.0.0:867"]);
+    let _l = Listen::start(c);
+    let mut c = ns.command("setpriv");
+    c.args(["--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"])
+        .arg(util::bin())
+        .args(["scan", "--json"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let scan: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let e = find(&scan, "tcp", 867)[0];
+    assert_eq!(e["owner_unknown"], "no-permission", "{e}");
+    assert_eq!(e["uid"], 65534);
+    assert_eq!(e["verdict"]["alert"], true);
+}
+
+const ALLOW_SLEEP: &str = "[daemon]\ninterval = \"1s\"\n[[allow]]\nname = \"sleep\"\nport = 868\nexe = \"/usr/bin/sleep\"\n";
+
+/// The decoy: a process binds 868, hands the socket to an allowed /usr/bin/sleep, takes
+/// it back with pidfd_getfd and lets sleep die. The socket changes hands, and the new
+/// holder is named and alerted on.
+#[test]
+fn a_decoy_holder_does_not_vouch_for_the_real_one() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file(ALLOW_SLEEP);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the start", |l| l.contains("starting"));
+    let mut l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
+    let decoy = l.decoy.expect("a decoy");
+    let opened = d.wait_for("the decoy's listener", |l| l.contains("LISTEN_PORT=868"));
+    assert!(
+        opened.contains("PORTSENTINEL_EVENT=listener-opened"),
+        "{opened}"
+    );
+    assert!(
+        opened.contains(&format!(" LISTENER_PID={decoy} ")),
+        "{opened}"
+    );
+    let taken = std::time::Instant::now();
+    l.say("take");
+    let changed = d.wait_for("the change of hands", |l| {
+        l.contains("listener-owner-changed")
+    });
+    eprintln!("changed hands after {:?}", taken.elapsed());
+    assert!(
+        changed.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{changed}"
+    );
+    assert!(
+        changed.contains(&format!(" LISTENER_PREVIOUS_PID={decoy} ")),
+        "{changed}"
+    );
+    assert!(
+        changed.contains(" LISTENER_PREVIOUS_EXE=/usr/bin/sleep "),
+        "{changed}"
+    );
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(
+        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{alert}"
+    );
+    assert!(
+        alert.contains(&format!(" LISTENER_EXE={} ", listen_bin().display())),
+        "{alert}"
+    );
+    assert!(d.terminate().success());
+}
+
+/// In a user and mount namespace of its own, anyone can bind-mount another binary over
+/// /usr/bin/sleep: /proc/PID/exe then reads /usr/bin/sleep. The rule's path is checked as
+/// the host's file, so the spoof is alerted, and the verdict says why.
+#[test]
+fn a_bind_mounted_exe_is_not_the_allowed_program() {
+    let ns = Netns::new();
+    ns.sysctl("net.ipv4.ip_unprivileged_port_start=0");
+    let (_dir, cfg) = config_file(ALLOW_SLEEP);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the start", |l| l.contains("starting"));
+    let script = format!(
+        "mount --bind {} /usr/bin/sleep && exec /usr/bin/sleep tcp:0.0.0.0:868",
+        listen_bin().display()
+    );
+    let mut c = ns.command("unshare");
+    c.args(["--user", "--map-root-user", "--mount", "sh", "-c", &script]);
+    let l = Listen::start(c);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", l.pid)).unwrap();
+    assert_eq!(exe.to_str(), Some("/usr/bin/sleep"), "the spoof works");
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(alert.contains(" LISTENER_EXE=/usr/bin/sleep "), "{alert}");
+    assert!(
+        alert.contains("[[allow]] \\\"sleep\\\"")
+            && alert.contains("exe /usr/bin/sleep is not the host's /usr/bin/sleep"),
+        "{alert}"
+    );
+    // (The real /usr/bin/sleep holding a socket is allowed: see the decoy test.)
+    assert!(d.terminate().success());
+}
