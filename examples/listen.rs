@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`,
-//! `udp-connected` (a client socket bound to an ephemeral port and connected to ADDR:PORT).
+//! `udp-connected` (a client socket bound to an ephemeral port and connected to ADDR:PORT);
+//! or `unix:PATH[*COUNT]`, connections to a Unix stream socket that are held and never read
+//! (idle subscribers of the daemon's event socket).
 //! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits until its
 //! standard input closes, or with `--wait` until it is killed.
 //! `--name NAME` sets the process name (`comm`, at most 15 bytes) first; `--name-hex HEX`
@@ -30,6 +32,18 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
         Some((s, n)) => (s, n.parse::<usize>().map_err(|e| format!("{spec}: {e}"))?),
         None => (spec, 1),
     };
+    if let Some(path) = spec.strip_prefix("unix:") {
+        let addr = socket2::SockAddr::unix(path).map_err(|e| format!("{spec}: {e}"))?;
+        return (0..count)
+            .map(|_| {
+                let s = Socket::new(Domain::UNIX, Type::STREAM, None)
+                    .map_err(|e| format!("{spec}: socket: {e}"))?;
+                s.connect(&addr)
+                    .map_err(|e| format!("{spec}: connect: {e}"))?;
+                Ok(s)
+            })
+            .collect();
+    }
     let (kind, rest) = spec
         .split_once(':')
         .ok_or_else(|| format!("{spec}: expected PROTO:ADDR:PORT"))?;
@@ -126,7 +140,17 @@ fn take_back(child: &mut std::process::Child, fds: &[i32]) -> Vec<std::os::fd::O
     taken
 }
 
+/// Thousands of sockets need more than the usual 1,024 descriptors: the soft limit goes
+/// up to the hard one.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+}
+
 fn main() {
+    raise_fd_limit();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let wait = flag(&mut args, "--wait");
     if flag(&mut args, "--nondumpable") {
@@ -157,7 +181,7 @@ fn main() {
             s.local_addr()
                 .ok()
                 .and_then(|a| a.as_socket())
-                .map_or_else(|| "?".into(), |a| a.port().to_string())
+                .map_or_else(|| "-".into(), |a| a.port().to_string())
         })
         .collect();
     use std::io::Write as _;

@@ -21,8 +21,13 @@ const N: usize = 1600;
 #[test]
 fn the_event_socket_survives_garbage_vanishing_and_stalled_clients() {
     let ns = Netns::new();
-    // The default interval: a subscriber gets half of it to make room in a burst.
-    let (mut d, _cfg) = daemon_with_config(&ns, "[daemon]\ninterval = \"1s\"\n");
+    // The default interval: a subscriber gets half of it to make room in a burst. Limits
+    // on subscribers high enough for 200 that come and go at once (they hold their place
+    // until the daemon has seen them go).
+    let (mut d, _cfg) = daemon_with_config(
+        &ns,
+        "[daemon]\ninterval = \"1s\"\n[events]\nmax_subscribers = 512\nmax_subscribers_per_user = 512\n",
+    );
     let path = d.socket();
 
     // Connects and goes away at once, many times.
@@ -145,4 +150,41 @@ fn the_daemon_never_listens_on_the_network() {
             );
         }
     }
+}
+
+/// A member of the event group opens 2,000 connections and never reads. They are over
+/// the per-user limit, so they cost the daemon no descriptors: it still reads /proc, and a
+/// new listener on 867 is recorded with its pid and exe (it used to be a "kernel" socket).
+#[test]
+fn idle_connections_cannot_blind_the_daemon() {
+    let ns = Netns::new();
+    // gid 100, "users", exists on every Debian system.
+    let (mut d, _cfg) = daemon_with_config(
+        &ns,
+        "[daemon]\ninterval = \"200ms\"\n[events]\ngroup = \"users\"\n",
+    );
+    let spec = format!("unix:{}*2000", d.socket().display());
+    let mut c = ns.command("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--groups=100"])
+        .arg(util::listen_bin())
+        .arg(&spec);
+    let _idle = util::Listen::start(c);
+    d.wait_for("the refusals", |l| {
+        l.contains("refused") && l.contains("over the limits")
+    });
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+        .unwrap()
+        .count();
+    assert!(fds < 64, "the daemon holds {fds} descriptors");
+    let l = ns.listen(&["tcp:0.0.0.0:867"]);
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(
+        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{alert}"
+    );
+    assert!(
+        alert.contains(&format!(" LISTENER_EXE={} ", util::listen_bin().display())),
+        "{alert}"
+    );
+    assert!(d.child.try_wait().unwrap().is_none());
 }

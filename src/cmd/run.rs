@@ -22,6 +22,22 @@ use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
 use crate::source::{self, Attributor, KernelSource, SourceMode, SysinfoDetails, SystemFiles};
 use crate::state::{self, StateStore};
 
+/// Descriptors kept for the daemon's own work (netlink, `/proc`, the state file, the log)
+/// beyond what event-socket subscribers may hold.
+const FD_RESERVE: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one (the unit sets `LimitNOFILE=`) and
+/// returns it.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_some() && limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
 /// Requests waiting for the loop: a burst of signals or connections beyond this waits in
 /// the kernel (signals coalesce, connections queue in the listen backlog).
 const REQUESTS: usize = 64;
@@ -178,12 +194,27 @@ fn open_fanout(
     let fanout = Fanout::new(config.events.buffer, desktop);
     tasks.handles.push(tokio::spawn(fanout.run(rx)));
     if let Some(listener) = listener {
-        tasks
-            .handles
-            .push(tokio::spawn(socket::accept(listener, move |join| {
-                let requests = requests.clone();
-                async move { requests.send(Request::Subscribe(join)).await.is_ok() }
-            })));
+        let events = &config.events;
+        // Whatever the config says, subscribers never take the descriptors the daemon's own
+        // work needs.
+        let room =
+            usize::try_from(raise_fd_limit().saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+        let total = events.max_subscribers.min(room.max(1));
+        if total < events.max_subscribers {
+            tasks.notes.push((
+                priority::WARNING,
+                format!(
+                    "events.max_subscribers = {} does not fit the open-file limit: at most {total} subscribers",
+                    events.max_subscribers
+                ),
+            ));
+        }
+        let admission = socket::Admission::new(total, events.max_subscribers_per_user);
+        let accept = socket::accept(listener, admission, move |join| {
+            let requests = requests.clone();
+            async move { requests.send(Request::Subscribe(join)).await.is_ok() }
+        });
+        tasks.handles.push(tokio::spawn(accept));
     }
     (Some(tx), tasks)
 }

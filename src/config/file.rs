@@ -33,6 +33,8 @@ pub struct EventsFile {
     pub socket: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
     pub buffer: Option<Spanned<i64>>,
+    pub max_subscribers: Option<Spanned<i64>>,
+    pub max_subscribers_per_user: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -74,9 +74,17 @@ pub struct EventSettings {
     pub group: Option<String>,
     /// Lines queued per subscriber before a subscriber that does not read is dropped.
     pub buffer: usize,
+    /// Subscribers at once, in all and per uid: a connection beyond either is closed at
+    /// once, so no one can spend the daemon's descriptors.
+    pub max_subscribers: usize,
+    pub max_subscribers_per_user: usize,
 }
 
 pub const DEFAULT_EVENT_GROUP: &str = "portsentinel";
+
+/// The most subscribers the config may allow: the unit's `LimitNOFILE=` (8192) keeps room
+/// for them and for the daemon's own work.
+pub const MAX_SUBSCRIBERS: usize = 4096;
 
 /// Desktop notifications shown by the daemon itself (`[notify]`), for a daemon that runs
 /// as the desktop user.
@@ -102,6 +110,8 @@ impl Default for EventSettings {
             socket: Some(crate::sink::socket::default_path()),
             group: Some(DEFAULT_EVENT_GROUP.to_owned()),
             buffer: 1024,
+            max_subscribers: 64,
+            max_subscribers_per_user: 8,
         }
     }
 }

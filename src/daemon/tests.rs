@@ -14,7 +14,7 @@ use crate::model::classify::{PathFiles, path_file_id};
 use crate::model::{Inode, Owner, Pid, Process, Protocol, Socket, UnknownOwner};
 use crate::sink::diagnostics::RecordLayer;
 use crate::sink::fanout::Fanout;
-use crate::sink::socket::{Join, Peer};
+use crate::sink::socket::{Admission, Join, Peer};
 use crate::sink::{Record, RecordSink};
 use crate::source::owners::AttributionStats;
 use crate::source::{Backend, OwnerSource, SocketSource, SourceError};
@@ -322,10 +322,9 @@ async fn a_stalled_subscriber_in_a_burst_delays_no_poll() {
         pid: None,
         uid: Some(0),
     };
-    d.requests
-        .send(Request::Subscribe(Join { stream, peer }))
-        .await
-        .unwrap();
+    let slot = Admission::new(1, 1).admit(0).unwrap();
+    let join = Join { stream, peer, slot };
+    d.requests.send(Request::Subscribe(join)).await.unwrap();
     pass(1.5).await;
     for i in 0..1000u16 {
         world.open(10_000 + i, 1000 + u64::from(i), 5000, "/tmp/burst");

@@ -19,7 +19,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::socket::Join;
+use super::socket::{Join, Slot};
 use crate::model::Event;
 use crate::model::wire::{Hello, Message, VERSION, WireEvent, event_line};
 
@@ -84,23 +84,21 @@ impl Fanout {
         while let Some(d) = rx.recv().await {
             match d {
                 Delivery::Events { events, budget } => self.publish(&events, budget).await,
-                Delivery::Join { join, replay } => self.join(join, &replay),
+                Delivery::Join { join, replay } => self.join(join, replay),
             }
         }
     }
 
-    fn join(&mut self, join: Join, replay: &[Arc<Event>]) {
-        let hello = Message::Hello(Hello {
-            version: VERSION,
-            daemon: format!("portsentinel {}", env!("CARGO_PKG_VERSION")),
-            active_alerts: replay.len(),
-        });
-        let mut first: Vec<Arc<str>> = Vec::with_capacity(replay.len() + 1);
-        first.push(hello.to_line().into());
-        first.extend(replay.iter().map(|e| replay_line(e)));
+    fn join(&mut self, join: Join, replay: Vec<Arc<Event>>) {
         let (tx, rx) = mpsc::channel(self.capacity);
         let peer = join.peer.to_string();
-        tokio::spawn(feed(join.stream, first, rx, peer.clone()));
+        let subscriber = Feed {
+            replay,
+            rx,
+            peer: peer.clone(),
+            _slot: join.slot,
+        };
+        tokio::spawn(subscriber.run(join.stream));
         self.subscribers.push(Subscriber { tx, peer });
     }
 
@@ -171,22 +169,39 @@ impl Fanout {
     }
 }
 
-/// Writes a subscriber's first lines, then its queue; discards what it sends; ends when it
-/// goes away, when the fan-out drops it, or when it takes nothing for [`STALL`].
-async fn feed(
-    stream: UnixStream,
-    first: Vec<Arc<str>>,
-    mut rx: mpsc::Receiver<Arc<str>>,
+/// One subscriber's side of the fan-out: the alerts to replay, its queue, its place
+/// (given back when it goes).
+struct Feed {
+    replay: Vec<Arc<Event>>,
+    rx: mpsc::Receiver<Arc<str>>,
     peer: String,
-) {
-    let (mut reader, mut writer) = stream.into_split();
-    let mut sink = [0u8; 512];
-    let mut first = first.into_iter();
-    loop {
-        let line = match first.next() {
-            Some(line) => line,
-            None => tokio::select! {
-                line = rx.recv() => match line {
+    _slot: Slot,
+}
+
+impl Feed {
+    /// Writes `hello`, the replay (each alert's line serialized once, whoever asks first),
+    /// then the queue; discards what the subscriber sends; ends when it goes away, when
+    /// the fan-out drops it, or when it takes nothing for [`STALL`].
+    async fn run(mut self, stream: UnixStream) {
+        let (mut reader, mut writer) = stream.into_split();
+        let hello = Message::Hello(Hello {
+            version: VERSION,
+            daemon: format!("portsentinel {}", env!("CARGO_PKG_VERSION")),
+            active_alerts: self.replay.len(),
+        });
+        let replay = std::mem::take(&mut self.replay);
+        let first = std::iter::once(Arc::from(hello.to_line()))
+            .chain(replay.iter().map(|e| replay_line(e)));
+        for line in first {
+            if !self.write(&mut writer, &line).await {
+                return;
+            }
+        }
+        drop(replay);
+        let mut sink = [0u8; 512];
+        loop {
+            let line = tokio::select! {
+                line = self.rx.recv() => match line {
                     Some(line) => line,
                     None => return, // dropped by the fan-out
                 },
@@ -194,17 +209,25 @@ async fn feed(
                     Ok(0) | Err(_) => return,
                     Ok(_) => continue, // no commands: discard
                 },
-            },
-        };
+            };
+            if !self.write(&mut writer, &line).await {
+                return;
+            }
+        }
+    }
+
+    /// One line; false when the subscriber is gone or took nothing for [`STALL`].
+    async fn write(&self, writer: &mut tokio::net::unix::OwnedWriteHalf, line: &str) -> bool {
         match tokio::time::timeout(STALL, writer.write_all(line.as_bytes())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return,
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
             Err(_) => {
                 tracing::warn!(
-                    "event subscriber {peer} dropped: it took nothing for {} s",
+                    "event subscriber {} dropped: it took nothing for {} s",
+                    self.peer,
                     STALL.as_secs()
                 );
-                return;
+                false
             }
         }
     }

@@ -5,8 +5,10 @@
 //! refuses anyone else at `connect`. Accepted connections go to the daemon, which adds
 //! the alerts active now and hands both to the fan-out task ([`super::fanout`]).
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
@@ -111,20 +113,114 @@ impl std::fmt::Display for Peer {
 }
 
 /// A subscriber that has connected, on its way to the fan-out task with the alerts
-/// active when it joined.
+/// active when it joined. Its slot is given back when it goes.
 #[derive(Debug)]
 pub struct Join {
     pub stream: UnixStream,
     pub peer: Peer,
+    pub slot: Slot,
+}
+
+/// How many subscribers may be connected at once, in all and per uid, and how many are.
+#[derive(Debug)]
+pub struct Admission {
+    total: usize,
+    per_user: usize,
+    connected: Mutex<(usize, HashMap<u32, usize>)>,
+}
+
+/// One admitted subscriber's place, held while it is connected.
+#[derive(Debug)]
+pub struct Slot {
+    admission: Arc<Admission>,
+    uid: u32,
+}
+
+impl Admission {
+    pub fn new(total: usize, per_user: usize) -> Arc<Admission> {
+        Arc::new(Admission {
+            total,
+            per_user,
+            connected: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A place for a subscriber of `uid`, unless that would pass a limit.
+    pub fn admit(self: &Arc<Self>, uid: u32) -> Option<Slot> {
+        let mut c = self.connected.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = c.1.get(&uid).copied().unwrap_or(0);
+        if c.0 >= self.total || mine >= self.per_user {
+            return None;
+        }
+        c.0 += 1;
+        c.1.insert(uid, mine + 1);
+        Some(Slot {
+            admission: Arc::clone(self),
+            uid,
+        })
+    }
+
+    pub fn connected(&self) -> usize {
+        self.connected.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self
+            .admission
+            .connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        c.0 = c.0.saturating_sub(1);
+        if let Some(n) = c.1.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                c.1.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Connections refused for the limits, said at most once a minute with their count.
+#[derive(Debug, Default)]
+struct Refusals {
+    since_said: u64,
+    said_at: Option<tokio::time::Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: Peer, admission: &Admission) {
+        self.since_said += 1;
+        if self
+            .said_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+        {
+            return;
+        }
+        tracing::warn!(
+            "event socket: refused {} connection(s) over the limits ({} subscribers, {} per user), \
+             the last from {peer}",
+            self.since_said,
+            admission.total,
+            admission.per_user
+        );
+        self.since_said = 0;
+        self.said_at = Some(tokio::time::Instant::now());
+    }
 }
 
 /// Accepts subscribers and hands each to `join` (the daemon adds the alerts active now),
 /// until `join` says the daemon is gone. While the daemon is busy, `join` waits and new
-/// connections wait in the listen backlog.
-pub async fn accept<F>(listener: UnixListener, mut join: impl FnMut(Join) -> F)
-where
+/// connections wait in the listen backlog. A connection over the limits is closed at once.
+pub async fn accept<F>(
+    listener: UnixListener,
+    admission: Arc<Admission>,
+    mut join: impl FnMut(Join) -> F,
+) where
     F: std::future::Future<Output = bool>,
 {
+    let mut refusals = Refusals::default();
     let mut failing = Latch::new(
         "event socket: accept failed",
         "retrying",
@@ -154,7 +250,11 @@ where
                 uid: None,
             },
         };
-        if !join(Join { stream, peer }).await {
+        let Some(slot) = admission.admit(peer.uid.unwrap_or(u32::MAX)) else {
+            refusals.note(peer, &admission);
+            continue;
+        };
+        if !join(Join { stream, peer, slot }).await {
             return;
         }
     }

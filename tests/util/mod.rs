@@ -128,11 +128,8 @@ impl Listen {
             } else if let Some(p) = field.strip_prefix("pid=") {
                 pid = p.parse().unwrap();
             } else if let Some(p) = field.strip_prefix("ports=") {
-                ports = p
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.parse().unwrap())
-                    .collect();
+                // `-` for a socket without a port (a Unix connection).
+                ports = p.split(',').filter_map(|s| s.parse().ok()).collect();
             }
         }
         let stdin = child.stdin.take();
