@@ -65,6 +65,10 @@ fn the_event_socket_survives_garbage_vanishing_and_stalled_clients() {
 
     let mut hello = String::new();
     reader.read_line(&mut hello).unwrap();
+    if hello.is_empty() {
+        d.lines.drain_for(Duration::from_millis(500));
+        panic!("no hello: {:#?}", d.lines.seen);
+    }
     assert!(
         hello.starts_with("{\"type\":\"hello\",\"version\":1"),
         "{hello}"

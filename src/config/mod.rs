@@ -434,20 +434,37 @@ impl Validator<'_> {
             };
         }
         if let Some(b) = &ev.buffer {
-            out.buffer = usize::try_from(*b.get_ref())
-                .ok()
-                .filter(|n| (1..=1_000_000).contains(n))
-                .ok_or_else(|| {
-                    let shown = b.get_ref();
-                    self.at(
-                        b,
-                        format!(
-                            "events.buffer: `{shown}` is out of range; allowed: 1-1000000 lines"
-                        ),
-                    )
-                })?;
+            out.buffer = self.count(b, "events.buffer", 1_000_000, "lines")?;
+        }
+        if let Some(n) = &ev.max_subscribers {
+            out.max_subscribers =
+                self.count(n, "events.max_subscribers", MAX_SUBSCRIBERS, "subscribers")?;
+        }
+        if let Some(n) = &ev.max_subscribers_per_user {
+            let key = "events.max_subscribers_per_user";
+            out.max_subscribers_per_user = self.count(n, key, MAX_SUBSCRIBERS, "subscribers")?;
         }
         Ok(())
+    }
+
+    /// A whole number from 1 to `max`.
+    fn count(
+        &self,
+        n: &Spanned<i64>,
+        key: &str,
+        max: usize,
+        unit: &str,
+    ) -> Result<usize, ConfigError> {
+        usize::try_from(*n.get_ref())
+            .ok()
+            .filter(|v| (1..=max).contains(v))
+            .ok_or_else(|| {
+                let shown = n.get_ref();
+                self.at(
+                    n,
+                    format!("{key}: `{shown}` is out of range; allowed: 1-{max} {unit}"),
+                )
+            })
     }
 
     fn condition(&self, item: &Spanned<String>) -> Result<Condition, ConfigError> {
@@ -773,6 +790,20 @@ unit = "nginx.service"
         )
         .unwrap();
         assert_eq!((c.events.socket, c.events.group), (None, None));
+        let c = parse(
+            "[events]\nmax_subscribers = 100\nmax_subscribers_per_user = 3\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            (c.events.max_subscribers, c.events.max_subscribers_per_user),
+            (100, 3)
+        );
+        let e = err("[events]\nmax_subscribers_per_user = 0\n");
+        assert!(
+            e.contains(":2:28: events.max_subscribers_per_user: `0` is out of range"),
+            "{e}"
+        );
         let e = err("[daemon]\nlog = \"syslog\"\n");
         assert!(e.contains("daemon.log: unknown log mode `syslog`"), "{e}");
     }
