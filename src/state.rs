@@ -3,12 +3,14 @@
 //! Kept as one small JSON file in the state directory, written atomically (temporary file,
 //! fsync, rename). A missing, unreadable or corrupt file, or one from another boot, is a
 //! warning and a fresh start, never a failure: the worst case is an alert raised twice.
+//! The directory and the file are opened without following symlinks and must be what
+//! they claim ([`crate::files`]): a FIFO or a link planted there is refused.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::Dir;
 use crate::model::events::AlertedListeners;
 use crate::model::{Listener, ListenerKey, Owner};
 
@@ -66,16 +68,13 @@ impl StateStore {
     /// The alerts a previous run of this boot and namespace raised, or why there are none.
     pub fn load(&self) -> Result<AlertedListeners, String> {
         let path = self.path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read {}: {e}; starting afresh",
-                    path.display()
-                ));
-            }
+        let read = Dir::open(&self.dir).and_then(|d| d.read(FILE_NAME));
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(format!("cannot read {e}; starting afresh")),
         };
+        let text = String::from_utf8_lossy(&bytes);
         self.parse(&text)
             .map_err(|e| format!("{} is not usable ({e}); starting afresh", path.display()))
     }
@@ -113,8 +112,15 @@ impl StateStore {
                 .collect(),
         };
         let json = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
-        write_atomically(&self.dir, FILE_NAME, &json)
-            .map_err(|e| format!("cannot save state in {}: {e}", self.dir.display()))
+        Dir::open(&self.dir)
+            .and_then(|d| d.write_atomically(FILE_NAME, &json))
+            .map_err(|e| {
+                format!(
+                    "cannot save state in {}: {}",
+                    self.dir.display(),
+                    e.reason()
+                )
+            })
     }
 }
 
@@ -128,19 +134,6 @@ fn slim(l: &Listener) -> Listener {
         std::sync::Arc::make_mut(p).cmdline = Vec::new();
     }
     l
-}
-
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp)?;
-    let result = f.write_all(bytes).and_then(|()| f.sync_all());
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    // The rename itself must reach the disk too.
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// This boot's id, or an empty string where the kernel does not say.

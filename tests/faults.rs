@@ -205,3 +205,80 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
     assert_eq!(count(&seen, "alert-cleared"), 0);
     drop(held);
 }
+
+/// A config replaced by a FIFO: the reload is refused at once with a clear error (it used
+/// to hang the daemon until someone wrote to the FIFO), and polling goes on.
+#[test]
+fn a_fifo_config_is_refused_at_reload() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"100ms\"\n");
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the start", |l| l.contains("starting"));
+    std::fs::remove_file(&cfg).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&cfg)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    kill(d.child.id(), "HUP");
+    let rejected = d.wait_for("the rejection", |l| l.contains("config reload rejected"));
+    assert!(
+        rejected.contains("it is a FIFO, not a regular file"),
+        "{rejected}"
+    );
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    d.wait_for("an alert after it", |l| l.contains("alert-raised"));
+}
+
+/// alerts.json replaced by a FIFO before the start: a warning, a fresh start, and the
+/// daemon polls (it used to hang before its first poll).
+#[test]
+fn a_fifo_state_file_is_refused_at_start() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("alerts.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    let mut d = Daemon::start_in(&ns, &["--log", "text", "--interval", "100ms"], dir);
+    let warning = d.wait_for("the warning", |l| l.contains("alerts.json"));
+    assert!(
+        warning.contains(" <4> ") && warning.contains("it is a FIFO"),
+        "{warning}"
+    );
+    assert!(warning.contains("starting afresh"), "{warning}");
+    d.wait_for("the alert", |l| l.contains("alert-raised"));
+}
+
+/// A symlink planted where the state's temporary file goes does not make the daemon
+/// write through it, and a state directory that is a symlink is refused.
+#[test]
+fn state_files_are_not_written_through_links() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let victim = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(victim.path(), "precious").unwrap();
+    std::os::unix::fs::symlink(victim.path(), dir.path().join(".alerts.json.tmp")).unwrap();
+    let mut d = Daemon::start_in(&ns, &["--log", "text", "--interval", "100ms"], dir);
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    d.wait_for("the alert", |l| l.contains("alert-raised"));
+    let (status, state) = d.terminate_keep();
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(victim.path()).unwrap(), "precious");
+    let saved = std::fs::read_to_string(state.path().join("alerts.json")).unwrap();
+    assert!(saved.contains("\"port\":867"), "{saved}");
+
+    let real = tempfile::tempdir().unwrap();
+    let link = real.path().join("link");
+    std::os::unix::fs::symlink(real.path(), &link).unwrap();
+    let (_c, cfg) = config_file(&format!(
+        "[daemon]\ninterval = \"100ms\"\nstate_directory = \"{}\"\n",
+        link.display()
+    ));
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    let err = d.wait_for("the refusal", |l| l.contains("cannot save state"));
+    assert!(err.contains("symbolic link"), "{err}");
+}

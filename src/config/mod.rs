@@ -261,10 +261,19 @@ impl Config {
 
 /// Reads and validates a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let error = |message: String| ConfigError {
         file: path.display().to_string(),
         location: None,
-        message: format!("cannot read the config file: {e}"),
+        message,
+    };
+    // A regular file of a sane size: a FIFO put in its place must not hang a reload.
+    let bytes = crate::files::read_regular(path)
+        .map_err(|e| error(format!("cannot read the config file: {}", e.reason())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        error(format!(
+            "the config file is not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        ))
     })?;
     parse(&text, path)
 }

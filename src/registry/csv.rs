@@ -24,11 +24,8 @@ pub struct Tables {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
-    #[error("cannot open IANA registry {}: {source}", path.display())]
-    Open {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot open IANA registry {}: {reason}", path.display())]
+    Open { path: PathBuf, reason: String },
     #[error("{}IANA registry CSV, line {line}: {message}", file_prefix(.path))]
     Bad {
         path: Option<PathBuf>,

@@ -241,12 +241,12 @@ impl Registry {
 
     /// Loads an official IANA CSV export (`service-names-port-numbers.csv`).
     pub fn from_csv_file(path: &std::path::Path) -> Result<Registry, csv::CsvError> {
-        let file = std::fs::File::open(path).map_err(|source| csv::CsvError::Open {
+        // A regular file of a sane size: a FIFO named here must not hang a reload.
+        let bytes = crate::files::read_regular(path).map_err(|e| csv::CsvError::Open {
             path: path.to_owned(),
-            source,
+            reason: e.reason(),
         })?;
-        let tables =
-            csv::build_tables(std::io::BufReader::new(file)).map_err(|e| e.in_file(path))?;
+        let tables = csv::build_tables(bytes.as_slice()).map_err(|e| e.in_file(path))?;
         Ok(Registry::from_tables(tables, Origin::File(path.to_owned())))
     }
 

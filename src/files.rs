@@ -1,0 +1,227 @@
+//! Reading and writing the daemon's own files without being fooled by what sits at a path.
+//!
+//! A config, a registry CSV or a state file must be a regular file of a sane size: a FIFO
+//! would block the reader until someone writes to it, a device or a huge file would eat
+//! time or memory. Each is opened without blocking and checked with `fstat` on the
+//! descriptor itself (not the path, which could change in between). The state directory
+//! and its files are opened without following symlinks, and the temporary file of an
+//! atomic write is created exclusively, so a link planted there cannot make a root daemon
+//! write somewhere else.
+
+use std::fmt;
+use std::io::{Read as _, Write as _};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// The largest config, registry or state file read: far above a real one (a config of
+/// 100,000 rules is 9 MB), far below what would hurt.
+pub const MAX_FILE: u64 = 64 * 1024 * 1024;
+
+/// Why a file could not be read or written.
+#[derive(Debug)]
+pub enum FileError {
+    /// Something other than a regular file is at the path.
+    NotRegular(PathBuf, &'static str),
+    TooLarge(PathBuf, u64),
+    /// A symlink where none is accepted.
+    Symlink(PathBuf),
+    Io(PathBuf, std::io::Error),
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path().display(), self.reason())
+    }
+}
+
+impl std::error::Error for FileError {}
+
+impl FileError {
+    pub fn path(&self) -> &Path {
+        match self {
+            FileError::NotRegular(p, _)
+            | FileError::TooLarge(p, _)
+            | FileError::Symlink(p)
+            | FileError::Io(p, _) => p,
+        }
+    }
+
+    /// What is wrong, without the path.
+    pub fn reason(&self) -> String {
+        match self {
+            FileError::NotRegular(_, what) => format!("it is {what}, not a regular file"),
+            FileError::TooLarge(_, size) => {
+                format!(
+                    "it is {size} bytes, more than the {} MiB allowed",
+                    MAX_FILE >> 20
+                )
+            }
+            FileError::Symlink(_) => "it is a symbolic link, which is refused here".to_owned(),
+            FileError::Io(_, e) => e.to_string(),
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, FileError::Io(_, e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+fn kind_name(t: FileType) -> &'static str {
+    match t {
+        FileType::Fifo => "a FIFO",
+        FileType::Directory => "a directory",
+        FileType::CharacterDevice | FileType::BlockDevice => "a device",
+        FileType::Socket => "a socket",
+        FileType::Symlink => "a symbolic link",
+        _ => "not a file",
+    }
+}
+
+/// Checks an open descriptor and reads it whole.
+fn read_checked(fd: OwnedFd, path: &Path) -> Result<Vec<u8>, FileError> {
+    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(path.into(), e.into()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(FileError::NotRegular(path.into(), kind_name(kind)));
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(0);
+    if size > MAX_FILE {
+        return Err(FileError::TooLarge(path.into(), size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    std::fs::File::from(fd)
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FileError::Io(path.into(), e))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(FileError::TooLarge(path.into(), bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+fn open_flags(follow: bool) -> OFlags {
+    let base = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+    if follow {
+        base
+    } else {
+        base | OFlags::NOFOLLOW
+    }
+}
+
+fn open_error(path: &Path, e: Errno) -> FileError {
+    match e {
+        Errno::LOOP => FileError::Symlink(path.into()),
+        e => FileError::Io(path.into(), e.into()),
+    }
+}
+
+/// Reads a regular file (a config, a registry CSV), following symlinks.
+pub fn read_regular(path: &Path) -> Result<Vec<u8>, FileError> {
+    let fd = rustix::fs::openat(CWD, path, open_flags(true), Mode::empty())
+        .map_err(|e| open_error(path, e))?;
+    read_checked(fd, path)
+}
+
+/// A directory opened without following a symlink at its last component: the daemon's
+/// state directory.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> Result<Dir, FileError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(CWD, path, flags, Mode::empty()).map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR if is_symlink(path) => FileError::Symlink(path.into()),
+            e => FileError::Io(path.into(), e.into()),
+        })?;
+        Ok(Dir {
+            fd,
+            path: path.into(),
+        })
+    }
+
+    /// Reads `name` in the directory: a regular file, not a symlink.
+    pub fn read(&self, name: &str) -> Result<Vec<u8>, FileError> {
+        let path = self.path.join(name);
+        let fd = rustix::fs::openat(&self.fd, name, open_flags(false), Mode::empty())
+            .map_err(|e| open_error(&path, e))?;
+        read_checked(fd, &path)
+    }
+
+    /// Replaces `name` atomically: a new temporary file (created exclusively, never
+    /// through a link), written and synced, renamed over `name`, then the directory
+    /// synced so the rename is on disk too.
+    pub fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<(), FileError> {
+        let tmp = format!(".{name}.tmp");
+        let io = |e: Errno| FileError::Io(self.path.join(&tmp), e.into());
+        // A stale temporary (or anything planted there) is removed, not followed.
+        match rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(io(e)),
+        }
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, tmp.as_str(), flags, Mode::from_raw_mode(0o600))
+            .map_err(io)?;
+        let mut file = std::fs::File::from(fd);
+        let written = file.write_all(bytes).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(FileError::Io(self.path.join(&tmp), e));
+        }
+        rustix::fs::renameat(&self.fd, tmp.as_str(), &self.fd, name)
+            .map_err(|e| FileError::Io(self.path.join(name), e.into()))?;
+        rustix::fs::fsync(&self.fd).map_err(|e| FileError::Io(self.path.clone(), e.into()))
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.toml");
+        rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::from_raw_mode(0o600), 0).unwrap();
+        let e = read_regular(&fifo).unwrap_err().to_string();
+        assert!(
+            e.ends_with("config.toml: it is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = read_regular(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.ends_with(": it is a directory, not a regular file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn state_files_are_not_followed_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join(".alerts.json.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, state.join("alerts.json")).unwrap();
+        let d = Dir::open(&state).unwrap();
+        assert!(matches!(d.read("alerts.json"), Err(FileError::Symlink(_))));
+        d.write_atomically("alerts.json", b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(d.read("alerts.json").unwrap(), b"{}");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        assert!(matches!(Dir::open(&link), Err(FileError::Symlink(_))));
+    }
+}
