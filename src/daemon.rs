@@ -153,7 +153,7 @@ impl Daemon {
                     Some(message_id::CONFIG_REJECTED),
                     format!("config reload rejected, the running config stays in force: {e}"),
                 );
-                r.fields.push(("CONFIG_ERROR", e.to_string()));
+                r.push("CONFIG_ERROR", &e.to_string());
                 return self.outputs.records.send(r);
             }
         };

@@ -59,7 +59,9 @@ impl FileError {
                     MAX_FILE >> 20
                 )
             }
-            FileError::Symlink(_) => "it is a symbolic link, which is refused here".to_owned(),
+            FileError::Symlink(_) => {
+                "it is a symbolic link someone else made, which is refused here".to_owned()
+            }
             FileError::Io(_, e) => e.to_string(),
         }
     }
@@ -134,12 +136,24 @@ pub struct Dir {
 }
 
 impl Dir {
+    /// Opens the directory. A symlink is followed only when root or the daemon itself
+    /// made it (systemd's `StateDirectory=` with `DynamicUser=` is such a link); one that
+    /// anyone else planted is refused.
     pub fn open(path: &Path) -> Result<Dir, FileError> {
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(CWD, path, flags, Mode::empty()).map_err(|e| match e {
-            Errno::LOOP | Errno::NOTDIR if is_symlink(path) => FileError::Symlink(path.into()),
-            e => FileError::Io(path.into(), e.into()),
-        })?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let io = |e: Errno| FileError::Io(path.into(), e.into());
+        let fd = match rustix::fs::openat(CWD, path, flags | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP | Errno::NOTDIR) if is_symlink(path) => {
+                let link = rustix::fs::lstat(path).map_err(io)?;
+                let me = rustix::process::geteuid().as_raw();
+                if link.st_uid != 0 && link.st_uid != me {
+                    return Err(FileError::Symlink(path.into()));
+                }
+                rustix::fs::openat(CWD, path, flags, Mode::empty()).map_err(io)?
+            }
+            Err(e) => return Err(io(e)),
+        };
         Ok(Dir {
             fd,
             path: path.into(),
@@ -220,8 +234,15 @@ mod tests {
         d.write_atomically("alerts.json", b"{}").unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         assert_eq!(d.read("alerts.json").unwrap(), b"{}");
+        // A link the daemon's own user (or root) made is followed, as systemd makes one
+        // for StateDirectory= with DynamicUser=; one another user planted is not.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&state, &link).unwrap();
-        assert!(matches!(Dir::open(&link), Err(FileError::Symlink(_))));
+        assert!(Dir::open(&link).is_ok());
+        if rustix::process::geteuid().is_root() {
+            let nobody = rustix::fs::Uid::from_raw(65534);
+            rustix::fs::chownat(CWD, &link, Some(nobody), None, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+            assert!(matches!(Dir::open(&link), Err(FileError::Symlink(_))));
+        }
     }
 }

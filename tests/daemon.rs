@@ -105,7 +105,7 @@ fn sighup_applies_a_valid_config_and_rejects_a_broken_one() {
     kill(d.child.id(), "HUP");
     let cleared = d.wait_for("the cleared alert", |l| l.contains("alert-cleared"));
     assert!(
-        cleared.contains("allowed after config reload: allowed by [[allow]] \\\"ok now\\\""),
+        cleared.contains("allowed after config reload: allowed by [[allow]] \\x22ok now\\x22"),
         "{cleared}"
     );
     assert!(d.terminate().success());

@@ -271,9 +271,17 @@ fn state_files_are_not_written_through_links() {
     let saved = std::fs::read_to_string(state.path().join("alerts.json")).unwrap();
     assert!(saved.contains("\"port\":867"), "{saved}");
 
+    // A state directory that another user made a symlink (root's own links are followed:
+    // systemd makes one for StateDirectory= with DynamicUser=).
     let real = tempfile::tempdir().unwrap();
     let link = real.path().join("link");
     std::os::unix::fs::symlink(real.path(), &link).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-h", "65534"])
+        .arg(&link)
+        .status()
+        .unwrap();
+    assert!(chown.success());
     let (_c, cfg) = config_file(&format!(
         "[daemon]\ninterval = \"100ms\"\nstate_directory = \"{}\"\n",
         link.display()

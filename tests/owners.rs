@@ -126,7 +126,7 @@ fn a_bind_mounted_exe_is_not_the_allowed_program() {
     let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
     assert!(alert.contains(" LISTENER_EXE=/usr/bin/sleep "), "{alert}");
     assert!(
-        alert.contains("[[allow]] \\\"sleep\\\"")
+        alert.contains("[[allow]] \\x22sleep\\x22")
             && alert.contains("exe /usr/bin/sleep is not the host's /usr/bin/sleep"),
         "{alert}"
     );

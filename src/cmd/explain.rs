@@ -52,7 +52,7 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
         .collect();
     write_stdout(|out| {
         if args.json {
-            serde_json::to_writer_pretty(&mut *out, &explanations)?;
+            crate::text::json::to_writer_pretty(&mut *out, &explanations)?;
             return writeln!(out);
         }
         for (i, e) in explanations.iter().enumerate() {

@@ -26,7 +26,7 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
         .any(|r| r.owner_unknown == Some(UnknownOwner::NoPermission));
     write_stdout(|out| {
         if args.json {
-            serde_json::to_writer_pretty(&mut *out, &reports)?;
+            crate::text::json::to_writer_pretty(&mut *out, &reports)?;
             return writeln!(out);
         }
         out.write_all(render_table(&reports).as_bytes())?;
@@ -190,7 +190,7 @@ pub fn render_alerts(reports: &[Report]) -> String {
                     let _ = writeln!(
                         out,
                         "  command: {}",
-                        clip(&crate::text::join_cmdline(&p.cmdline), 160)
+                        crate::text::truncate(crate::text::join_cmdline(&p.cmdline).into(), 160)
                     );
                 }
             }

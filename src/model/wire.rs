@@ -77,7 +77,7 @@ pub fn event_line(e: &WireEvent) -> String {
     enum Borrowed<'a> {
         Event(&'a WireEvent),
     }
-    let mut s = serde_json::to_string(&Borrowed::Event(e)).expect("events always serialize");
+    let mut s = crate::text::json::to_string(&Borrowed::Event(e));
     s.push('\n');
     s
 }
@@ -85,7 +85,7 @@ pub fn event_line(e: &WireEvent) -> String {
 impl Message {
     /// One line, newline included.
     pub fn to_line(&self) -> String {
-        let mut s = serde_json::to_string(self).expect("messages always serialize");
+        let mut s = crate::text::json::to_string(self);
         s.push('\n');
         s
     }
