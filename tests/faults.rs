@@ -290,3 +290,34 @@ fn state_files_are_not_written_through_links() {
     let err = d.wait_for("the refusal", |l| l.contains("cannot save state"));
     assert!(err.contains("symbolic link"), "{err}");
 }
+
+/// A SIGHUP at the daemon's first sign of life (its first line), or up to a millisecond
+/// after, is a reload, never a death: the handlers are in place before it says anything.
+/// (It used to install them after its "starting" record, and a SIGHUP in between killed
+/// it silently.) 200 daemons, 25 at a time.
+#[test]
+fn a_sighup_at_start_is_a_reload_never_a_death() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file("[daemon]\ninterval = \"100ms\"\n[events]\nsocket = \"\"\n");
+    let mut survived = 0;
+    for batch in 0..8u64 {
+        let mut daemons: Vec<Daemon> = (0..25)
+            .map(|_| Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]))
+            .collect();
+        for (i, d) in daemons.iter_mut().enumerate() {
+            d.wait_for("its first line", |_| true);
+            // 0 to 1 ms after it, spread over the batch.
+            std::thread::sleep(Duration::from_micros((batch * 25 + i as u64) * 37 % 1000));
+            kill(d.child.id(), "HUP");
+        }
+        for d in &mut daemons {
+            d.wait_for("the reload", |l| l.contains("config reloaded"));
+            assert!(d.child.try_wait().unwrap().is_none(), "{:#?}", d.lines.seen);
+        }
+        for d in daemons {
+            assert!(d.terminate().success());
+            survived += 1;
+        }
+    }
+    assert_eq!(survived, 200);
+}

@@ -147,19 +147,129 @@ fn a_subscriber_that_never_reads_delays_no_poll() {
     d.lines.drain_for(Duration::from_secs(3));
     let (status, seen) = d.terminate_lines();
     assert!(status.success());
+    let max_late = max_late_ms(&seen);
+    eprintln!("max late {max_late} ms");
+    assert!(max_late < 100, "a poll started {max_late} ms late");
+}
+
+/// `max late N ms` from the daemon's stopping record.
+fn max_late_ms(seen: &[String]) -> u64 {
     let stopping = seen
         .iter()
         .find(|l| l.contains("portsentinel stopping"))
         .expect("a stopping record");
-    let max_late: u64 = stopping
+    stopping
         .split("max late ")
         .nth(1)
         .and_then(|s| s.split(" ms").next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no max late in {stopping}"));
-    eprintln!("max late {max_late} ms");
-    assert!(
-        max_late < 100,
-        "a poll started {max_late} ms late: {stopping}"
+        .unwrap_or_else(|| panic!("no max late in {stopping}"))
+}
+
+/// 2,000 active alerts and 400 subscribers that never read: each is replayed the same
+/// shared lines, so memory stays small, and it goes back down when they leave.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a memory figure: tests/run-all.sh runs it on a release build"
+)]
+fn four_hundred_idle_subscribers_of_two_thousand_alerts() {
+    let ns = Netns::new();
+    let (_cfg_dir, cfg) = util::config_file(
+        "[daemon]\ninterval = \"1s\"\n[events]\nmax_subscribers = 1000\nmax_subscribers_per_user = 1000\n",
     );
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the event socket", |l| l.contains("event socket"));
+    let specs: Vec<String> = (0..2000)
+        .map(|i| format!("tcp:127.9.{}.{}:867", i / 250, i % 250 + 1))
+        .collect();
+    let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
+    let _alerts = ns.listen(&refs);
+    d.lines.wait_until("2,000 alerts", |seen| {
+        seen.iter().filter(|l| l.contains("alert-raised")).count() == 2000
+    });
+    d.lines.drain_for(Duration::from_secs(2));
+    let pid = d.child.id();
+    let baseline = rss_kib(pid);
+    let idle = ns.listen(&[&format!("unix:{}*400", d.socket().display())]);
+    let mut peak = 0;
+    for _ in 0..40 {
+        d.lines.drain_for(Duration::from_millis(100));
+        peak = peak.max(rss_kib(pid));
+    }
+    idle.stop();
+    d.lines.drain_for(Duration::from_secs(3));
+    let after = rss_kib(pid);
+    eprintln!(
+        "400 idle subscribers of 2,000 alerts: RSS {baseline} KiB before, {peak} KiB at the peak, {after} KiB after they left"
+    );
+    assert!(peak < 64 * 1024, "RSS {peak} KiB with 400 subscribers");
+    assert!(
+        after <= 2 * baseline,
+        "RSS {baseline} → {peak} → {after} KiB"
+    );
+    assert!(d.child.try_wait().unwrap().is_none());
+}
+
+/// A config of 10,000 rules, loaded on a reload: the file is read off the poll loop, and
+/// no poll starts later than a tenth of the interval.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a timing figure: tests/run-all.sh runs it on a release build"
+)]
+fn a_reload_of_ten_thousand_rules_delays_no_poll() {
+    let ns = Netns::new();
+    let (_cfg_dir, cfg) = util::config_file("[daemon]\ninterval = \"1s\"\n");
+    let _l = ns.listen(&["tcp:0.0.0.0:867", "tcp:0.0.0.0:22", "udp:0.0.0.0:53"]);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the alert", |l| l.contains("alert-raised"));
+    std::fs::write(&cfg, rules(10_000)).unwrap();
+    let started = Instant::now();
+    util::kill(d.child.id(), "HUP");
+    d.wait_for("the reload", |l| l.contains("config reloaded"));
+    eprintln!("10,000 rules reloaded in {:?}", started.elapsed());
+    d.lines.drain_for(Duration::from_secs(3));
+    let (status, seen) = d.terminate_lines();
+    assert!(status.success());
+    let late = max_late_ms(&seen);
+    eprintln!("max late {late} ms");
+    assert!(late < 100, "a poll started {late} ms late");
+}
+
+/// `check-config` on 100,000 rules, whole process: linear in the file (it took 447 s).
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "a timing figure: tests/run-all.sh runs it on a release build"
+)]
+fn check_config_on_a_hundred_thousand_rules() {
+    let (_dir, cfg) = util::config_file(&rules(100_000));
+    let started = Instant::now();
+    let out = std::process::Command::new(util::bin())
+        .arg("check-config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("check-config on 100,000 rules: {took:?}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("100000 allow rule(s)"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+/// A config with `n` allow rules, each a different port and program.
+fn rules(n: usize) -> String {
+    let mut s = String::from("[daemon]\ninterval = \"1s\"\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "\n[[allow]]\nname = \"rule {i}\"\nport = {}\nprotocol = \"tcp\"\nexe = \"/opt/app{i}/bin/server\"\n",
+            1024 + i % 60000
+        ));
+    }
+    s
 }
