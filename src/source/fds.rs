@@ -133,6 +133,18 @@ impl FdScanner {
         }
     }
 
+    /// Whether `pid` is still there (`/proc/PID` exists).
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        let mut path = [0u8; 128];
+        let Some(dir) = pid_path(&mut path, &self.root, pid.0) else {
+            return true;
+        };
+        !matches!(
+            rustix::fs::statat(CWD, dir, AtFlags::empty()),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH)
+        )
+    }
+
     /// Whether `pid` still holds `inode` by descriptor `fd`: one link read, no scan.
     pub fn still_holds(&mut self, pid: Pid, fd: u32, inode: Inode) -> Holds {
         let mut path = [0u8; 128];
@@ -162,6 +174,17 @@ pub enum Holds {
     No,
     /// Not readable: nothing can be said.
     Unknown,
+}
+
+/// `ROOT/PID` as a C string in `buf`, without allocating.
+fn pid_path<'b>(buf: &'b mut [u8; 128], root: &Path, pid: u32) -> Option<&'b CStr> {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    cursor.write_all(root.as_os_str().as_bytes()).ok()?;
+    write!(cursor, "/{pid}\0").ok()?;
+    let n = cursor.position() as usize;
+    CStr::from_bytes_with_nul(&buf[..n]).ok()
 }
 
 /// `ROOT/PID/fd/FD` as a C string in `buf`, without allocating; `None` when the root is

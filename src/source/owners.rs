@@ -45,15 +45,18 @@ impl<D: ProcessDetails> OwnerSource for Attributor<D> {
 pub struct AttributionStats {
     pub new_inodes: usize,
     pub pids_read: usize,
-    /// Remembered owners checked again (one link read each).
+    /// Checks of known owners: processes alive, descriptors read again.
     pub verified: usize,
     /// Some socket's owner is not what it was: the listeners must be worked out again.
     pub owners_changed: bool,
 }
 
-/// Known owners checked again per pass: a bound on the steady path's extra cost (one link
-/// read each), so the owners of thousands of listeners are all checked every few polls.
-pub const VERIFY_PER_PASS: usize = 128;
+/// Owner processes checked per pass for being alive (one `stat` of `/proc/PID` each): an
+/// owner that exits is noticed at the next poll while there are up to this many.
+pub const ALIVE_PER_PASS: usize = 256;
+/// Remembered descriptors read again per pass (one `readlink` each), round robin: an
+/// owner that lets go of its socket but lives on is noticed within (owners / this) polls.
+pub const VERIFY_PER_PASS: usize = 8;
 /// An owner that could not be named is looked up again after 1, 2, 4 ... passes, at most
 /// this many apart: an nfsd socket costs a full scan once a minute, not every second.
 pub const RETRY_MAX: u64 = 64;
@@ -67,8 +70,6 @@ struct Known {
     uid: u32,
     /// The descriptor the owner holds it by, checked again on later passes.
     held_by: Option<(Pid, u32)>,
-    /// For an owner not named: the pass at which to look again, and the gap after that.
-    retry: Option<(u64, u64)>,
 }
 
 /// inode → owner, cached while the socket lives and checked again while it does: an owner
@@ -80,10 +81,17 @@ pub struct Attributor<D> {
     fds: FdScanner,
     details: D,
     cache: HashMap<Inode, Known>,
-    /// Inodes with a process owner, in the order they are checked, and where the round
-    /// stands.
+    /// Owners not named: the pass at which to look again, and the gap after that. Kept
+    /// apart from the cache, so a pass looks at these few, not at every socket.
+    retry: HashMap<Inode, (u64, u64)>,
+    /// Inodes with a process owner, in the order their descriptors are read again, and
+    /// the distinct owner pids, in the order they are checked for being alive; rebuilt
+    /// only after the cache changed.
     verify_order: Vec<Inode>,
     verify_at: usize,
+    owner_pids: Vec<Pid>,
+    alive_at: usize,
+    rounds_stale: bool,
     passes: u64,
     previous_pids: HashSet<Pid>,
 }
@@ -95,8 +103,12 @@ impl<D: ProcessDetails> Attributor<D> {
             fds: FdScanner::new(proc_root),
             details,
             cache: HashMap::new(),
+            retry: HashMap::new(),
             verify_order: Vec::new(),
             verify_at: 0,
+            owner_pids: Vec::new(),
+            alive_at: 0,
+            rounds_stale: false,
             passes: 0,
             previous_pids: HashSet::new(),
         }
@@ -146,25 +158,46 @@ impl<D: ProcessDetails> Attributor<D> {
         }
         let present: HashSet<Inode> = sockets.iter().map(|s| s.inode).collect();
         self.cache.retain(|inode, _| present.contains(inode));
+        self.retry.retain(|inode, _| present.contains(inode));
+        self.rounds_stale = true;
         crate::model::events::shrink(&mut self.cache);
     }
 
-    /// Adds to `wanted` the unknown owners due for another look and the known owners whose
-    /// descriptor no longer holds their socket (a bounded number checked per pass).
-    /// Returns how many known owners were checked.
+    /// Adds to `wanted` the unknown owners due for another look, and the known owners
+    /// that exited or whose descriptor no longer holds their socket (bounded numbers of
+    /// each checked per pass). Returns how many checks were made.
     fn due_again(&mut self, wanted: &mut HashMap<Inode, u32>) -> usize {
         let passes = self.passes;
-        for (inode, k) in &self.cache {
-            if k.retry.is_some_and(|(at, _)| at <= passes) {
+        for (inode, &(at, _)) in &self.retry {
+            if at <= passes
+                && let Some(k) = self.cache.get(inode)
+            {
                 wanted.insert(*inode, k.uid);
             }
         }
-        if self.verify_order.is_empty() {
-            return 0;
+        if self.rounds_stale {
+            self.rebuild_rounds();
         }
         let mut checked = 0;
-        let rounds = self.verify_order.len().min(VERIFY_PER_PASS);
-        for _ in 0..rounds {
+        // Owners that exited: their sockets are looked for again.
+        let mut gone = Vec::new();
+        for _ in 0..self.owner_pids.len().min(ALIVE_PER_PASS) {
+            self.alive_at = (self.alive_at + 1) % self.owner_pids.len();
+            let pid = self.owner_pids[self.alive_at];
+            checked += 1;
+            if !self.fds.is_alive(pid) {
+                gone.push(pid);
+            }
+        }
+        if !gone.is_empty() {
+            for (inode, k) in &self.cache {
+                if k.held_by.is_some_and(|(pid, _)| gone.contains(&pid)) {
+                    wanted.insert(*inode, k.uid);
+                }
+            }
+        }
+        // Owners that live on but let go of the socket.
+        for _ in 0..self.verify_order.len().min(VERIFY_PER_PASS) {
             self.verify_at = (self.verify_at + 1) % self.verify_order.len();
             let inode = self.verify_order[self.verify_at];
             let Some(k) = self.cache.get(&inode) else {
@@ -176,11 +209,24 @@ impl<D: ProcessDetails> Attributor<D> {
                 wanted.insert(inode, k.uid);
             }
         }
-        // Inodes that are gone, or no longer owned by a process, leave the round.
-        let cache = &self.cache;
-        self.verify_order
-            .retain(|i| cache.get(i).is_some_and(|k| k.held_by.is_some()));
         checked
+    }
+
+    /// The rounds of checks, from the cache as it is now.
+    fn rebuild_rounds(&mut self) {
+        self.verify_order.clear();
+        self.owner_pids.clear();
+        for (inode, k) in &self.cache {
+            if let Some((pid, _)) = k.held_by {
+                self.verify_order.push(*inode);
+                self.owner_pids.push(pid);
+            }
+        }
+        self.owner_pids.sort_unstable();
+        self.owner_pids.dedup();
+        self.verify_at = 0;
+        self.alive_at = 0;
+        self.rounds_stale = false;
     }
 
     /// Searches the fd tables for `wanted` and records what was found. Returns the fd
@@ -257,28 +303,26 @@ impl<D: ProcessDetails> Attributor<D> {
     fn record(&mut self, inode: Inode, uid: u32, owner: Owner, found: Option<(Pid, u32)>) -> bool {
         let previous = self.cache.get(&inode);
         let changed = previous.is_some_and(|k| !same_owner(&k.owner, &owner));
-        let retry = match (&owner, previous.and_then(|k| k.retry)) {
-            (Owner::Process(_), _) => None,
-            (_, Some((_, gap))) => {
-                let gap = (gap * 2).min(RETRY_MAX);
-                Some((self.passes + gap, gap))
-            }
-            (_, None) => Some((self.passes + 1, 1)),
-        };
         let held_by = match owner {
             Owner::Process(_) => found,
             Owner::Unknown(_) => None,
         };
-        if held_by.is_some() && previous.is_none_or(|k| k.held_by.is_none()) {
-            self.verify_order.push(inode);
+        if held_by.is_some() {
+            self.retry.remove(&inode);
+        } else {
+            let gap = self
+                .retry
+                .get(&inode)
+                .map_or(1, |&(_, gap)| (gap * 2).min(RETRY_MAX));
+            self.retry.insert(inode, (self.passes + gap, gap));
         }
+        self.rounds_stale = true;
         self.cache.insert(
             inode,
             Known {
                 owner,
                 uid,
                 held_by,
-                retry,
             },
         );
         changed
@@ -529,11 +573,11 @@ mod tests {
             a.owner_of(&sockets[2]),
             Owner::Unknown(UnknownOwner::Kernel)
         );
-        // Nothing new: no fd table read; the two known owners are checked again, one link
-        // read each.
+        // Nothing new: no fd table read; the two owner processes are checked for being
+        // alive and the two descriptors read again.
         let again = a.attribute(&sockets, true);
         assert_eq!((again.new_inodes, again.pids_read), (0, 0));
-        assert_eq!((again.verified, again.owners_changed), (2, false));
+        assert_eq!((again.verified, again.owners_changed), (4, false));
         assert_eq!(a.details.calls.get(), 1);
         // An inode no process holds is a kernel socket.
         a.attribute(&[sock(100), sock(300)], true);
@@ -640,5 +684,18 @@ mod tests {
             .filter(|&n| n > 0)
             .count();
         assert!(scans <= 200 / 16, "{scans} full scans in 200 passes");
+    }
+
+    /// An owner that exits is noticed by its missing /proc entry, at the next pass.
+    #[test]
+    fn an_owner_that_exits_is_looked_for_again() {
+        let root = fake_proc(&[(10, &[100]), (20, &[])]);
+        let mut a = Attributor::new(root.path(), fake(&root));
+        a.attribute(&[sock(100)], true);
+        std::fs::remove_dir_all(root.path().join("10")).unwrap();
+        let fd = root.path().join("20/fd/7");
+        std::os::unix::fs::symlink("socket:[100]", fd).unwrap();
+        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        assert!(matches!(a.owner_of(&sock(100)), Owner::Process(p) if p.pid == Pid(20)));
     }
 }
