@@ -28,7 +28,7 @@ use portsentinel::model::{
 };
 use portsentinel::registry::Registry;
 use portsentinel::sink::{Record, RecordSink};
-use portsentinel::source::{Attributor, SockDiag, SysinfoDetails, SystemFiles};
+use portsentinel::source::{Attributor, SockDiag, SysinfoDetails, SystemHost};
 
 const HOLD: &str = "PORTSENTINEL_BENCH_HOLD";
 const IN_NETNS: &str = "PORTSENTINEL_BENCH_NETNS";
@@ -187,7 +187,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let listeners: Vec<Listener> = group_listeners(&sockets, |s| attributor.owner_of(s), false);
     let registry = Registry::builtin();
     let policy = Policy::default();
-    let host = SystemFiles::new(proc_root);
+    let host = SystemHost::new(proc_root);
     let classifier = Classifier {
         registry: &registry,
         policy: &policy,

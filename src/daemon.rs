@@ -20,9 +20,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{Config, ConfigError, Layers};
+use crate::config::{Config, ConfigErrors, Layers};
 use crate::model::events::AlertedListeners;
-use crate::model::policy::HostFiles;
+use crate::model::policy::Host;
 use crate::model::{Classifier, Now, Timing, Tracker};
 use crate::registry::Registry;
 use crate::sink::LogMode;
@@ -41,7 +41,7 @@ pub struct Daemon {
     config: Config,
     registry: Registry,
     netns: Option<u64>,
-    host: Box<dyn HostFiles + Send>,
+    host: Box<dyn Host + Send>,
     poller: Poller,
     tracker: Tracker,
     outputs: Outputs,
@@ -144,14 +144,17 @@ impl Daemon {
     }
 
     /// Applies a reloaded config, or says why it was rejected and keeps the running one.
-    pub fn apply(&mut self, loaded: Result<(Config, Registry), ConfigError>) {
+    pub fn apply(&mut self, loaded: Result<(Config, Registry), ConfigErrors>) {
         let (config, registry) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 let mut r = Record::plain(
                     priority::ERR,
                     Some(message_id::CONFIG_REJECTED),
-                    format!("config reload rejected, the running config stays in force: {e}"),
+                    format!(
+                        "config reload rejected, the running config stays in force: {}",
+                        e.one_line()
+                    ),
                 );
                 r.push("CONFIG_ERROR", &e.to_string());
                 return self.outputs.records.send(r);

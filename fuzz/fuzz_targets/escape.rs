@@ -1,20 +1,17 @@
-//! `portsentinel::text::escape_control` (and `clip`) and
+//! `portsentinel::text::escape_control` (and `clip`), `portsentinel::text::json` and
 //! `portsentinel::model::desktop::escape_markup`.
 //!
-//! Invariants: no panic; escape_control's output has no control character (so no ESC)
-//! and no bidi override, and is the input itself when nothing needs escaping;
-//! clip keeps at most `max` characters; escape_markup's output has no '<' or '>'.
+//! Invariants: no panic; escape_control's output has no hidden character (control, bidi,
+//! invisible) and is the input itself when nothing needs escaping; clip keeps at most
+//! `max` characters and nothing hidden; JSON holds nothing hidden raw and decodes to the
+//! input; escape_markup's output has no '<' or '>'.
 #![no_main]
 
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
 use portsentinel::model::desktop::escape_markup;
-use portsentinel::text::{clip, escape_control};
-
-fn is_bidi(c: char) -> bool {
-    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
+use portsentinel::text::{clip, escape_control, is_hidden, json};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&max, rest)) = data.split_first() else {
@@ -24,15 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let text: &str = &text;
 
     let escaped = escape_control(text);
-    assert!(
-        !escaped
-            .chars()
-            .any(|c| c.is_control() || c == '\u{1b}' || is_bidi(c)),
-        "{text:?} -> {escaped:?}"
-    );
-    let plain = !text
-        .chars()
-        .any(|c| c.is_control() || c == '\\' || is_bidi(c));
+    assert!(!escaped.chars().any(is_hidden), "{text:?} -> {escaped:?}");
+    let plain = !text.chars().any(|c| c == '\\' || is_hidden(c));
     if plain {
         assert!(matches!(escaped, Cow::Borrowed(_)), "{text:?}");
         assert_eq!(&*escaped, text);
@@ -44,10 +34,12 @@ fuzz_target!(|data: &[u8]| {
         clipped.chars().count() <= max,
         "clip({text:?}, {max}) = {clipped:?}"
     );
-    assert!(
-        !clipped.chars().any(|c| c.is_control() || is_bidi(c)),
-        "{clipped:?}"
-    );
+    assert!(!clipped.chars().any(is_hidden), "{clipped:?}");
+
+    let encoded = json::to_string(text);
+    assert!(!encoded.chars().any(is_hidden), "{text:?} -> {encoded}");
+    let decoded: String = serde_json::from_str(&encoded).expect("valid JSON");
+    assert_eq!(decoded, text);
 
     let markup = escape_markup(text);
     assert!(!markup.contains(['<', '>']), "{text:?} -> {markup:?}");

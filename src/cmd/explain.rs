@@ -87,7 +87,7 @@ pub fn explain(
     now: &[Listener],
 ) -> Explanation {
     let policy = &config.policy;
-    let host = crate::source::SystemFiles::new(&crate::source::proc_root(None));
+    let host = crate::source::SystemHost::new(&crate::source::proc_root(None));
     let classifier = Classifier {
         registry,
         policy,
@@ -113,7 +113,7 @@ pub fn explain(
         allow_rules: policy
             .allow
             .iter()
-            .filter(|r| r.covers_port(protocol, port))
+            .filter(|r| r.place.covers_port(protocol, port))
             .map(|r| r.describe())
             .collect(),
         listeners: scan::reports(

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::model::{Listener, Protocol, Socket, group_listeners};
 use crate::registry::Registry;
 use crate::sink::RecordSink;
@@ -33,7 +33,7 @@ pub mod exit {
 /// Why a command failed, and with which status.
 #[derive(Debug)]
 pub enum Failure {
-    Config(ConfigError),
+    Config(ConfigErrors),
     Unavailable(String),
     Other(anyhow::Error),
 }
@@ -58,9 +58,15 @@ impl fmt::Display for Failure {
     }
 }
 
+impl From<ConfigErrors> for Failure {
+    fn from(e: ConfigErrors) -> Failure {
+        Failure::Config(e)
+    }
+}
+
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Failure {
-        Failure::Config(e)
+        Failure::Config(e.into())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::daemon::{self, Daemon, DaemonError, Edges, Request, SdNotify};
 use crate::sink::fanout::{Delivery, Fanout};
 use crate::sink::record::{Record, priority};
 use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
-use crate::source::{self, Attributor, KernelSource, SourceMode, SysinfoDetails, SystemFiles};
+use crate::source::{self, Attributor, KernelSource, SourceMode, SysinfoDetails, SystemHost};
 use crate::state::{self, StateStore};
 
 /// Descriptors kept for the daemon's own work (netlink, `/proc`, the state file, the log)
@@ -151,7 +151,7 @@ pub fn open_edges(
     Ok(Edges {
         source: Box::new(KernelSource::new(&proc_root, SourceMode::Auto)),
         owners: Box::new(Attributor::new(&proc_root, details)),
-        host: Box::new(SystemFiles::new(&proc_root)),
+        host: Box::new(SystemHost::new(&proc_root)),
         records,
         delivery,
         state: StateStore::new(state_dir, state::boot_id(&proc_root), netns),

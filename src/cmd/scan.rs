@@ -6,13 +6,13 @@ use std::process::ExitCode;
 use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
 use crate::model::{Classifier, Listener, Report, UnknownOwner, display_address};
-use crate::source::{Backend, SystemFiles};
+use crate::source::{Backend, SystemHost};
 use crate::text::clip;
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
     let snap = snapshot(args.source, args.all, |_| true)?;
-    let host = SystemFiles::new(&crate::source::proc_root(None));
+    let host = SystemHost::new(&crate::source::proc_root(None));
     let classifier = Classifier {
         registry: &registry,
         policy: &config.policy,

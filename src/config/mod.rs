@@ -6,20 +6,18 @@
 //! [`Config::registry`] touch the file system.
 
 pub mod file;
+mod rules;
+mod settings;
 
 use std::fmt;
-use std::net::IpAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::{Spanned, Value};
-
-use crate::model::{AddressMatch, AllowRule, Condition, Policy, UserMatch};
+use crate::model::{AllowRule, ExpectRule, Policy, UserMatch};
 use crate::registry::Registry;
 use crate::sink::LogMode;
 
-use file::{AllowFile, ConfigFile};
+use file::Doc;
 
 /// Where the daemon looks for its configuration when none is given.
 pub const DEFAULT_PATH: &str = "/etc/portsentinel/config.toml";
@@ -156,7 +154,7 @@ pub struct Layers {
 
 impl Layers {
     /// The merged config and the registry it asks for.
-    pub fn load(&self) -> Result<(Config, Registry), ConfigError> {
+    pub fn load(&self) -> Result<(Config, Registry), ConfigErrors> {
         let mut config = load_or_default(self.file.as_deref())?;
         if let Some(i) = self.overrides.interval {
             config.daemon.interval = i;
@@ -166,6 +164,12 @@ impl Layers {
         }
         let registry = config.registry()?;
         Ok((config, registry))
+    }
+}
+
+impl From<ConfigErrors> for Vec<ConfigError> {
+    fn from(e: ConfigErrors) -> Vec<ConfigError> {
+        e.0
     }
 }
 
@@ -192,6 +196,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub struct Config {
     /// The file it came from; `None` for the built-in defaults.
     pub file: Option<PathBuf>,
+    /// The drop-in files read after it (`config.d/*.toml`), in order.
+    pub drop_ins: Vec<PathBuf>,
+    /// What is valid but will not work as written, with its place.
+    pub warnings: Vec<ConfigError>,
     pub daemon: DaemonSettings,
     pub events: EventSettings,
     pub notify: NotifySettings,
@@ -259,420 +267,222 @@ impl Config {
     }
 }
 
-/// Reads and validates a config file.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// Every problem of one or more files, in file order, one `FILE:LINE:COL: ...` per line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl ConfigErrors {
+    /// All on one line (`; ` between them), for a record.
+    pub fn one_line(&self) -> String {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        all.join("; ")
+    }
+}
+
+/// Reads a file of the config: a regular file of a sane size, UTF-8.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
     let error = |message: String| ConfigError {
         file: path.display().to_string(),
         location: None,
         message,
     };
-    // A regular file of a sane size: a FIFO put in its place must not hang a reload.
+    // A FIFO put in its place must not hang a reload.
     let bytes = crate::files::read_regular(path)
         .map_err(|e| error(format!("cannot read the config file: {}", e.reason())))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        error(format!(
-            "the config file is not UTF-8 (at byte {})",
-            e.utf8_error().valid_up_to()
-        ))
-    })?;
-    parse(&text, path)
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        error(format!("the config file is not UTF-8 (at byte {at})"))
+    })
+}
+
+/// Reads and validates a config file, and the drop-in files of `config.d/` beside it.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = read_text(path)?;
+    let mut config = parse(&text, path)?;
+    add_drop_ins(&mut config, &drop_in_dir(path))?;
+    Ok(config)
 }
 
 /// The config at `path` if given; otherwise the default path if that file exists;
-/// otherwise the built-in defaults. An explicitly named file must exist.
-pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigError> {
+/// otherwise the built-in defaults (with the default `config.d/`, if there is one). An
+/// explicitly named file must exist.
+pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         Some(p) => load(p),
         None if Path::new(DEFAULT_PATH).exists() => load(Path::new(DEFAULT_PATH)),
-        None => Ok(Config::default()),
+        None => {
+            let mut config = Config::default();
+            add_drop_ins(&mut config, &drop_in_dir(Path::new(DEFAULT_PATH)))?;
+            Ok(config)
+        }
+    }
+}
+
+/// `config.d/` beside a config file.
+pub fn drop_in_dir(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(Path::new(".")).join("config.d")
+}
+
+/// Reads every `*.toml` of `dir`, in name order, after the main file: their rules come
+/// after its own. A missing directory is no drop-ins.
+fn add_drop_ins(config: &mut Config, dir: &Path) -> Result<(), ConfigErrors> {
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(ConfigError {
+                file: dir.display().to_string(),
+                location: None,
+                message: format!("cannot read the drop-in directory: {e}"),
+            }
+            .into());
+        }
+    };
+    names.sort();
+    let mut errors = Vec::new();
+    for path in names {
+        let read = read_text(&path)
+            .map_err(ConfigErrors::from)
+            .and_then(|text| parse_drop_in(&text, &path));
+        match read {
+            Ok((allow, expect, warnings)) => {
+                config.policy.allow.extend(allow);
+                config.policy.expect.extend(expect);
+                config.warnings.extend(warnings);
+                config.drop_ins.push(path);
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
     }
 }
 
 /// Validates config text; `path` names it in errors and resolves relative paths in it.
-pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let v = Validator::new(text, path);
-    let raw: ConfigFile =
-        toml::from_str(text).map_err(|e| v.error(e.span(), e.message().trim_end().to_owned()))?;
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let mut doc = Doc::new(text, path);
     let mut config = Config {
         file: Some(path.to_owned()),
         ..Config::default()
     };
-    if let Some(d) = &raw.daemon {
-        v.daemon(d, &mut config.daemon)?;
-    }
-    if let Some(ev) = &raw.events {
-        v.events(ev, &mut config.events)?;
-    }
-    if let Some(n) = &raw.notify {
-        if let Some(d) = n.desktop {
-            config.notify.desktop = d;
-        }
-        if let Some(w) = &n.burst_window {
-            config.notify.burst_window = parse_duration(w.get_ref())
-                .map_err(|e| v.at(w, format!("notify.burst_window: {e}")))?;
-        }
-    }
-    if let Some(csv) = raw.registry.and_then(|r| r.csv) {
-        let mut p = PathBuf::from(csv.get_ref());
-        if p.is_relative() {
-            p = path.parent().unwrap_or(Path::new(".")).join(p);
-        }
-        config.registry_csv = Some((p, v.location(csv.span().start)));
-    }
-    if let Some(alert_on) = raw.policy.and_then(|p| p.alert_on) {
-        config.policy.alert_on.clear();
-        for item in alert_on.get_ref() {
-            config.policy.alert_on.insert(v.condition(item)?);
+    let Some(top) = doc.parse() else {
+        return Err(ConfigErrors(doc.errors));
+    };
+    const TOP: [&str; 7] = [
+        "daemon", "events", "notify", "registry", "policy", "allow", "expect",
+    ];
+    let (mut allow, mut expect) = (None, None);
+    for (key, v) in doc.entries(top.get_ref(), &TOP) {
+        match key {
+            "allow" => allow = Some(v),
+            "expect" => expect = Some(v),
+            table => settings::read_table(&mut doc, table, v, path, &mut config),
         }
     }
-    for (i, allow) in raw.allow.into_iter().flatten().enumerate() {
-        config.policy.allow.push(v.allow_rule(i, &allow)?);
-    }
-    Ok(config)
+    let (allows, expects) = rules::read_rules(&mut doc, allow, expect);
+    config.policy.allow = allows;
+    config.policy.expect = expects;
+    config.warnings = std::mem::take(&mut doc.warnings);
+    finish(doc, config)
 }
 
-/// Turns spans into places and values into checked settings.
-struct Validator<'t> {
-    text: &'t str,
-    file: String,
-    /// Byte offset of the start of each line, so a place is found by a binary search
-    /// instead of a scan from the top: validation stays linear in the file's size.
-    line_starts: Vec<usize>,
+/// What a drop-in file holds: its rules, and its warnings.
+pub type DropIn = (Vec<AllowRule>, Vec<ExpectRule>, Vec<ConfigError>);
+
+/// Validates a drop-in file: only `[[allow]]` and `[[expect]]` entries.
+pub fn parse_drop_in(text: &str, path: &Path) -> Result<DropIn, ConfigErrors> {
+    let mut doc = Doc::new(text, path);
+    let Some(top) = doc.parse() else {
+        return Err(ConfigErrors(doc.errors));
+    };
+    let (mut allow, mut expect) = (None, None);
+    for (key, v) in doc.entries(top.get_ref(), &["allow", "expect"]) {
+        match key {
+            "allow" => allow = Some(v),
+            _ => expect = Some(v),
+        }
+    }
+    let (allows, expects) = rules::read_rules(&mut doc, allow, expect);
+    let warnings = std::mem::take(&mut doc.warnings);
+    finish(doc, (allows, expects, warnings))
 }
 
-impl Validator<'_> {
-    fn new<'t>(text: &'t str, path: &Path) -> Validator<'t> {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        Validator {
-            text,
-            file: path.display().to_string(),
-            line_starts,
-        }
+/// The value, or every error in file order.
+fn finish<T>(doc: Doc<'_>, value: T) -> Result<T, ConfigErrors> {
+    let mut errors = doc.errors;
+    if errors.is_empty() {
+        return Ok(value);
     }
+    errors.sort_by_key(|e| e.location.as_ref().map(|l| (l.line, l.column)));
+    Err(ConfigErrors(errors))
+}
 
-    fn location(&self, offset: usize) -> Location {
-        let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let start = self.line_starts[line - 1];
-        Location {
-            line,
-            column: self
-                .text
-                .get(start..offset)
-                .map_or(1, |s| s.chars().count() + 1),
-        }
-    }
-
-    fn error(&self, span: Option<Range<usize>>, message: String) -> ConfigError {
-        ConfigError {
-            file: self.file.clone(),
-            location: span.map(|s| self.location(s.start)),
-            message,
-        }
-    }
-
-    fn at<T>(&self, spanned: &Spanned<T>, message: String) -> ConfigError {
-        self.error(Some(spanned.span()), message)
-    }
-
-    fn daemon(&self, d: &file::DaemonFile, out: &mut DaemonSettings) -> Result<(), ConfigError> {
-        let duration = |value: &Spanned<String>, key: &str, min: Duration| {
-            parse_duration_at_least(value.get_ref(), min)
-                .map_err(|e| self.at(value, format!("daemon.{key}: {e}")))
-        };
-        if let Some(i) = &d.interval {
-            out.interval = duration(i, "interval", MIN_INTERVAL)?;
-        }
-        if let Some(g) = &d.restart_grace {
-            out.restart_grace = duration(g, "restart_grace", Duration::ZERO)?;
-        }
-        if let Some(q) = &d.realert_after {
-            out.realert_after = duration(q, "realert_after", Duration::ZERO)?;
-        }
-        if let Some(dir) = &d.state_directory {
-            let p = PathBuf::from(dir.get_ref());
-            if !p.is_absolute() {
-                let shown = dir.get_ref();
-                return Err(self.at(
-                    dir,
-                    format!("daemon.state_directory: `{shown}` is not an absolute path"),
-                ));
-            }
-            out.state_directory = Some(p);
-        }
-        if let Some(log) = &d.log {
-            out.log = match log.get_ref().as_str() {
-                "auto" => LogMode::Auto,
-                "journald" => LogMode::Journald,
-                "text" => LogMode::Text,
-                "json" => LogMode::Json,
-                other => {
-                    return Err(self.at(
-                        log,
-                        format!("daemon.log: unknown log mode `{other}`; allowed: \"auto\", \"journald\", \"text\", \"json\""),
+impl Config {
+    /// What is valid but will not work as written: users the system does not know, rules
+    /// that have expired. (Found through the host, so not part of the pure parsing.)
+    pub fn lint(&self, host: &dyn crate::model::Host) -> Vec<String> {
+        let mut notes: Vec<String> = self.warnings.iter().map(ToString::to_string).collect();
+        let now = host.now();
+        let holders = self
+            .policy
+            .allow
+            .iter()
+            .map(|r| (r.describe(), &r.holder))
+            .chain(self.policy.expect.iter().map(|r| (r.describe(), &r.holder)));
+        for (rule, holder) in holders {
+            for user in &holder.users {
+                if let UserMatch::Name(name) = user
+                    && host.uid_of(name).is_none()
+                {
+                    notes.push(format!(
+                        "{rule}: no user `{name}` on this system: that key never matches"
                     ));
                 }
-            };
+            }
         }
-        Ok(())
-    }
-
-    fn events(&self, ev: &file::EventsFile, out: &mut EventSettings) -> Result<(), ConfigError> {
-        if let Some(sock) = &ev.socket {
-            out.socket = match sock.get_ref().as_str() {
-                "" => None,
-                p if p.starts_with('/') => Some(PathBuf::from(p)),
-                p => {
-                    return Err(self.at(
-                        sock,
-                        format!("events.socket: `{p}` is not an absolute path; give one, or \"\" for no event socket"),
-                    ));
-                }
-            };
-        }
-        if let Some(g) = &ev.group {
-            out.group = match g.get_ref().as_str() {
-                "" => None,
-                name if name.len() <= 32 && !name.contains([':', '/', ' ']) => {
-                    Some(name.to_owned())
-                }
-                name => {
-                    return Err(self.at(g, format!("events.group: `{name}` is not a group name; give one, or \"\" for root only")));
-                }
-            };
-        }
-        if let Some(b) = &ev.buffer {
-            out.buffer = self.count(b, "events.buffer", 1_000_000, "lines")?;
-        }
-        if let Some(n) = &ev.max_subscribers {
-            out.max_subscribers =
-                self.count(n, "events.max_subscribers", MAX_SUBSCRIBERS, "subscribers")?;
-        }
-        if let Some(n) = &ev.max_subscribers_per_user {
-            let key = "events.max_subscribers_per_user";
-            out.max_subscribers_per_user = self.count(n, key, MAX_SUBSCRIBERS, "subscribers")?;
-        }
-        Ok(())
-    }
-
-    /// A whole number from 1 to `max`.
-    fn count(
-        &self,
-        n: &Spanned<i64>,
-        key: &str,
-        max: usize,
-        unit: &str,
-    ) -> Result<usize, ConfigError> {
-        usize::try_from(*n.get_ref())
-            .ok()
-            .filter(|v| (1..=max).contains(v))
-            .ok_or_else(|| {
-                let shown = n.get_ref();
-                self.at(
-                    n,
-                    format!("{key}: `{shown}` is out of range; allowed: 1-{max} {unit}"),
-                )
-            })
-    }
-
-    fn condition(&self, item: &Spanned<String>) -> Result<Condition, ConfigError> {
-        Condition::parse(item.get_ref()).ok_or_else(|| {
-            self.at(
-                item,
-                format!(
-                    "policy.alert_on: unknown condition `{}`; allowed: {}",
-                    item.get_ref(),
-                    Condition::ALL.map(Condition::as_str).join(", ")
-                ),
-            )
-        })
-    }
-
-    fn allow_rule(
-        &self,
-        index: usize,
-        entry: &Spanned<AllowFile>,
-    ) -> Result<AllowRule, ConfigError> {
-        let a = entry.get_ref();
-        let start = self.location(entry.span().start);
-        let protocol = match &a.protocol {
-            None => None,
-            Some(p) => Some(p.get_ref().parse().map_err(|_| {
-                let shown = p.get_ref();
-                self.at(
-                    p,
-                    format!(
-                        "allow.protocol: `{shown}` is not a protocol; allowed: \"tcp\", \"udp\""
-                    ),
-                )
-            })?),
-        };
-        let rule = AllowRule {
-            name: a.name.as_ref().map(|n| n.get_ref().clone()),
-            origin: format!("{}:{}", short_name(&self.file), start.line),
-            ports: self.list(&a.port, "port", "a port 0-65535, a range \"N-M\", or a list of these", parse_port)?,
-            protocol,
-            addresses: self.list(
-                &a.address,
-                "address",
-                "\"loopback\", \"any\" (the wildcard address), an IP address or a CIDR network, or a list of these",
-                parse_address,
-            )?,
-            processes: self.list(
-                &a.process,
-                "process",
-                "a process name as `ps` shows it (at most 15 bytes), or a list",
-                parse_process,
-            )?,
-            exes: self.list(&a.exe, "exe", "an absolute path to a program, or a list", parse_exe)?,
-            users: self.list(&a.user, "user", "a user name or a numeric uid, or a list", parse_user)?,
-            units: self.list(
-                &a.unit,
-                "unit",
-                "a systemd unit name such as \"ssh.service\", or a list",
-                parse_unit,
-            )?,
-        };
-        let empty = rule.ports.is_empty()
-            && rule.protocol.is_none()
-            && rule.addresses.is_empty()
-            && rule.processes.is_empty()
-            && rule.exes.is_empty()
-            && rule.users.is_empty()
-            && rule.units.is_empty();
-        if empty {
-            return Err(self.at(
-                entry,
-                format!(
-                    "[[allow]] entry {} matches every listener: give at least one of port, protocol, address, process, exe, user, unit",
-                    index + 1
-                ),
-            ));
-        }
-        Ok(rule)
-    }
-
-    /// An optional key that takes one value or a list: empty when not given.
-    fn list<T>(
-        &self,
-        value: &Option<Spanned<Value>>,
-        key: &str,
-        allowed: &str,
-        parse: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Vec<T>, ConfigError> {
-        match value {
-            Some(v) => self.each(v, key, allowed, parse),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    /// Validates a key that takes one value or a list of values.
-    fn each<T>(
-        &self,
-        value: &Spanned<Value>,
-        key: &str,
-        allowed: &str,
-        parse: impl Fn(&Value) -> Option<T>,
-    ) -> Result<Vec<T>, ConfigError> {
-        let items: Vec<&Value> = match value.get_ref() {
-            Value::Array(items) if items.is_empty() => {
-                return Err(self.at(
-                    value,
-                    format!("allow.{key}: empty list; expected {allowed}"),
+        for rule in &self.policy.allow {
+            if let Some(t) = rule.until.filter(|t| *t <= now) {
+                let at = humantime::format_rfc3339_seconds(t);
+                notes.push(format!(
+                    "{}: expired at {at}, it no longer matches",
+                    rule.describe()
                 ));
             }
-            Value::Array(items) => items.iter().collect(),
-            one => vec![one],
-        };
-        items
-            .into_iter()
-            .map(|item| {
-                parse(item).ok_or_else(|| {
-                    self.at(
-                        value,
-                        format!(
-                            "allow.{key}: {} is not valid; expected {allowed}",
-                            show(item)
-                        ),
-                    )
-                })
-            })
-            .collect()
-    }
-}
-
-fn show(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        other => format!("`{other}`"),
-    }
-}
-
-fn short_name(file: &str) -> &str {
-    Path::new(file)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or(file)
-}
-
-fn parse_port(v: &Value) -> Option<(u16, u16)> {
-    match v {
-        Value::Integer(n) => u16::try_from(*n).ok().map(|p| (p, p)),
-        Value::String(s) => {
-            let (a, b) = s.split_once('-').unwrap_or((s, s));
-            let (a, b) = (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?);
-            (a <= b).then_some((a, b))
         }
-        _ => None,
-    }
-}
-
-fn parse_process(v: &Value) -> Option<String> {
-    let s = v.as_str()?;
-    (!s.is_empty() && s.len() <= 15).then(|| s.to_owned())
-}
-
-fn parse_exe(v: &Value) -> Option<String> {
-    let s = v.as_str()?;
-    s.starts_with('/').then(|| s.to_owned())
-}
-
-fn parse_user(v: &Value) -> Option<UserMatch> {
-    match v {
-        Value::Integer(n) => u32::try_from(*n).ok().map(UserMatch::Uid),
-        Value::String(s) if !s.is_empty() => Some(match s.parse::<u32>() {
-            Ok(n) => UserMatch::Uid(n),
-            Err(_) => UserMatch::Name(s.clone()),
-        }),
-        _ => None,
-    }
-}
-
-fn parse_unit(v: &Value) -> Option<String> {
-    let s = v.as_str()?;
-    (s.contains('.') && !s.contains('/')).then(|| s.to_owned())
-}
-
-fn parse_address(v: &Value) -> Option<AddressMatch> {
-    let s = v.as_str()?;
-    match s {
-        "loopback" => Some(AddressMatch::Loopback),
-        "any" => Some(AddressMatch::Any),
-        _ => {
-            let s = s.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(ip) = s.parse::<IpAddr>() {
-                return Some(AddressMatch::Net(ip.into()));
-            }
-            s.parse().ok().map(AddressMatch::Net)
-        }
+        notes
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Protocol;
+    use crate::model::{AddressMatch, Condition, PortMatch, Protocol};
 
     fn err(text: &str) -> String {
         parse(text, Path::new("/etc/portsentinel/config.toml"))
@@ -748,19 +558,22 @@ unit = "nginx.service"
         let r = &c.policy.allow[0];
         assert_eq!(r.name.as_deref(), Some("web"));
         assert_eq!(r.origin, "c.toml:5");
-        assert_eq!(r.ports, [(80, 80), (8000, 8099)]);
-        assert_eq!(r.protocol, Some(Protocol::Tcp));
-        assert_eq!(r.addresses.len(), 4);
-        assert_eq!(r.addresses[0], AddressMatch::Any);
         assert_eq!(
-            r.users,
+            r.place.ports,
+            [PortMatch::Range(80, 80), PortMatch::Range(8000, 8099)]
+        );
+        assert_eq!(r.place.protocol, Some(Protocol::Tcp));
+        assert_eq!(r.place.addresses.len(), 4);
+        assert_eq!(r.place.addresses[0], AddressMatch::Any);
+        assert_eq!(
+            r.holder.users,
             [
                 UserMatch::Name("www-data".into()),
                 UserMatch::Uid(0),
                 UserMatch::Uid(33)
             ]
         );
-        assert_eq!(r.units, ["nginx.service"]);
+        assert_eq!(r.holder.units, ["nginx.service"]);
     }
 
     #[test]

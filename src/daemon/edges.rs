@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::Supervisor;
-use crate::config::ConfigError;
-use crate::model::policy::HostFiles;
+use crate::config::ConfigErrors;
+use crate::model::policy::Host;
 use crate::sink::RecordSink;
 use crate::sink::fanout::Delivery;
 use crate::sink::socket::Join;
@@ -18,7 +18,7 @@ use crate::state::StateStore;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
     #[error("{0}")]
     Unavailable(String),
 }
@@ -39,7 +39,7 @@ pub struct Edges {
     pub source: Box<dyn SocketSource + Send>,
     pub owners: Box<dyn OwnerSource + Send>,
     /// What `exe` rules' paths are on this host.
-    pub host: Box<dyn HostFiles + Send>,
+    pub host: Box<dyn Host + Send>,
     pub records: Arc<dyn RecordSink>,
     /// To the fan-out task, when there is an event socket or a desktop.
     pub delivery: Option<mpsc::UnboundedSender<Delivery>>,

@@ -8,13 +8,13 @@ use tokio::sync::oneshot;
 use tokio::time::error::Elapsed;
 
 use super::Daemon;
-use crate::config::{Config, ConfigError, Layers};
+use crate::config::{Config, ConfigError, ConfigErrors, Layers};
 use crate::registry::Registry;
 
 /// How long a reload may take to read its files before it is given up.
 pub const RELOAD_LIMIT: Duration = Duration::from_secs(10);
 
-type Loaded = Result<(Config, Registry), ConfigError>;
+type Loaded = Result<(Config, Registry), ConfigErrors>;
 pub(super) type Reloading = Pin<Box<tokio::time::Timeout<oneshot::Receiver<Loaded>>>>;
 
 /// Loads the config on the blocking pool, within [`RELOAD_LIMIT`]: the loop keeps polling
@@ -36,11 +36,13 @@ impl Daemon {
     ) {
         let loaded = match result {
             Ok(Ok(loaded)) => loaded,
-            Ok(Err(_)) => Err(self.reload_error("the loader stopped".to_owned())),
-            Err(_) => Err(self.reload_error(format!(
-                "reading it took longer than {} s",
-                RELOAD_LIMIT.as_secs()
-            ))),
+            Ok(Err(_)) => Err(self.reload_error("the loader stopped".to_owned()).into()),
+            Err(_) => Err(self
+                .reload_error(format!(
+                    "reading it took longer than {} s",
+                    RELOAD_LIMIT.as_secs()
+                ))
+                .into()),
         };
         self.apply(loaded);
         self.supervisor.ready(&self.status_line());

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::*;
-use crate::model::classify::{PathFiles, path_file_id};
+use crate::model::classify::{TestHost, path_file_id};
 use crate::model::{Inode, Owner, Pid, Process, Protocol, Socket, UnknownOwner};
 use crate::sink::diagnostics::RecordLayer;
 use crate::sink::fanout::Fanout;
@@ -161,7 +161,7 @@ fn start(world: &World, dir: &tempfile::TempDir, fanout: bool) -> Running {
     let edges = Edges {
         source: Box::new(world.clone()),
         owners: Box::new(world.clone()),
-        host: Box::new(PathFiles),
+        host: Box::new(TestHost),
         records: records.clone(),
         delivery,
         state: StateStore::new(dir.path().to_owned(), "boot".into(), Some(1)),

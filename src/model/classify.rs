@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::listener::{FileId, Listener, Reach};
-use super::policy::{HostFiles, Policy, Verdict};
+use super::listener::{Listener, Reach};
+use super::policy::{Host, Policy, Verdict};
 use super::snapshot::ListenerKey;
 use crate::registry::{PortFacts, Registry};
 pub use crate::registry::{PortRange, Status};
@@ -96,7 +96,7 @@ pub struct Classification {
 pub struct Classifier<'a> {
     pub registry: &'a Registry,
     pub policy: &'a Policy,
-    pub host: &'a dyn HostFiles,
+    pub host: &'a dyn Host,
     pub netns: Option<u64>,
 }
 
@@ -108,38 +108,39 @@ impl std::fmt::Debug for Classifier<'_> {
     }
 }
 
-/// No files at all: for judging listeners with no program (`explain`'s hypotheticals).
-#[derive(Debug, Clone, Copy)]
-pub struct NoFiles;
-
-impl HostFiles for NoFiles {
-    fn file_id(&self, _: &str) -> Option<FileId> {
-        None
-    }
-    fn mount_ns(&self) -> Option<u64> {
-        None
-    }
-}
-
-/// For tests: a host where every path is a file of its own, in mount namespace 1.
+/// For tests: a host where every path is a file of its own, in mount namespace 1, with
+/// Linux's default ephemeral range, users `root` (0) and `alice` (1000), and the clock.
 #[cfg(test)]
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PathFiles;
+pub(crate) struct TestHost;
 
 #[cfg(test)]
-impl HostFiles for PathFiles {
-    fn file_id(&self, path: &str) -> Option<FileId> {
+impl Host for TestHost {
+    fn file_id(&self, path: &str) -> Option<super::listener::FileId> {
         Some(path_file_id(path))
     }
     fn mount_ns(&self) -> Option<u64> {
         Some(1)
     }
+    fn ephemeral_ports(&self) -> (u16, u16) {
+        (32768, 60999)
+    }
+    fn uid_of(&self, name: &str) -> Option<u32> {
+        match name {
+            "root" => Some(0),
+            "alice" => Some(1000),
+            _ => None,
+        }
+    }
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
-/// For tests: the identity [`PathFiles`] gives the file at `path`.
+/// For tests: the identity [`TestHost`] gives the file at `path`.
 #[cfg(test)]
-pub(crate) fn path_file_id(path: &str) -> FileId {
-    FileId {
+pub(crate) fn path_file_id(path: &str) -> super::listener::FileId {
+    super::listener::FileId {
         dev: 1,
         ino: fnv1a(path.as_bytes()),
     }

@@ -320,6 +320,7 @@ mod tests {
                     reason: "r".into(),
                     condition: None,
                     rule: None,
+                    expect: None,
                 },
             },
             detail: None,

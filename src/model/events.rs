@@ -594,7 +594,7 @@ pub(crate) fn first_event(l: Listener, netns: Option<u64>) -> Event {
     let c = super::Classifier {
         registry: &registry,
         policy: &policy,
-        host: &crate::model::classify::PathFiles,
+        host: &crate::model::classify::TestHost,
         netns,
     };
     let timing = Timing {
@@ -682,7 +682,7 @@ mod tests {
             let c = Classifier {
                 registry: &self.registry,
                 policy: &self.policy,
-                host: &crate::model::classify::PathFiles,
+                host: &crate::model::classify::TestHost,
                 netns: None,
             };
             let mut out = Vec::new();
@@ -855,16 +855,20 @@ mod tests {
         let allow_867: Policy = Policy {
             allow: vec![crate::model::AllowRule {
                 origin: "c:1".into(),
-                ports: vec![(867, 867)],
+                place: crate::model::Place {
+                    ports: vec![crate::model::PortMatch::Range(867, 867)],
+                    ..Default::default()
+                },
                 ..Default::default()
             }],
             alert_on: [crate::model::Condition::WellKnown].into(),
+            ..Policy::default()
         };
         let mut out = Vec::new();
         let c = Classifier {
             registry: &s.registry,
             policy: &allow_867,
-            host: &crate::model::classify::PathFiles,
+            host: &crate::model::classify::TestHost,
             netns: None,
         };
         s.tracker.rejudge(s.now(0), &|l| c.classify(l), &mut out);
@@ -906,7 +910,10 @@ mod tests {
         let mut s = Script::new(vec![]);
         s.policy.allow.push(crate::model::AllowRule {
             origin: "c:1".into(),
-            exes: vec!["/usr/bin/sleep".into()],
+            holder: crate::model::Holder {
+                exes: vec!["/usr/bin/sleep".into()],
+                ..Default::default()
+            },
             ..Default::default()
         });
         s.at(0, vec![]);

@@ -1,11 +1,13 @@
 //! The pure core: values in, values out. Nothing here reads the clock, files or sockets.
 
+pub mod builtin;
 pub mod classify;
 pub mod desktop;
 pub mod events;
 pub mod listener;
 pub mod policy;
 pub mod report;
+pub mod rules;
 pub mod snapshot;
 pub mod wire;
 
@@ -14,6 +16,9 @@ pub use events::{Event, EventKind, Now, Timing, Tracker};
 pub use listener::{
     Inode, Listener, Owner, Pid, Process, Protocol, Reach, Socket, UnknownOwner, display_address,
 };
-pub use policy::{AddressMatch, AllowRule, Condition, Policy, Severity, UserMatch, Verdict};
+pub use policy::{Condition, Policy, Severity, Verdict};
 pub use report::Report;
+pub use rules::{
+    AddressMatch, AllowRule, ExpectRule, Holder, Host, Place, PortMatch, RuleMatch, UserMatch,
+};
 pub use snapshot::{ListenerKey, OwnerKey, group_listeners};

@@ -1,18 +1,22 @@
 //! The policy: which listeners are expected, and why the others raise an alert.
 //!
-//! A verdict always carries its reason: the `[[allow]]` rule that matched (with its name
-//! and place in the config file), or the registry fact that made it an alert. Allow rules
-//! are tried first, in file order; the first match wins.
+//! A verdict always carries its reason: the rule that decided (with its name and place in
+//! the config file), or the registry fact that made it an alert. `[[expect]]` entries come
+//! first (a port someone must hold is alerted when anyone else holds it, whatever the
+//! other rules say), then `[[allow]]` entries in file order, then the built-in rules,
+//! then the `alert_on` conditions; the first that decides wins.
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::IpAddr;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{Iana, registry_clause};
-use super::listener::{FileId, Listener, Process, Protocol, Reach};
+use super::listener::{Listener, Reach};
+pub use super::rules::{
+    AddressMatch, AllowRule, ExpectRule, Holder, Host, Place, PortMatch, RuleMatch, UserMatch,
+    held_by, strip_deleted,
+};
 use crate::registry::{PortRange, Status};
 
 /// A class of listener that raises an alert unless a rule allows it.
@@ -29,6 +33,9 @@ pub enum Condition {
     RegisteredUnassigned,
     /// Every listener.
     Any,
+    /// A port an `[[expect]]` entry covers, held by another program than the one expected.
+    /// Not an `alert_on` condition: it applies whenever such an entry exists.
+    UnexpectedOwner,
 }
 
 impl Condition {
@@ -47,6 +54,7 @@ impl Condition {
             Condition::WellKnown => "well-known",
             Condition::RegisteredUnassigned => "registered-unassigned",
             Condition::Any => "any",
+            Condition::UnexpectedOwner => "unexpected-owner",
         }
     }
 
@@ -70,6 +78,7 @@ impl Condition {
                 range == PortRange::Registered && facts.status == Status::Unassigned
             }
             Condition::Any => true,
+            Condition::UnexpectedOwner => false,
         }
     }
 
@@ -77,10 +86,16 @@ impl Condition {
     fn severity(self, reach: Reach) -> Severity {
         let external = reach.is_external();
         match self {
-            Condition::WellKnownUnassigned | Condition::WellKnownReserved if external => {
+            Condition::WellKnownUnassigned
+            | Condition::WellKnownReserved
+            | Condition::UnexpectedOwner
+                if external =>
+            {
                 Severity::High
             }
-            Condition::WellKnownUnassigned | Condition::WellKnownReserved => Severity::Medium,
+            Condition::WellKnownUnassigned
+            | Condition::WellKnownReserved
+            | Condition::UnexpectedOwner => Severity::Medium,
             Condition::WellKnown | Condition::RegisteredUnassigned if external => Severity::Medium,
             _ => Severity::Low,
         }
@@ -120,175 +135,24 @@ impl fmt::Display for Severity {
     }
 }
 
-/// An address an allow rule accepts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AddressMatch {
-    /// 127.0.0.0/8, ::1 and IPv4-mapped loopback.
-    Loopback,
-    /// The wildcard addresses 0.0.0.0 and `::` ("listening on any address").
-    Any,
-    /// An address or network.
-    Net(IpNet),
-}
-
-impl AddressMatch {
-    fn matches(&self, address: IpAddr) -> bool {
-        match self {
-            AddressMatch::Loopback => Reach::of(address, None) == Reach::Loopback,
-            AddressMatch::Any => address.is_unspecified(),
-            AddressMatch::Net(net) => {
-                net.contains(&address)
-                    || match address {
-                        // `[::ffff:10.1.2.3]` is the IPv4 address to a person writing a rule.
-                        IpAddr::V6(v6) => v6
-                            .to_ipv4_mapped()
-                            .is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
-                        IpAddr::V4(_) => false,
-                    }
-            }
-        }
-    }
-}
-
-/// A user an allow rule accepts: a name, or a numeric uid.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UserMatch {
-    Name(String),
-    Uid(u32),
-}
-
-/// One validated `[[allow]]` entry. Within a key the values are alternatives; all keys
-/// given must match.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AllowRule {
-    pub name: Option<String>,
-    /// Where the rule was written: `config.toml:14` (or `built-in`).
-    pub origin: String,
-    pub ports: Vec<(u16, u16)>,
-    pub protocol: Option<Protocol>,
-    pub addresses: Vec<AddressMatch>,
-    pub processes: Vec<String>,
-    pub exes: Vec<String>,
-    pub users: Vec<UserMatch>,
-    pub units: Vec<String>,
-}
-
-/// Files as the daemon sees them in its own mount namespace: what an `exe` rule's path
-/// is on this host. The daemon stats the path; tests script it.
-pub trait HostFiles {
-    /// The identity of the file at `path`, following symlinks.
-    fn file_id(&self, path: &str) -> Option<FileId>;
-    /// The daemon's own mount namespace.
-    fn mount_ns(&self) -> Option<u64>;
-}
-
-/// How one rule fares against one listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RuleMatch {
-    Yes,
-    No,
-    /// Every key matches, but the program at the `exe` path is not the host's file at
-    /// that path (or cannot be shown to be): the reason, for the verdict.
-    ExeNotHost(String),
-}
-
-impl AllowRule {
-    pub fn check(&self, l: &Listener, host: &dyn HostFiles) -> RuleMatch {
-        let process = l.owner.process();
-        let any_or = |empty: bool, f: &dyn Fn() -> bool| empty || f();
-        let others = any_or(self.ports.is_empty(), &|| {
-            self.ports.iter().any(|&(a, b)| (a..=b).contains(&l.port))
-        }) && self.protocol.is_none_or(|p| p == l.protocol)
-            && any_or(self.addresses.is_empty(), &|| {
-                self.addresses.iter().any(|a| a.matches(l.address))
-            })
-            && any_or(self.processes.is_empty(), &|| {
-                // A name is matched on its exact bytes: a lossy one matches nothing.
-                process.is_some_and(|p| !p.name_lossy && self.processes.contains(&p.name))
-            })
-            && any_or(self.users.is_empty(), &|| {
-                let uid = process.and_then(|p| p.uid).unwrap_or(l.uid);
-                let name = process.and_then(|p| p.user.as_deref());
-                self.users.iter().any(|u| match u {
-                    UserMatch::Uid(n) => *n == uid,
-                    UserMatch::Name(n) => Some(n.as_str()) == name,
-                })
-            })
-            && any_or(self.units.is_empty(), &|| {
-                process
-                    .and_then(|p| p.unit.as_deref())
-                    .is_some_and(|unit| self.units.iter().any(|u| u == unit))
-            });
-        if !others {
-            return RuleMatch::No;
-        }
-        if self.exes.is_empty() {
-            return RuleMatch::Yes;
-        }
-        let Some((p, exe)) = process.and_then(|p| Some((p, p.exe.as_deref()?))) else {
-            return RuleMatch::No;
-        };
-        let Some(path) = self.exes.iter().find(|e| *e == strip_deleted(exe)) else {
-            return RuleMatch::No;
-        };
-        match exe_is_hosts(p, exe, path, host) {
-            Ok(()) => RuleMatch::Yes,
-            Err(why) => RuleMatch::ExeNotHost(why),
-        }
-    }
-
-    /// Whether the rule could ever match this port and protocol (for `explain`).
-    pub fn covers_port(&self, protocol: Protocol, port: u16) -> bool {
-        self.protocol.is_none_or(|p| p == protocol)
-            && (self.ports.is_empty() || self.ports.iter().any(|&(a, b)| (a..=b).contains(&port)))
-    }
-
-    /// `[[allow]] "ssh" (config.toml:14)` style, for reasons.
-    pub fn describe(&self) -> String {
-        match &self.name {
-            Some(name) => format!("[[allow]] \"{name}\" ({})", self.origin),
-            None => format!("[[allow]] at {}", self.origin),
-        }
-    }
-}
-
-/// Whether the program a process runs is the host's file at `path`, not only a file that
-/// its own mount namespace shows at that path: the same device and inode. A binary
-/// replaced on disk since the process started (an upgrade: `... (deleted)`) has no file
-/// left to compare; it passes when the process shares the daemon's mount namespace,
-/// where nothing but root can have put another file at that path.
-fn exe_is_hosts(p: &Process, exe: &str, path: &str, host: &dyn HostFiles) -> Result<(), String> {
-    let replaced = exe.ends_with(" (deleted)");
-    if replaced && p.mount_ns.is_some() && p.mount_ns == host.mount_ns() {
-        return Ok(());
-    }
-    match (p.exe_file, host.file_id(path)) {
-        (Some(theirs), Some(ours)) if theirs == ours && !replaced => Ok(()),
-        (None, _) => Err(format!(
-            "exe {path} could not be verified (its file is not readable)"
-        )),
-        _ => Err(format!("exe {path} is not the host's {path}")),
-    }
-}
-
-/// The exe of a process whose binary was replaced on disk (an upgrade) reads
-/// `/usr/sbin/nginx (deleted)`; it is still that program.
-pub fn strip_deleted(exe: &str) -> &str {
-    exe.strip_suffix(" (deleted)").unwrap_or(exe)
-}
-
-/// Alert conditions plus allow rules.
+/// Alert conditions, expectations and allow rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub alert_on: BTreeSet<Condition>,
+    pub expect: Vec<ExpectRule>,
     pub allow: Vec<AllowRule>,
+    /// The built-in rules for programs that take a port no rule could name in advance
+    /// ([`super::builtin`]), tried after `allow`.
+    pub builtin_allow: bool,
 }
 
 impl Default for Policy {
     fn default() -> Policy {
         Policy {
             alert_on: Condition::DEFAULT.into_iter().collect(),
+            expect: Vec::new(),
             allow: Vec::new(),
+            builtin_allow: true,
         }
     }
 }
@@ -305,23 +169,58 @@ pub struct Verdict {
     /// Index of the allow rule that matched, if any.
     #[serde(skip)]
     pub rule: Option<usize>,
+    /// Index of the `[[expect]]` entry this listener satisfies, if any.
+    #[serde(skip)]
+    pub expect: Option<usize>,
+}
+
+impl Verdict {
+    fn allowed(reason: String) -> Verdict {
+        Verdict {
+            alert: false,
+            severity: Severity::Info,
+            reason,
+            condition: None,
+            rule: None,
+            expect: None,
+        }
+    }
+
+    fn alert(condition: Condition, reach: Reach, reason: String) -> Verdict {
+        Verdict {
+            alert: true,
+            severity: condition.severity(reach),
+            reason,
+            condition: Some(condition),
+            rule: None,
+            expect: None,
+        }
+    }
 }
 
 impl Policy {
-    /// Judges one listener, given what IANA says about its port and what files are on the
-    /// host.
-    pub fn judge(&self, iana: &Iana, l: &Listener, host: &dyn HostFiles) -> Verdict {
+    /// The rules tried after the expectations: the config's, then the built-in ones.
+    pub fn allow_rules(&self) -> impl Iterator<Item = &AllowRule> {
+        let builtin: &[AllowRule] = if self.builtin_allow {
+            &super::builtin::RULES
+        } else {
+            &[]
+        };
+        self.allow.iter().chain(builtin)
+    }
+
+    /// Judges one listener, given what IANA says about its port and what the host is.
+    pub fn judge(&self, iana: &Iana, l: &Listener, host: &dyn Host) -> Verdict {
+        if let Some(v) = self.expectation(l, host) {
+            return v;
+        }
         let mut near_miss = None;
-        for (i, rule) in self.allow.iter().enumerate() {
+        for (i, rule) in self.allow_rules().enumerate() {
             match rule.check(l, host) {
                 RuleMatch::Yes => {
-                    return Verdict {
-                        alert: false,
-                        severity: Severity::Info,
-                        reason: format!("allowed by {}", rule.describe()),
-                        condition: None,
-                        rule: Some(i),
-                    };
+                    let mut v = Verdict::allowed(format!("allowed by {}", rule.describe()));
+                    v.rule = Some(i);
+                    return v;
                 }
                 RuleMatch::ExeNotHost(why) if near_miss.is_none() => {
                     near_miss = Some(format!("{} does not apply: {why}", rule.describe()));
@@ -335,29 +234,52 @@ impl Policy {
             fact = format!("{why}; {fact}");
         }
         match self.alert_on.iter().find(|c| c.holds(range, iana)) {
-            Some(&condition) => Verdict {
-                alert: true,
-                severity: condition.severity(l.reach()),
-                reason: format!("{fact}; no [[allow]] rule matches (alert_on {condition})"),
-                condition: Some(condition),
-                rule: None,
-            },
-            None => Verdict {
-                alert: false,
-                severity: Severity::Info,
-                reason: format!("{fact}; no alert_on condition applies"),
-                condition: None,
-                rule: None,
-            },
+            Some(&condition) => Verdict::alert(
+                condition,
+                l.reach(),
+                format!("{fact}; no [[allow]] rule matches (alert_on {condition})"),
+            ),
+            None => Verdict::allowed(format!("{fact}; no alert_on condition applies")),
         }
+    }
+
+    /// The verdict of the first `[[expect]]` entry that covers the listener: the expected
+    /// program holds it, or another does (an alert).
+    fn expectation(&self, l: &Listener, host: &dyn Host) -> Option<Verdict> {
+        let (i, e) = self
+            .expect
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.covers(l, host))?;
+        let wanted = e.holder.describe();
+        let verdict = match e.holder.check(l, host) {
+            RuleMatch::Yes => {
+                let mut v = Verdict::allowed(format!("held as expected by {}", e.describe()));
+                v.expect = Some(i);
+                v
+            }
+            outcome => {
+                let mut reason = format!(
+                    "{} is expected to be held by {wanted} ({}); held by {}",
+                    l.port_proto(),
+                    e.describe(),
+                    held_by(l)
+                );
+                if let RuleMatch::ExeNotHost(why) = outcome {
+                    reason.push_str(&format!(" ({why})"));
+                }
+                Verdict::alert(Condition::UnexpectedOwner, l.reach(), reason)
+            }
+        };
+        Some(verdict)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::classify::{PathFiles, path_file_id};
-    use crate::model::{Classifier, Inode, Owner, Pid, Process, UnknownOwner};
+    use crate::model::classify::{TestHost, path_file_id};
+    use crate::model::{Classifier, Inode, Owner, Pid, Process, Protocol, UnknownOwner};
     use crate::registry::Registry;
 
     trait JudgeWith {
@@ -369,7 +291,7 @@ mod tests {
             let c = Classifier {
                 registry,
                 policy: self,
-                host: &PathFiles,
+                host: &TestHost,
                 netns: None,
             };
             c.classify(l).verdict
@@ -478,13 +400,18 @@ mod tests {
         let rule = AllowRule {
             name: Some("lab".into()),
             origin: "c.toml:3".into(),
-            ports: vec![(860, 870)],
-            protocol: Some(Protocol::Tcp),
-            addresses: vec![
-                AddressMatch::Loopback,
-                AddressMatch::Net("10.0.0.0/8".parse().unwrap()),
-            ],
-            exes: vec!["/usr/bin/nc".into()],
+            place: Place {
+                ports: vec![PortMatch::Range(860, 870)],
+                protocol: Some(Protocol::Tcp),
+                addresses: vec![
+                    AddressMatch::Loopback,
+                    AddressMatch::Net("10.0.0.0/8".parse().unwrap()),
+                ],
+            },
+            holder: Holder {
+                exes: vec!["/usr/bin/nc".into()],
+                ..Holder::default()
+            },
             ..AllowRule::default()
         };
         let p = Policy {
@@ -544,9 +471,15 @@ mod tests {
         let p = Policy {
             allow: vec![AllowRule {
                 origin: "x:1".into(),
-                addresses: vec![AddressMatch::Any],
-                users: vec![UserMatch::Name("root".into())],
-                units: vec!["foo.service".into()],
+                place: Place {
+                    addresses: vec![AddressMatch::Any],
+                    ..Place::default()
+                },
+                holder: Holder {
+                    users: vec![UserMatch::Name("root".into())],
+                    units: vec!["foo.service".into()],
+                    ..Holder::default()
+                },
                 ..AllowRule::default()
             }],
             ..Policy::default()
@@ -568,7 +501,10 @@ mod tests {
         let by_uid = Policy {
             allow: vec![AllowRule {
                 origin: "x:1".into(),
-                users: vec![UserMatch::Uid(0)],
+                holder: Holder {
+                    users: vec![UserMatch::Uid(0)],
+                    ..Holder::default()
+                },
                 ..AllowRule::default()
             }],
             ..Policy::default()
@@ -594,7 +530,7 @@ mod tests {
         let reg = Registry::builtin();
         let p = Policy {
             alert_on: [Condition::WellKnown, Condition::RegisteredUnassigned].into(),
-            allow: vec![],
+            ..Policy::default()
         };
         let v = p.judge_with(
             &reg,
@@ -622,7 +558,7 @@ mod tests {
         );
         let any = Policy {
             alert_on: [Condition::Any].into(),
-            allow: vec![],
+            ..Policy::default()
         };
         let v = any.judge_with(
             &reg,

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use crate::latch::Latch;
 use crate::model::Socket;
 
-pub use host::SystemFiles;
+pub use host::SystemHost;
 pub use owners::{Attributor, OwnerSource, ProcessDetails, SysinfoDetails};
 pub use procnet::ProcNet;
 pub use sock_diag::SockDiag;

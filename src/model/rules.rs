@@ -1,0 +1,328 @@
+//! The rules of a policy: `[[allow]]` (listeners you expect) and `[[expect]]` (who must
+//! hold a port, and whether it must be held at all), and how they match a listener.
+//!
+//! A rule matches on what a process cannot choose where it can: an `exe` is the file
+//! itself (device and inode, through [`Host`]), a `user` is a uid (names resolved through
+//! the system's user database). A `process` name is chosen by the process; it is matched
+//! on its exact bytes, and only as one key among others is it worth anything.
+
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use ipnet::IpNet;
+
+use super::listener::{FileId, Listener, Owner, Process, Protocol, Reach};
+
+/// What a policy needs to know about the host: the files an `exe` path names, the
+/// daemon's mount namespace, the kernel's ephemeral port range, the user database, and
+/// the time (for rules with `until`). The daemon reads the system; tests script it.
+pub trait Host {
+    /// The identity of the file at `path`, following symlinks.
+    fn file_id(&self, path: &str) -> Option<FileId>;
+    /// The daemon's own mount namespace.
+    fn mount_ns(&self) -> Option<u64>;
+    /// `net.ipv4.ip_local_port_range`.
+    fn ephemeral_ports(&self) -> (u16, u16);
+    /// The uid of a user name, through the system's user database (NSS).
+    fn uid_of(&self, name: &str) -> Option<u32>;
+    /// Now, for rules that expire.
+    fn now(&self) -> SystemTime;
+}
+
+/// A port a rule accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortMatch {
+    Range(u16, u16),
+    /// Any port in the kernel's ephemeral range (`"ephemeral"`): programs that take a new
+    /// one at each start.
+    Ephemeral,
+}
+
+impl PortMatch {
+    fn matches(self, port: u16, host: &dyn Host) -> bool {
+        let (a, b) = match self {
+            PortMatch::Range(a, b) => (a, b),
+            PortMatch::Ephemeral => host.ephemeral_ports(),
+        };
+        (a..=b).contains(&port)
+    }
+
+    /// Whether the rule could cover this port whatever the host (for `explain`).
+    fn may_cover(self, port: u16) -> bool {
+        match self {
+            PortMatch::Range(a, b) => (a..=b).contains(&port),
+            PortMatch::Ephemeral => true,
+        }
+    }
+}
+
+/// An address a rule accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AddressMatch {
+    /// 127.0.0.0/8, ::1 and IPv4-mapped loopback.
+    Loopback,
+    /// The wildcard addresses 0.0.0.0 and `::` ("listening on any address").
+    Any,
+    /// An address or network.
+    Net(IpNet),
+}
+
+impl AddressMatch {
+    fn matches(&self, address: IpAddr) -> bool {
+        match self {
+            AddressMatch::Loopback => Reach::of(address, None) == Reach::Loopback,
+            AddressMatch::Any => address.is_unspecified(),
+            AddressMatch::Net(net) => {
+                net.contains(&address)
+                    || match address {
+                        // `[::ffff:10.1.2.3]` is the IPv4 address to a person writing a rule.
+                        IpAddr::V6(v6) => v6
+                            .to_ipv4_mapped()
+                            .is_some_and(|v4| net.contains(&IpAddr::V4(v4))),
+                        IpAddr::V4(_) => false,
+                    }
+            }
+        }
+    }
+}
+
+/// A user a rule accepts: a name (resolved through NSS when matched), or a numeric uid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserMatch {
+    Name(String),
+    Uid(u32),
+}
+
+/// Where a socket is: the keys of a rule that say nothing of its owner.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    pub ports: Vec<PortMatch>,
+    pub protocol: Option<Protocol>,
+    pub addresses: Vec<AddressMatch>,
+}
+
+impl Place {
+    fn matches(&self, l: &Listener, host: &dyn Host) -> bool {
+        (self.ports.is_empty() || self.ports.iter().any(|p| p.matches(l.port, host)))
+            && self.protocol.is_none_or(|p| p == l.protocol)
+            && (self.addresses.is_empty() || self.addresses.iter().any(|a| a.matches(l.address)))
+    }
+
+    /// Whether these keys could ever match this port and protocol (for `explain`).
+    pub fn covers_port(&self, protocol: Protocol, port: u16) -> bool {
+        self.protocol.is_none_or(|p| p == protocol)
+            && (self.ports.is_empty() || self.ports.iter().any(|p| p.may_cover(port)))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty() && self.protocol.is_none() && self.addresses.is_empty()
+    }
+}
+
+/// Who holds a socket: the keys of a rule about its owner. All given must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holder {
+    pub processes: Vec<String>,
+    pub exes: Vec<String>,
+    pub users: Vec<UserMatch>,
+    pub units: Vec<String>,
+}
+
+/// How a rule fares against one listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuleMatch {
+    Yes,
+    No,
+    /// Every key matches, but the program at the `exe` path is not the host's file at
+    /// that path (or cannot be shown to be): the reason, for the verdict.
+    ExeNotHost(String),
+}
+
+impl Holder {
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+            && self.exes.is_empty()
+            && self.users.is_empty()
+            && self.units.is_empty()
+    }
+
+    pub fn check(&self, l: &Listener, host: &dyn Host) -> RuleMatch {
+        let process = l.owner.process();
+        let others = (self.processes.is_empty()
+            // A name is matched on its exact bytes: a lossy one matches nothing.
+            || process.is_some_and(|p| !p.name_lossy && self.processes.contains(&p.name)))
+            && (self.users.is_empty() || self.user_matches(l, host))
+            && (self.units.is_empty()
+                || process
+                    .and_then(|p| p.unit.as_deref())
+                    .is_some_and(|unit| self.units.iter().any(|u| u == unit)));
+        if !others {
+            return RuleMatch::No;
+        }
+        if self.exes.is_empty() {
+            return RuleMatch::Yes;
+        }
+        let Some((p, exe)) = process.and_then(|p| Some((p, p.exe.as_deref()?))) else {
+            return RuleMatch::No;
+        };
+        let Some(path) = self.exes.iter().find(|e| *e == strip_deleted(exe)) else {
+            return RuleMatch::No;
+        };
+        match exe_is_hosts(p, exe, path, host) {
+            Ok(()) => RuleMatch::Yes,
+            Err(why) => RuleMatch::ExeNotHost(why),
+        }
+    }
+
+    /// The process's uid, or the socket's when the process cannot be read; a name is
+    /// looked up in the system's user database.
+    fn user_matches(&self, l: &Listener, host: &dyn Host) -> bool {
+        let uid = l.owner.process().and_then(|p| p.uid).unwrap_or(l.uid);
+        self.users.iter().any(|u| match u {
+            UserMatch::Uid(n) => *n == uid,
+            UserMatch::Name(n) => host.uid_of(n) == Some(uid),
+        })
+    }
+
+    /// `/usr/sbin/sshd`, else `unit ssh.service`, else `process sshd`, else `user root`:
+    /// the program a rule names, for a reason.
+    pub fn describe(&self) -> String {
+        let join = |v: &[String]| v.join(" or ");
+        if !self.exes.is_empty() {
+            join(&self.exes)
+        } else if !self.units.is_empty() {
+            format!("unit {}", join(&self.units))
+        } else if !self.processes.is_empty() {
+            format!("a process named {}", join(&self.processes))
+        } else {
+            let users: Vec<String> = self
+                .users
+                .iter()
+                .map(|u| match u {
+                    UserMatch::Name(n) => n.clone(),
+                    UserMatch::Uid(n) => n.to_string(),
+                })
+                .collect();
+            format!("user {}", join(&users))
+        }
+    }
+}
+
+/// One `[[allow]]` entry. Within a key the values are alternatives; all keys given must
+/// match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AllowRule {
+    pub name: Option<String>,
+    /// Where the rule was written: `config.toml:14`, or `built-in`.
+    pub origin: String,
+    pub place: Place,
+    pub holder: Holder,
+    /// The rule matches nothing from this moment on.
+    pub until: Option<SystemTime>,
+}
+
+impl AllowRule {
+    pub fn check(&self, l: &Listener, host: &dyn Host) -> RuleMatch {
+        if self.until.is_some_and(|t| host.now() >= t) || !self.place.matches(l, host) {
+            return RuleMatch::No;
+        }
+        self.holder.check(l, host)
+    }
+
+    /// `[[allow]] "ssh" (config.toml:14)` style, for reasons.
+    pub fn describe(&self) -> String {
+        if self.origin == BUILT_IN {
+            return format!("built-in rule \"{}\"", self.name.as_deref().unwrap_or(""));
+        }
+        match &self.name {
+            Some(name) => format!("[[allow]] \"{name}\" ({})", self.origin),
+            None => format!("[[allow]] at {}", self.origin),
+        }
+    }
+}
+
+/// The origin of the built-in rules.
+pub const BUILT_IN: &str = "built-in";
+
+/// One `[[expect]]` entry: the program that must hold a port (whoever else holds it is
+/// alerted, whatever the other rules say), and with `required`, that something must.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExpectRule {
+    pub name: String,
+    pub origin: String,
+    pub place: Place,
+    pub holder: Holder,
+    pub required: bool,
+}
+
+impl ExpectRule {
+    /// Whether the rule covers this listener's port, protocol and address.
+    pub fn covers(&self, l: &Listener, host: &dyn Host) -> bool {
+        self.place.matches(l, host)
+    }
+
+    /// `[[expect]] "ssh" (config.toml:3)`.
+    pub fn describe(&self) -> String {
+        format!("[[expect]] \"{}\" ({})", self.name, self.origin)
+    }
+
+    /// `22/tcp` or `22` or `600-1023/udp`: where it expects a listener, for people.
+    pub fn where_(&self) -> String {
+        let ports: Vec<String> = self
+            .place
+            .ports
+            .iter()
+            .map(|p| match p {
+                PortMatch::Range(a, b) if a == b => a.to_string(),
+                PortMatch::Range(a, b) => format!("{a}-{b}"),
+                PortMatch::Ephemeral => "ephemeral".to_owned(),
+            })
+            .collect();
+        let ports = if ports.is_empty() {
+            "any port".to_owned()
+        } else {
+            ports.join(",")
+        };
+        match self.place.protocol {
+            Some(p) => format!("{ports}/{p}"),
+            None => ports,
+        }
+    }
+}
+
+/// Whether the program a process runs is the host's file at `path`, not only a file that
+/// its own mount namespace shows at that path: the same device and inode. A binary
+/// replaced on disk since the process started (an upgrade: `... (deleted)`) has no file
+/// left to compare; it passes when the process shares the daemon's mount namespace,
+/// where nothing but root can have put another file at that path.
+fn exe_is_hosts(p: &Process, exe: &str, path: &str, host: &dyn Host) -> Result<(), String> {
+    let replaced = exe.ends_with(" (deleted)");
+    if replaced && p.mount_ns.is_some() && p.mount_ns == host.mount_ns() {
+        return Ok(());
+    }
+    match (p.exe_file, host.file_id(path)) {
+        (Some(theirs), Some(ours)) if theirs == ours && !replaced => Ok(()),
+        (None, _) => Err(format!(
+            "exe {path} could not be verified (its file is not readable)"
+        )),
+        _ => Err(format!("exe {path} is not the host's {path}")),
+    }
+}
+
+/// The exe of a process whose binary was replaced on disk (an upgrade) reads
+/// `/usr/sbin/nginx (deleted)`; it is still that program.
+pub fn strip_deleted(exe: &str) -> &str {
+    exe.strip_suffix(" (deleted)").unwrap_or(exe)
+}
+
+/// `/tmp/x (pid 4242)`, or why the owner is unknown: the program holding a socket, for a
+/// reason.
+pub fn held_by(l: &Listener) -> String {
+    match &l.owner {
+        Owner::Process(p) => {
+            let program = p.exe.as_deref().unwrap_or(&p.name);
+            format!("{} (pid {})", crate::text::clip(program, 200), p.pid)
+        }
+        Owner::Unknown(why) => format!("an unknown owner ({why:?}, socket uid {})", l.uid),
+    }
+}
