@@ -59,6 +59,15 @@ pub enum Command {
     ///
     /// Exit status: 0 on SIGTERM/SIGINT.
     NotifyAgent(NotifyAgentArgs),
+    /// Print the listeners present now as [[allow]] entries: a baseline to allow.
+    ///
+    /// One entry per listener (protocol, port, address, program as exe, else unit, else
+    /// name, and user), in a stable order; a port in the kernel's ephemeral range is
+    /// written "ephemeral". Save it as /etc/portsentinel/config.d/50-baseline.toml and set
+    /// [policy] alert_on = ["any"]: then anything new raises an alert.
+    ///
+    /// Exit status: 0; 2 for a bad argument; 69 when no socket source works.
+    Baseline(BaselineArgs),
     /// Validate a config file and exit.
     ///
     /// Exit status: 0 valid; 78 invalid, with `FILE:LINE:COL: what is wrong` on stderr.
@@ -104,11 +113,19 @@ pub struct ScanArgs {
     pub config: ConfigArg,
 }
 
-/// A port with an optional protocol: `867`, `867/tcp`, `53/UDP`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A port or an IANA service name, with an optional protocol: `867`, `867/tcp`,
+/// `53/UDP`, `ssh`, `http/udp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortArg {
-    pub port: u16,
+    pub port: PortOrName,
     pub protocol: Option<Protocol>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortOrName {
+    Port(u16),
+    /// A service name, looked up in the IANA registry.
+    Name(String),
 }
 
 pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
@@ -116,17 +133,29 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
         Some((p, proto)) => (p, Some(proto.parse::<Protocol>()?)),
         None => (s, None),
     };
-    let port = port.parse::<u32>().map_err(|_| {
-        format!("`{port}` is not a port number (expected 0-65535, e.g. 867 or 867/tcp)")
-    })?;
-    let port = u16::try_from(port)
+    if port.is_empty() {
+        return Err("give a port (0-65535) or a service name, e.g. 867 or ssh/tcp".to_owned());
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(PortArg {
+            port: PortOrName::Name(port.to_owned()),
+            protocol,
+        });
+    }
+    let n = port
+        .parse::<u32>()
         .map_err(|_| format!("port {port} is out of range: ports are 0-65535"))?;
-    Ok(PortArg { port, protocol })
+    let n = u16::try_from(n).map_err(|_| format!("port {n} is out of range: ports are 0-65535"))?;
+    Ok(PortArg {
+        port: PortOrName::Port(n),
+        protocol,
+    })
 }
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// The port, optionally with its protocol: 867, 867/tcp, 53/udp.
+    /// The port, or an IANA service name, optionally with its protocol: 867, 867/tcp,
+    /// 53/udp, ssh, http/udp.
     #[arg(value_name = "PORT[/tcp|/udp]", value_parser = parse_port_arg)]
     pub port: PortArg,
     /// Print JSON instead of text.
@@ -144,6 +173,16 @@ pub struct NotifyAgentArgs {
     /// Alerts closer together than this are folded into one summary notification.
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = crate::config::parse_duration)]
     pub burst_window: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    /// Write `until = TIME` on every entry (RFC 3339 in UTC, e.g. 2026-12-31T18:00:00Z):
+    /// the rules stop matching then.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -168,19 +207,25 @@ mod tests {
         assert_eq!(
             parse_port_arg("867").unwrap(),
             PortArg {
-                port: 867,
+                port: PortOrName::Port(867),
                 protocol: None
             }
         );
         assert_eq!(
             parse_port_arg("53/UDP").unwrap(),
             PortArg {
-                port: 53,
+                port: PortOrName::Port(53),
                 protocol: Some(Protocol::Udp)
             }
         );
         assert!(parse_port_arg("70000").unwrap_err().contains("0-65535"));
-        assert!(parse_port_arg("ssh").is_err());
+        assert_eq!(
+            parse_port_arg("http/udp").unwrap(),
+            PortArg {
+                port: PortOrName::Name("http".into()),
+                protocol: Some(Protocol::Udp)
+            }
+        );
         assert!(parse_port_arg("22/sctp").unwrap_err().contains("tcp"));
     }
 }

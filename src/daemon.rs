@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::config::{Config, ConfigErrors, Layers};
 use crate::model::events::AlertedListeners;
+use crate::model::expect::Watch;
 use crate::model::policy::Host;
 use crate::model::{Classifier, Now, Timing, Tracker};
 use crate::registry::Registry;
@@ -44,6 +45,8 @@ pub struct Daemon {
     host: Box<dyn Host + Send>,
     poller: Poller,
     tracker: Tracker,
+    /// The required `[[expect]]` entries, present or missing.
+    watch: Watch,
     outputs: Outputs,
     supervisor: Box<dyn Supervisor>,
     pub stats: PollStats,
@@ -81,6 +84,7 @@ impl Daemon {
         let restored: AlertedListeners = outputs.restore();
         Daemon {
             tracker: Tracker::new(timing(&config), restored),
+            watch: Watch::default(),
             poller: Poller::new(edges.source, edges.owners),
             netns: edges.netns,
             host: edges.host,
@@ -104,6 +108,10 @@ impl Daemon {
             log.as_str()
         );
         self.outputs.send(priority::INFO, message);
+        for warning in self.config.lint(&*self.host) {
+            self.outputs
+                .send(priority::WARNING, format!("config: {warning}"));
+        }
     }
 
     pub fn interval(&self) -> Duration {
@@ -134,6 +142,9 @@ impl Daemon {
             self.stats.events += events.len() as u64;
             let budget = self.interval();
             self.outputs.dispatch(events, &self.tracker, budget);
+            self.check_expectations();
+        } else if self.watch.pending() {
+            self.check_expectations();
         }
         if self.trim.observe(self.tracker.listener_count(), 1024) {
             crate::memory::release_free_memory();
@@ -181,6 +192,46 @@ impl Daemon {
         tracker.rejudge(now(), &|l| c.classify(l), &mut events);
         let budget = self.interval();
         self.outputs.dispatch(events, &self.tracker, budget);
+        self.check_expectations();
+        for warning in self.config.lint(&*self.host) {
+            self.outputs
+                .send(priority::WARNING, format!("config: {warning}"));
+        }
+    }
+
+    /// Required listeners: records one that has gone missing, or come back.
+    fn check_expectations(&mut self) {
+        let grace = self.config.daemon.restart_grace;
+        let satisfied = self.tracker.satisfied();
+        let expects = &self.config.policy.expect;
+        for e in self.watch.update(now(), expects, &satisfied, grace) {
+            self.outputs.records.send(Record::from_expectation(&e));
+        }
+    }
+
+    /// When the next `until` of an allow rule passes: the listeners it allowed are judged
+    /// again then, whether or not anything else changes.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let now = SystemTime::now();
+        let next = self
+            .config
+            .policy
+            .allow
+            .iter()
+            .filter_map(|r| r.until)
+            .filter(|t| *t > now)
+            .min()?;
+        Some(Instant::now() + next.duration_since(now).unwrap_or_default())
+    }
+
+    /// An `until` has passed: every listener is judged again.
+    pub fn expired(&mut self) {
+        let mut events = Vec::new();
+        let (tracker, c) = self.tracker_and_classifier();
+        tracker.rejudge(now(), &|l| c.classify(l), &mut events);
+        let budget = self.interval();
+        self.outputs.dispatch(events, &self.tracker, budget);
+        self.check_expectations();
     }
 
     pub fn status_line(&self) -> String {
@@ -221,7 +272,11 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     let mut last_counts = daemon.counts();
     let mut reload: Option<Reloading> = None;
     loop {
+        let expiry = daemon.next_expiry();
         tokio::select! {
+            _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
+                daemon.expired();
+            }
             tick = poll.tick() => {
                 daemon.poll(tick);
                 // Counts changed: say so now; timing figures follow every 10 s.

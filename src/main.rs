@@ -19,12 +19,16 @@ fn main() -> ExitCode {
         Command::Scan(args) => cmd::scan::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
+        Command::Baseline(args) => cmd::baseline::run(args),
         Command::NotifyAgent(args) => cmd::notify_agent::run(args),
     };
     match result {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("portsentinel: {failure}");
+            // Every error on its own line: a config can have several.
+            for line in failure.to_string().lines() {
+                eprintln!("portsentinel: {line}");
+            }
             failure.exit_code()
         }
     }

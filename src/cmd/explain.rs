@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use super::{Failure, load_config, protocols, scan, snapshot, write_stdout};
-use crate::cli::ExplainArgs;
+use crate::cli::{ExplainArgs, PortOrName};
 use crate::config::Config;
 use crate::model::{
     Classifier, Iana, Listener, Owner, PortRange, Protocol, Report, UnknownOwner, Verdict,
@@ -29,6 +29,10 @@ pub struct Explanation {
     pub policy: PolicyView,
     /// `[[allow]]` rules that cover this port and protocol.
     pub allow_rules: Vec<String>,
+    /// The programs built-in rules allow here (see the README).
+    pub builtin_rules: Vec<String>,
+    /// `[[expect]]` entries that cover it: who must hold it.
+    pub expected: Vec<String>,
     /// What listens on this port now.
     pub listeners: Vec<Report>,
 }
@@ -41,14 +45,28 @@ pub struct PolicyView {
 
 pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
-    let protos = protocols(args.port.protocol);
-    let port = args.port.port;
+    let wanted: Vec<(Protocol, u16)> = match &args.port.port {
+        PortOrName::Port(port) => protocols(args.port.protocol)
+            .into_iter()
+            .map(|p| (p, *port))
+            .collect(),
+        PortOrName::Name(name) => {
+            let found = registry.ports_named(name, args.port.protocol);
+            if found.is_empty() {
+                let closest = registry.closest_names(name, 5).join(", ");
+                return Err(Failure::Usage(format!(
+                    "IANA assigns no port to a service `{name}`; the closest names: {closest}"
+                )));
+            }
+            found
+        }
+    };
     let snap = snapshot(SourceMode::Auto, false, |s| {
-        s.port == port && protos.contains(&s.protocol)
+        wanted.contains(&(s.protocol, s.port))
     })?;
-    let explanations: Vec<Explanation> = protos
+    let explanations: Vec<Explanation> = wanted
         .iter()
-        .map(|&p| explain(&config, &registry, p, port, &snap.listeners))
+        .map(|&(p, port)| explain(&config, &registry, p, port, &snap.listeners))
         .collect();
     write_stdout(|out| {
         if args.json {
@@ -116,6 +134,25 @@ pub fn explain(
             .filter(|r| r.place.covers_port(protocol, port))
             .map(|r| r.describe())
             .collect(),
+        builtin_rules: policy
+            .allow_rules()
+            .skip(policy.allow.len())
+            .filter(|r| r.place.covers_port(protocol, port))
+            .map(|r| r.holder.describe())
+            .collect(),
+        expected: policy
+            .expect
+            .iter()
+            .filter(|r| r.place.covers_port(protocol, port))
+            .map(|r| {
+                let required = if r.required { ", required" } else { "" };
+                format!(
+                    "{}: held by {}{required}",
+                    r.describe(),
+                    r.holder.describe()
+                )
+            })
+            .collect(),
         listeners: scan::reports(
             &now.iter()
                 .filter(|l| l.protocol == protocol)
@@ -170,6 +207,21 @@ pub fn render(e: &Explanation) -> String {
             };
             let _ = writeln!(out, "{label} {rule} (when all its keys match)");
         }
+    }
+    if !e.builtin_rules.is_empty() {
+        let _ = writeln!(
+            out,
+            "  built-in:  {}: allowed here by built-in rules (matched on the program's file)",
+            e.builtin_rules.join(", ")
+        );
+    }
+    for (i, rule) in e.expected.iter().enumerate() {
+        let label = if i == 0 {
+            "  expected:  "
+        } else {
+            "             "
+        };
+        let _ = writeln!(out, "{label}{rule}");
     }
     if e.listeners.is_empty() {
         let _ = writeln!(

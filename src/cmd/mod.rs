@@ -1,6 +1,7 @@
 //! One file per subcommand. Each returns an exit status or a [`Failure`] that says which
 //! status it maps to.
 
+pub mod baseline;
 pub mod check_config;
 pub mod explain;
 pub mod notify_agent;
@@ -35,6 +36,8 @@ pub mod exit {
 pub enum Failure {
     Config(ConfigErrors),
     Unavailable(String),
+    /// A command-line argument that cannot be used (exit 2).
+    Usage(String),
     Other(anyhow::Error),
 }
 
@@ -43,6 +46,7 @@ impl Failure {
         ExitCode::from(match self {
             Failure::Config(_) => exit::CONFIG,
             Failure::Unavailable(_) => exit::UNAVAILABLE,
+            Failure::Usage(_) => exit::USAGE,
             Failure::Other(_) => exit::SOFTWARE,
         })
     }
@@ -52,7 +56,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Config(e) => write!(f, "{e}"),
-            Failure::Unavailable(e) => write!(f, "{e}"),
+            Failure::Unavailable(e) | Failure::Usage(e) => write!(f, "{e}"),
             Failure::Other(e) => write!(f, "{e:#}"),
         }
     }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
-use crate::model::{Classifier, Listener, Report, UnknownOwner, display_address};
+use crate::model::{Classifier, ExpectRule, Listener, Report, UnknownOwner, display_address};
 use crate::source::{Backend, SystemHost};
 use crate::text::clip;
 
@@ -21,6 +21,8 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     };
     let reports = reports(&snap.listeners, &classifier);
     let alerts = reports.iter().filter(|r| r.verdict.alert).count();
+    let expected = expectations(&config.policy.expect, &reports);
+    let missing = expected.iter().filter(|e| e.missing).count();
     let owners_hidden = reports
         .iter()
         .any(|r| r.owner_unknown == Some(UnknownOwner::NoPermission));
@@ -31,9 +33,15 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
         }
         out.write_all(render_table(&reports).as_bytes())?;
         out.write_all(render_alerts(&reports).as_bytes())?;
+        out.write_all(render_expected(&expected).as_bytes())?;
+        let missing = if missing > 0 {
+            format!(", {missing} required listener(s) missing")
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{} listener(s), {} alert(s){}{}",
+            "{} listener(s), {} alert(s){missing}{}{}",
             reports.len(),
             alerts,
             if snap.backend == Backend::ProcNet {
@@ -48,11 +56,63 @@ pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
             }
         )
     })?;
-    Ok(if args.check && alerts > 0 {
+    Ok(if args.check && (alerts > 0 || missing > 0) {
         ExitCode::from(exit::ALERT)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// One `[[expect]]` entry and whether something holds its port as it should.
+#[derive(Debug)]
+pub struct Expected<'a> {
+    pub rule: &'a ExpectRule,
+    /// The listener that satisfies it.
+    pub held: Option<&'a Report>,
+    /// Required, and nothing satisfies it.
+    pub missing: bool,
+}
+
+/// Every `[[expect]]` entry, with the listener that satisfies it.
+pub fn expectations<'a>(expect: &'a [ExpectRule], reports: &'a [Report]) -> Vec<Expected<'a>> {
+    expect
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let held = reports.iter().find(|r| r.verdict.expect == Some(i));
+            Expected {
+                rule,
+                held,
+                missing: rule.required && held.is_none(),
+            }
+        })
+        .collect()
+}
+
+/// After the alerts: each expectation and its state.
+pub fn render_expected(expected: &[Expected<'_>]) -> String {
+    let mut out = String::new();
+    if expected.is_empty() {
+        return out;
+    }
+    out.push_str("EXPECTED\n");
+    for e in expected {
+        let state = match (e.held, e.missing) {
+            (Some(r), _) => format!("held by {}", program(r)),
+            (None, true) => "MISSING".to_owned(),
+            (None, false) => "nothing listens (not required)".to_owned(),
+        };
+        let required = if e.rule.required { ", required" } else { "" };
+        let _ = writeln!(
+            out,
+            "  \"{}\" {}: {}{required}: {state}",
+            clip(&e.rule.name, 40),
+            e.rule.where_(),
+            clip(&e.rule.holder.describe(), 120)
+        );
+    }
+    out.push('\n');
+    out
 }
 
 /// Each listener classified, as shown.

@@ -239,10 +239,16 @@ impl Config {
             crate::registry::Origin::File(p) => format!("IANA registry {}", p.display()),
         };
         let alert_on: Vec<&str> = self.policy.alert_on.iter().map(|c| c.as_str()).collect();
+        let mut rules = format!("{} allow rule(s)", self.policy.allow.len());
+        if !self.policy.expect.is_empty() {
+            rules.push_str(&format!(", {} expectation(s)", self.policy.expect.len()));
+        }
+        if !self.drop_ins.is_empty() {
+            rules.push_str(&format!(" (with {} drop-in file(s))", self.drop_ins.len()));
+        }
         format!(
-            "config {file}: alert_on [{}], {} allow rule(s), {registry}, interval {}",
+            "config {file}: alert_on [{}], {rules}, {registry}, interval {}",
             alert_on.join(", "),
-            self.policy.allow.len(),
             humantime::format_duration(self.daemon.interval)
         )
     }

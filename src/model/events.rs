@@ -581,6 +581,15 @@ impl Tracker {
     pub fn alert_count(&self) -> usize {
         self.counts.alerts
     }
+
+    /// The `[[expect]]` entries that a listener present now satisfies.
+    pub fn satisfied(&self) -> std::collections::HashSet<usize> {
+        self.entries
+            .values()
+            .filter(|e| e.gone_since.is_none())
+            .filter_map(|e| e.class.verdict.expect)
+            .collect()
+    }
 }
 
 /// For tests elsewhere: the event a fresh tracker makes of `l` appearing after the

@@ -219,6 +219,17 @@ pub enum UnknownOwner {
 }
 
 impl UnknownOwner {
+    /// `no-permission`, `kernel`, `in-flight`, `vanished`: the word of the JSON and the
+    /// journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownOwner::NoPermission => "no-permission",
+            UnknownOwner::Kernel => "kernel",
+            UnknownOwner::InFlight => "in-flight",
+            UnknownOwner::Vanished => "vanished",
+        }
+    }
+
     pub fn describe(self) -> &'static str {
         match self {
             UnknownOwner::NoPermission => "owner not readable: no permission (run as root)",

@@ -4,6 +4,7 @@ pub mod builtin;
 pub mod classify;
 pub mod desktop;
 pub mod events;
+pub mod expect;
 pub mod listener;
 pub mod policy;
 pub mod report;

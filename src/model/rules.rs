@@ -323,6 +323,6 @@ pub fn held_by(l: &Listener) -> String {
             let program = p.exe.as_deref().unwrap_or(&p.name);
             format!("{} (pid {})", crate::text::clip(program, 200), p.pid)
         }
-        Owner::Unknown(why) => format!("an unknown owner ({why:?}, socket uid {})", l.uid),
+        Owner::Unknown(why) => format!("an unknown owner ({}, socket uid {})", why.as_str(), l.uid),
     }
 }

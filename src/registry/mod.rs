@@ -170,6 +170,24 @@ impl Run {
     }
 }
 
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(prev + usize::from(ca != cb));
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
 /// A lookup result.
 #[derive(Clone, Copy, Debug)]
 pub struct PortFacts<'r> {
@@ -259,6 +277,37 @@ impl Registry {
             Protocol::Tcp => self.tcp.runs(),
             Protocol::Udp => self.udp.runs(),
         }
+    }
+
+    /// Every port IANA assigns to `service` (any case), for `protocol` or both.
+    pub fn ports_named(&self, service: &str, protocol: Option<Protocol>) -> Vec<(Protocol, u16)> {
+        let mut out = Vec::new();
+        for p in Protocol::ALL
+            .into_iter()
+            .filter(|p| protocol.is_none_or(|q| q == *p))
+        {
+            for run in self.runs(p) {
+                if run.services.iter().any(|s| s.eq_ignore_ascii_case(service)) {
+                    out.extend((run.first..=run.last).map(|port| (p, port)));
+                }
+            }
+        }
+        out.sort_by_key(|&(p, port)| (port, p));
+        out
+    }
+
+    /// The service names closest to `name` (by edit distance), for a hint.
+    pub fn closest_names(&self, name: &str, n: usize) -> Vec<String> {
+        let name = name.to_ascii_lowercase();
+        let mut all: Vec<(usize, &str)> = Protocol::ALL
+            .into_iter()
+            .flat_map(|p| self.runs(p).iter())
+            .flat_map(|r| r.services.iter())
+            .map(|s| (edit_distance(&name, &s.to_ascii_lowercase()), s))
+            .collect();
+        all.sort();
+        all.dedup_by(|a, b| a.1 == b.1);
+        all.into_iter().take(n).map(|(_, s)| s.to_owned()).collect()
     }
 
     pub fn lookup(&self, protocol: Protocol, port: u16) -> PortFacts<'_> {

@@ -9,7 +9,8 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::model::{Event, EventKind, Owner, display_address};
+use crate::model::expect::{ExpectEvent, ExpectKind};
+use crate::model::{Event, EventKind, Owner, PortMatch, display_address};
 use crate::text::{clip, escape_control, join_cmdline, truncate};
 
 /// journald priorities (syslog levels).
@@ -130,6 +131,50 @@ impl Record {
             message: event_message(e),
             fields: f,
         }
+    }
+
+    /// A required listener gone missing (priority 4) or come back (5).
+    pub fn from_expectation(e: &ExpectEvent) -> Record {
+        let rule = &e.rule;
+        let wanted = rule.holder.describe();
+        let (priority, message) = match e.kind {
+            ExpectKind::Missing => (
+                priority::WARNING,
+                format!(
+                    "expected listener missing: nothing held by {wanted} listens on {} ({}), for {} s",
+                    rule.where_(),
+                    rule.describe(),
+                    e.missing_for.as_secs()
+                ),
+            ),
+            ExpectKind::Restored => (
+                priority::NOTICE,
+                format!(
+                    "expected listener back: {wanted} listens on {} again ({}), after {} s",
+                    rule.where_(),
+                    rule.describe(),
+                    e.missing_for.as_secs()
+                ),
+            ),
+        };
+        let mut r = Record::plain(priority, Some(e.kind.message_id()), message);
+        r.time = e.time;
+        r.fields
+            .push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
+        r.push("EXPECT_NAME", &rule.name);
+        r.push("EXPECT_RULE", &rule.origin);
+        r.push("EXPECT_HOLDER", &wanted);
+        if let [PortMatch::Range(a, b)] = rule.place.ports[..]
+            && a == b
+        {
+            r.fields.push(("LISTEN_PORT", a.to_string()));
+        }
+        if let Some(p) = rule.place.protocol {
+            r.fields.push(("LISTEN_PROTO", p.to_string()));
+        }
+        r.fields
+            .push(("MISSING_SECONDS", e.missing_for.as_secs().to_string()));
+        r
     }
 
     /// `2026-11-26T06:34:00.123Z <4> alert-raised MESSAGE="..." LISTEN_PROTO=tcp ...`

@@ -1,0 +1,223 @@
+//! `portsentinel baseline`: the listeners present now, as `[[allow]]` entries.
+//!
+//! One entry per listener identity (protocol, port, address, program), in a stable order,
+//! so two runs on the same machine print the same rules (only the comments, with pids and
+//! the time seen, differ). A port in the kernel's ephemeral range is written `"ephemeral"`:
+//! programs that pick a new one at each start stay allowed. Saved as
+//! `/etc/portsentinel/config.d/50-baseline.toml` with `alert_on = ["any"]`, anything that
+//! listens later and is not in it raises an alert.
+//!
+//! Process names and paths are chosen by processes: values are written as TOML strings
+//! (quoted and escaped by the `toml` crate) and comments are escaped, so a hostile name
+//! cannot add a line to the file.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use super::{Failure, snapshot, write_stdout};
+use crate::cli::BaselineArgs;
+use crate::model::rules::strip_deleted;
+use crate::model::{Listener, Owner, Reach};
+use crate::source::SourceMode;
+use crate::source::host::{ephemeral_ports, user_name};
+use crate::text::escape_control;
+
+/// One rule, as its keys will be written: also the order of the output.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    protocol: String,
+    /// `Some(port)`, or `None` for "ephemeral" (sorted after every port).
+    port: PortKey,
+    address: String,
+    /// `("exe", path)`, `("unit", name)` or `("process", name)`; none for an owner that
+    /// could not be read.
+    owner: Option<(&'static str, String)>,
+    user: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum PortKey {
+    Port(u16),
+    Ephemeral,
+}
+
+pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
+    let until = match &args.until {
+        Some(t) => Some(humantime::parse_rfc3339(t).map_err(|e| {
+            Failure::Usage(format!(
+                "--until `{t}` is not a date-time ({e}); write it in UTC, e.g. 2026-12-31T18:00:00Z"
+            ))
+        })?),
+        None => None,
+    };
+    // The config in force: its alert_on goes into the header, as a reminder.
+    let (config, _) = super::load_config(args.config.config.as_deref())?;
+    let snap = snapshot(SourceMode::Auto, false, |_| true)?;
+    let ephemeral = ephemeral_ports(&crate::source::proc_root(None));
+    // Identical entries (the IPv4 and IPv6 wildcard of one program) are one rule; the
+    // comments keep every program and pid seen.
+    let mut entries: BTreeMap<Entry, Vec<String>> = BTreeMap::new();
+    for l in &snap.listeners {
+        entries
+            .entry(entry(l, ephemeral))
+            .or_default()
+            .push(seen(l));
+    }
+    let alert_on: Vec<&str> = config.policy.alert_on.iter().map(|c| c.as_str()).collect();
+    let mut text = render(&entries, until, SystemTime::now());
+    // After the header's four lines: what the config in force alerts on.
+    let at = text
+        .match_indices('\n')
+        .nth(3)
+        .map_or(text.len(), |(i, _)| i + 1);
+    text.insert_str(
+        at,
+        &format!("# (The config in force has alert_on = {alert_on:?}.)\n"),
+    );
+    write_stdout(|out| out.write_all(text.as_bytes()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn entry(l: &Listener, (lo, hi): (u16, u16)) -> Entry {
+    let port = if (lo..=hi).contains(&l.port) {
+        PortKey::Ephemeral
+    } else {
+        PortKey::Port(l.port)
+    };
+    let address = match (l.reach(), l.address) {
+        (Reach::Loopback, _) => "loopback".to_owned(),
+        (_, a) if a.is_unspecified() => "any".to_owned(),
+        (_, IpAddr::V4(a)) => a.to_string(),
+        (_, IpAddr::V6(a)) => a.to_string(),
+    };
+    let (owner, uid) = match &l.owner {
+        Owner::Process(p) => {
+            let owner = if let Some(exe) = &p.exe {
+                Some(("exe", strip_deleted(exe).to_owned()))
+            } else if let Some(unit) = &p.unit {
+                Some(("unit", unit.clone()))
+            } else if !p.name_lossy {
+                Some(("process", p.name.clone()))
+            } else {
+                None
+            };
+            (owner, p.uid.unwrap_or(l.uid))
+        }
+        Owner::Unknown(_) => (None, l.uid),
+    };
+    Entry {
+        protocol: l.protocol.to_string(),
+        port,
+        address,
+        owner,
+        user: Some(user_name(uid).unwrap_or_else(|| uid.to_string())),
+    }
+}
+
+/// `sshd[812]` or `unknown owner (kernel)`: who was seen, for a comment.
+fn seen(l: &Listener) -> String {
+    match &l.owner {
+        Owner::Process(p) => format!("{}[{}]", p.name, p.pid),
+        Owner::Unknown(why) => format!("an owner that could not be named ({})", why.as_str()),
+    }
+}
+
+/// A TOML string, quoted and escaped.
+fn quoted(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn render(
+    entries: &BTreeMap<Entry, Vec<String>>,
+    until: Option<SystemTime>,
+    now: SystemTime,
+) -> String {
+    let now = humantime::format_rfc3339_seconds(now);
+    let mut out = format!(
+        "# portsentinel baseline: the {} listener(s) present at {now}.\n\
+         # Save it as /etc/portsentinel/config.d/50-baseline.toml; with\n\
+         # [policy] alert_on = [\"any\"], anything that listens later and is not here\n\
+         # raises an alert.\n",
+        entries.len()
+    );
+    for (e, seen) in entries {
+        let program = e.owner.as_ref().map_or_else(
+            || "unknown owner".to_owned(),
+            |(_, v)| v.rsplit('/').next().unwrap_or(v).to_owned(),
+        );
+        let port = match e.port {
+            PortKey::Port(p) => p.to_string(),
+            PortKey::Ephemeral => "an ephemeral port".to_owned(),
+        };
+        let _ = writeln!(out, "\n[[allow]]");
+        // Names are the processes' own: escaped, so none can end the comment's line.
+        let _ = writeln!(out, "# {}, seen {now}", escape_control(&seen.join(", ")));
+        let name = format!("{program} on {port}/{}", e.protocol);
+        let _ = writeln!(out, "name = {}", quoted(&name));
+        let _ = writeln!(out, "protocol = {}", quoted(&e.protocol));
+        match e.port {
+            PortKey::Port(p) => {
+                let _ = writeln!(out, "port = {p}");
+            }
+            PortKey::Ephemeral => out.push_str("port = \"ephemeral\"\n"),
+        }
+        let _ = writeln!(out, "address = {}", quoted(&e.address));
+        if let Some((key, value)) = &e.owner {
+            let _ = writeln!(out, "{key} = {}", quoted(value));
+        }
+        if let Some(user) = &e.user {
+            let _ = writeln!(out, "user = {}", quoted(user));
+        }
+        if let Some(t) = until {
+            let _ = writeln!(
+                out,
+                "until = {}",
+                quoted(&humantime::format_rfc3339_seconds(t).to_string())
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_output_is_a_valid_drop_in_that_a_name_cannot_break() {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            Entry {
+                protocol: "tcp".into(),
+                port: PortKey::Port(867),
+                address: "any".into(),
+                owner: Some(("exe", "/tmp/x\"\n[[allow]]\nport = 1".into())),
+                user: Some("root".into()),
+            },
+            vec!["evil\n[[allow]]".into()],
+        );
+        entries.insert(
+            Entry {
+                protocol: "udp".into(),
+                port: PortKey::Ephemeral,
+                address: "loopback".into(),
+                owner: Some(("process", "avahi".into())),
+                user: Some("avahi".into()),
+            },
+            vec!["avahi[9]".into()],
+        );
+        let until = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
+        let text = render(&entries, Some(until), SystemTime::UNIX_EPOCH);
+        let (allow, expect, _) =
+            crate::config::parse_drop_in(&text, Path::new("50-baseline.toml")).unwrap();
+        assert_eq!(allow.len(), 2, "{text}");
+        assert!(expect.is_empty());
+        assert_eq!(allow[0].holder.exes, ["/tmp/x\"\n[[allow]]\nport = 1"]);
+        assert_eq!(allow[1].place.ports, [crate::model::PortMatch::Ephemeral]);
+        assert_eq!(allow[1].until, Some(until));
+    }
+}
