@@ -48,7 +48,7 @@ fn explain_22_tcp_names_ssh() {
 
 #[test]
 fn explain_rejects_bad_ports_with_status_2() {
-    for bad in ["70000", "ssh", "22/sctp"] {
+    for bad in ["70000", "22/sctp"] {
         let out = portsentinel(&["explain", bad]);
         assert_eq!(out.status.code(), Some(2), "explain {bad}");
         let err = stderr(&out);
@@ -56,6 +56,30 @@ fn explain_rejects_bad_ports_with_status_2() {
     }
     assert_eq!(portsentinel(&["explain", "-1"]).status.code(), Some(2));
     assert!(stderr(&portsentinel(&["explain", "70000"])).contains("ports are 0-65535"));
+    // A name IANA does not know: status 2, with the closest names.
+    let out = portsentinel(&["explain", "nosuchservice"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("closest names"), "{}", stderr(&out));
+}
+
+/// `explain ssh` explains every port IANA assigns to ssh: 22/tcp and 22/udp.
+#[test]
+fn explain_takes_a_service_name() {
+    let out = portsentinel(&["explain", "ssh", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, u64)> = v
+        .iter()
+        .map(|e| {
+            (
+                e["protocol"].as_str().unwrap().to_owned(),
+                e["port"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("tcp".to_owned(), 22), ("udp".to_owned(), 22)]);
+    let text = stdout(&portsentinel(&["explain", "http/udp"]));
+    assert!(text.starts_with("80/udp\n"), "{text}");
 }
 
 #[test]

@@ -30,6 +30,11 @@ need=(
   "dunstctl:dunst"
   "strace:strace"
   "g++:g++"
+  # Real daemons the built-in allowances are tested against (tests/policy.rs).
+  "chronyd:chrony"
+  "rpc.statd:nfs-common"
+  "rpcbind:rpcbind"
+  "ypbind:nis"
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -87,10 +87,12 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<(UnixListener, Option<St
     Ok((listener, warning))
 }
 
-/// The gid of a group, from `/etc/group` (via the system's user database).
+/// The gid of a group, through the system's group database (NSS).
 pub fn group_id(name: &str) -> Option<u32> {
-    let groups = sysinfo::Groups::new_with_refreshed_list().ok()?;
-    groups.iter().find(|g| g.name() == name).map(|g| **g.id())
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// Who connected: from `SO_PEERCRED`.

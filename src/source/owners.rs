@@ -349,11 +349,13 @@ fn same_owner(a: &Owner, b: &Owner) -> bool {
 }
 
 /// Process details through `sysinfo`, refreshing only the pids asked for, plus the unit
-/// from `/proc/PID/cgroup`.
+/// from `/proc/PID/cgroup` and the user's name through the system's user database (NSS:
+/// LDAP and systemd-homed users, uids above 65535, accounts with no login shell).
 pub struct SysinfoDetails {
     proc_root: PathBuf,
     system: sysinfo::System,
-    users: sysinfo::Users,
+    /// uid → name, kept a minute: a directory server is not asked for every socket.
+    users: HashMap<u32, (Option<String>, std::time::Instant)>,
 }
 
 impl std::fmt::Debug for SysinfoDetails {
@@ -368,21 +370,26 @@ impl SysinfoDetails {
     pub fn new(proc_root: &Path) -> Result<SysinfoDetails, String> {
         let system =
             sysinfo::System::new().map_err(|e| format!("cannot read process details: {e}"))?;
-        let users = sysinfo::Users::new().map_err(|e| format!("cannot read the user list: {e}"))?;
         Ok(SysinfoDetails {
             proc_root: proc_root.to_owned(),
             system,
-            users,
+            users: HashMap::new(),
         })
     }
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
-        let uid = sysinfo::Uid::try_from(uid as usize).ok()?;
-        if self.users.get_user_by_id(&uid).is_none() {
-            // New account since the last look (or the first look): re-read the list once.
-            self.users.refresh();
+        if let Some((name, at)) = self.users.get(&uid)
+            && at.elapsed() < std::time::Duration::from_secs(60)
+        {
+            return name.clone();
         }
-        self.users.get_user_by_id(&uid).map(|u| u.name().to_owned())
+        let name = super::host::user_name(uid);
+        if self.users.len() > 4096 {
+            self.users.clear();
+        }
+        self.users
+            .insert(uid, (name.clone(), std::time::Instant::now()));
+        name
     }
 }
 
