@@ -338,3 +338,37 @@ fn records_made_while_journald_is_down_arrive_when_it_returns() {
     ]);
     assert!(String::from_utf8_lossy(&notes.stdout).contains("journald is reachable again"));
 }
+
+const MISSING: &str = "MESSAGE_ID=2975a25f7edb45c8b58378cf7bfa50ca";
+const RESTORED: &str = "MESSAGE_ID=bc9d4f2596d945ea906fb3e8dc6d7612";
+
+/// A required listener under real systemd: a service stopped for longer than the grace is
+/// one listener-missing record in the journal at warning; started again, one
+/// listener-restored.
+#[test]
+fn a_required_listener_that_goes_missing_is_in_the_journal() {
+    let sd = installed();
+    write_config(
+        &sd,
+        &format!(
+            "[daemon]\nrestart_grace = \"1s\"\n\n[[expect]]\nname = \"ssh\"\nport = 22\nprotocol = \"tcp\"\nexe = \"{SHARE}/listen\"\nrequired = true\n"
+        ),
+    );
+    sd.sh_ok(&format!(
+        "systemd-run --quiet --unit=sshd-fixture {SHARE}/listen --wait tcp:0.0.0.0:22"
+    ));
+    sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=22"], 1);
+    reload(&sd);
+    sd.sh_ok("systemctl stop sshd-fixture");
+    let missing = sd.wait_journal(&["-u", "portsentinel", MISSING], 1);
+    assert_eq!(field(&missing[0], "PRIORITY"), "4");
+    assert_eq!(field(&missing[0], "EXPECT_NAME"), "ssh");
+    sd.sh_ok(&format!(
+        "systemd-run --quiet --unit=sshd-fixture2 {SHARE}/listen --wait tcp:0.0.0.0:22"
+    ));
+    let restored = sd.wait_journal(&["-u", "portsentinel", RESTORED], 1);
+    assert_eq!(field(&restored[0], "PRIORITY"), "5");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sd.journal(&["-u", "portsentinel", MISSING]).len(), 1);
+    assert_eq!(sd.journal(&["-u", "portsentinel", RESTORED]).len(), 1);
+}
