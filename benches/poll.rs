@@ -187,12 +187,14 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let listeners: Vec<Listener> = group_listeners(&sockets, |s| attributor.owner_of(s), false);
     let registry = Registry::builtin();
     let policy = Policy::default();
-    let host = SystemHost::new(proc_root);
+    let host = SystemHost::new(
+        proc_root,
+        portsentinel::source::netns::NamespaceTable::new(proc_root),
+    );
     let classifier = Classifier {
         registry: &registry,
         policy: &policy,
         host: &host,
-        netns: None,
     };
     let classify = |l: &Listener| classifier.classify(l);
     let now = || Now {

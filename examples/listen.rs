@@ -120,6 +120,8 @@ fn hand_to(program: &str, sockets: Vec<Socket>) -> (std::process::Child, Vec<i32
     let child = std::process::Command::new(program)
         .arg("3600")
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the decoy");
     drop(sockets);

@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Where records go [default: daemon.log from the config, else auto].
     #[arg(long, value_enum, value_name = "MODE")]
     pub log: Option<LogMode>,
+    /// Which network namespaces to watch: `all`, or `host` (the daemon's own only)
+    /// [default: daemon.namespaces from the config, else all].
+    #[arg(long, value_enum, value_name = "SCOPE")]
+    pub namespaces: Option<crate::source::netns::Scope>,
 }
 
 #[derive(Debug, Args)]
@@ -110,7 +114,17 @@ pub struct ScanArgs {
     #[arg(long, value_enum, default_value_t, value_name = "SOURCE")]
     pub source: SourceMode,
     #[command(flatten)]
+    pub netns: NetnsArg,
+    #[command(flatten)]
     pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct NetnsArg {
+    /// Which network namespaces: `all` (every one on the machine), `host` (this one), or
+    /// one by name (an `ip netns` name, a container's network, or `netns:INODE`).
+    #[arg(long, default_value = "all", value_name = "NETNS")]
+    pub netns: String,
 }
 
 /// A port or an IANA service name, with an optional protocol: `867`, `867/tcp`,
@@ -162,6 +176,8 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub netns: NetnsArg,
+    #[command(flatten)]
     pub config: ConfigArg,
 }
 
@@ -181,6 +197,8 @@ pub struct BaselineArgs {
     /// the rules stop matching then.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    #[command(flatten)]
+    pub netns: NetnsArg,
     #[command(flatten)]
     pub config: ConfigArg,
 }

@@ -41,7 +41,6 @@ pub struct Daemon {
     layers: Layers,
     config: Config,
     registry: Registry,
-    netns: Option<u64>,
     host: Box<dyn Host + Send>,
     poller: Poller,
     tracker: Tracker,
@@ -80,13 +79,12 @@ impl Daemon {
     /// A daemon on a loaded config, with its edges. The alerts of a previous run are read
     /// from the state store: those still present are not raised again.
     pub fn new(layers: Layers, (config, registry): (Config, Registry), edges: Edges) -> Daemon {
-        let outputs = Outputs::new(edges.records, edges.delivery, edges.state, edges.netns);
+        let outputs = Outputs::new(edges.records, edges.delivery, edges.state);
         let restored: AlertedListeners = outputs.restore();
         Daemon {
             tracker: Tracker::new(timing(&config), restored),
             watch: Watch::default(),
             poller: Poller::new(edges.source, edges.owners),
-            netns: edges.netns,
             host: edges.host,
             supervisor: edges.supervisor,
             layers,
@@ -124,7 +122,6 @@ impl Daemon {
             registry: &self.registry,
             policy: &self.config.policy,
             host: &*self.host,
-            netns: self.netns,
         };
         (&mut self.tracker, c)
     }

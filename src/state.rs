@@ -157,6 +157,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(9)],
             pids: vec![],
+            netns: 0,
             owner: Owner::Unknown(UnknownOwner::Kernel),
         }
     }

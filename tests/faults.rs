@@ -51,7 +51,8 @@ fn netlink_refused_falls_back_to_proc_net_and_returns() {
         "inject=socket:error=EACCES:when=1..6",
     ]);
     c.arg(bin())
-        .args(["run", "--log", "text", "--config", cfg.to_str().unwrap()]);
+        .args(["run", "--log", "text", "--namespaces", "host"])
+        .args(["--config", cfg.to_str().unwrap()]);
     c.env_remove("JOURNAL_STREAM")
         .env("PORTSENTINEL_LOG", "info");
     // A process group of its own, so the traced daemon goes when strace goes.
@@ -99,7 +100,7 @@ fn state_dir_fault(setup: &str, expect: &str) {
     let state = dir.path().join("state");
     std::fs::create_dir(&state).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size=64k tmpfs {s}\n{setup}\nexec \"$0\" run --log text --interval 200ms",
+        "mount -t tmpfs -o size=64k tmpfs {s}\n{setup}\nexec \"$0\" run --log text --interval 200ms --namespaces host",
         s = state.display(),
         setup = setup.replace("STATE", &state.display().to_string())
     );

@@ -42,7 +42,7 @@ fn an_owner_that_cannot_be_read_is_no_permission_never_kernel() {
     let mut c = ns.command("setpriv");
     c.args(["--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"])
         .arg(util::bin())
-        .args(["scan", "--json"]);
+        .args(["scan", "--json", "--netns", "host"]);
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let scan: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();

@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             v6only: None,
             uid: 0,
             inode: portsentinel::model::Inode(1),
+            netns: 0,
         };
         let mut out = vec![marker.clone()];
         let ours = parse_dump(data, protocol, &mut out);

@@ -19,8 +19,9 @@ use std::time::SystemTime;
 
 use super::{Failure, snapshot, write_stdout};
 use crate::cli::BaselineArgs;
+use crate::model::rules::Host as _;
 use crate::model::rules::strip_deleted;
-use crate::model::{Listener, Owner, Reach};
+use crate::model::{Listener, NetnsView, Owner, Reach};
 use crate::source::SourceMode;
 use crate::source::host::{ephemeral_ports, user_name};
 use crate::text::escape_control;
@@ -32,6 +33,9 @@ struct Entry {
     /// `Some(port)`, or `None` for "ephemeral" (sorted after every port).
     port: PortKey,
     address: String,
+    /// Where: `("netns", "host" or a name or netns:INODE)`, or `("container", name or id)`
+    /// for a container's listener (its namespace is made anew at each start).
+    place: (&'static str, String),
     /// `("exe", path)`, `("unit", name)` or `("process", name)`; none for an owner that
     /// could not be read.
     owner: Option<(&'static str, String)>,
@@ -55,14 +59,15 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
     };
     // The config in force: its alert_on goes into the header, as a reminder.
     let (config, _) = super::load_config(args.config.config.as_deref())?;
-    let snap = snapshot(SourceMode::Auto, false, |_| true)?;
+    let snap = snapshot(SourceMode::Auto, false, &args.netns.netns, |_| true)?;
     let ephemeral = ephemeral_ports(&crate::source::proc_root(None));
+    let host = snap.host();
     // Identical entries (the IPv4 and IPv6 wildcard of one program) are one rule; the
     // comments keep every program and pid seen.
     let mut entries: BTreeMap<Entry, Vec<String>> = BTreeMap::new();
     for l in &snap.listeners {
         entries
-            .entry(entry(l, ephemeral))
+            .entry(entry(l, ephemeral, &host.netns(l.netns)))
             .or_default()
             .push(seen(l));
     }
@@ -81,7 +86,7 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn entry(l: &Listener, (lo, hi): (u16, u16)) -> Entry {
+fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
     let port = if (lo..=hi).contains(&l.port) {
         PortKey::Ephemeral
     } else {
@@ -108,10 +113,22 @@ fn entry(l: &Listener, (lo, hi): (u16, u16)) -> Entry {
         }
         Owner::Unknown(_) => (None, l.uid),
     };
+    let container = match &l.owner {
+        Owner::Process(p) => p.container.as_ref(),
+        Owner::Unknown(_) => None,
+    };
+    let place = match container {
+        Some(c) if !netns.host => (
+            "container",
+            c.name.clone().unwrap_or_else(|| c.short_id().to_owned()),
+        ),
+        _ => ("netns", netns.label()),
+    };
     Entry {
         protocol: l.protocol.to_string(),
         port,
         address,
+        place,
         owner,
         user: Some(user_name(uid).unwrap_or_else(|| uid.to_string())),
     }
@@ -165,6 +182,7 @@ fn render(
             PortKey::Ephemeral => out.push_str("port = \"ephemeral\"\n"),
         }
         let _ = writeln!(out, "address = {}", quoted(&e.address));
+        let _ = writeln!(out, "{} = {}", e.place.0, quoted(&e.place.1));
         if let Some((key, value)) = &e.owner {
             let _ = writeln!(out, "{key} = {}", quoted(value));
         }
@@ -195,6 +213,7 @@ mod tests {
                 protocol: "tcp".into(),
                 port: PortKey::Port(867),
                 address: "any".into(),
+                place: ("netns", "host".into()),
                 owner: Some(("exe", "/tmp/x\"\n[[allow]]\nport = 1".into())),
                 user: Some("root".into()),
             },
@@ -205,6 +224,7 @@ mod tests {
                 protocol: "udp".into(),
                 port: PortKey::Ephemeral,
                 address: "loopback".into(),
+                place: ("container", "web".into()),
                 owner: Some(("process", "avahi".into())),
                 user: Some("avahi".into()),
             },
@@ -219,5 +239,10 @@ mod tests {
         assert_eq!(allow[0].holder.exes, ["/tmp/x\"\n[[allow]]\nport = 1"]);
         assert_eq!(allow[1].place.ports, [crate::model::PortMatch::Ephemeral]);
         assert_eq!(allow[1].until, Some(until));
+        assert_eq!(
+            allow[0].place.netns,
+            [crate::model::rules::NetnsMatch::Host]
+        );
+        assert_eq!(allow[1].holder.containers, ["web"]);
     }
 }

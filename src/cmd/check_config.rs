@@ -35,7 +35,9 @@ pub fn run(args: &CheckConfigArgs) -> Result<ExitCode, Failure> {
     };
     // A registry CSV that does not load would stop the daemon: check it too.
     let registry = config.registry()?;
-    let host = SystemHost::new(&crate::source::proc_root(None));
+    let proc_root = crate::source::proc_root(None);
+    let namespaces = crate::source::netns::NamespaceTable::new(&proc_root);
+    let host = SystemHost::new(&proc_root, namespaces);
     for warning in config.lint(&host) {
         eprintln!("warning: {warning}");
     }

@@ -11,7 +11,7 @@ use super::{Failure, load_config, protocols, scan, snapshot, write_stdout};
 use crate::cli::{ExplainArgs, PortOrName};
 use crate::config::Config;
 use crate::model::{
-    Classifier, Iana, Listener, Owner, PortRange, Protocol, Report, UnknownOwner, Verdict,
+    Classifier, Host, Iana, Listener, Owner, PortRange, Protocol, Report, UnknownOwner, Verdict,
 };
 use crate::registry::Registry;
 use crate::source::SourceMode;
@@ -61,12 +61,13 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
             found
         }
     };
-    let snap = snapshot(SourceMode::Auto, false, |s| {
+    let snap = snapshot(SourceMode::Auto, false, &args.netns.netns, |s| {
         wanted.contains(&(s.protocol, s.port))
     })?;
+    let host = snap.host();
     let explanations: Vec<Explanation> = wanted
         .iter()
-        .map(|&(p, port)| explain(&config, &registry, p, port, &snap.listeners))
+        .map(|&wanted| explain(&config, &registry, &host, wanted, &snap.listeners))
         .collect();
     write_stdout(|out| {
         if args.json {
@@ -94,23 +95,22 @@ fn hypothetical(protocol: Protocol, port: u16, address: IpAddr) -> Listener {
         inodes: vec![],
         pids: vec![],
         owner: Owner::Unknown(UnknownOwner::Kernel),
+        netns: 0,
     }
 }
 
 pub fn explain(
     config: &Config,
     registry: &Registry,
-    protocol: Protocol,
-    port: u16,
+    host: &dyn Host,
+    (protocol, port): (Protocol, u16),
     now: &[Listener],
 ) -> Explanation {
     let policy = &config.policy;
-    let host = crate::source::SystemHost::new(&crate::source::proc_root(None));
     let classifier = Classifier {
         registry,
         policy,
-        host: &host,
-        netns: None,
+        host,
     };
     let facts = registry.lookup(protocol, port);
     let judge = |addr| {

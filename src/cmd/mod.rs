@@ -18,8 +18,9 @@ use crate::model::{Listener, Protocol, Socket, group_listeners};
 use crate::registry::Registry;
 use crate::sink::RecordSink;
 use crate::sink::diagnostics::RecordLayer;
+use crate::source::netns::{MultiSource, NamespaceTable, Scope};
 use crate::source::{
-    self, Attributor, Backend, KernelSource, SocketSource, SourceMode, SysinfoDetails,
+    self, Attributor, Backend, SocketSource, SourceMode, SysinfoDetails, SystemHost,
 };
 
 /// Exit statuses (sysexits.h where one fits).
@@ -116,26 +117,55 @@ pub fn load_config(path: Option<&Path>) -> Result<(Config, Registry), Failure> {
 pub struct Snapshot {
     pub listeners: Vec<Listener>,
     pub backend: Backend,
+    /// The network namespaces found, for names and the policy's view of the host.
+    pub namespaces: Arc<NamespaceTable>,
 }
 
-/// Dumps the sockets, keeps those `keep` selects, attributes them and groups them.
+impl Snapshot {
+    /// The host as the policy sees it, with the namespaces this snapshot found.
+    pub fn host(&self) -> SystemHost {
+        SystemHost::new(&source::proc_root(None), self.namespaces.clone())
+    }
+}
+
+/// Dumps the sockets of the network namespaces `netns` names (`all`, `host`, a name or
+/// `netns:INODE`), keeps those `keep` selects, attributes them and groups them.
 pub fn snapshot(
     mode: SourceMode,
     per_socket: bool,
+    netns: &str,
     keep: impl Fn(&Socket) -> bool,
 ) -> Result<Snapshot, Failure> {
     let proc_root = source::proc_root(None);
-    let mut src = KernelSource::new(&proc_root, mode);
+    let namespaces = NamespaceTable::new(&proc_root);
+    let scope = if netns == "host" {
+        Scope::Host
+    } else {
+        Scope::All
+    };
+    let mut src = MultiSource::new(&proc_root, mode, scope, namespaces.clone());
     let mut sockets = Vec::new();
     let backend = src
         .listeners(&mut sockets)
         .map_err(|e| Failure::Unavailable(e.to_string()))?;
+    if !matches!(netns, "all" | "host") {
+        let Some(wanted) = namespaces.find(netns) else {
+            return Err(Failure::Usage(format!(
+                "no network namespace `{netns}` (give host, all, a name from `ip netns`, or netns:INODE)"
+            )));
+        };
+        sockets.retain(|s| s.netns == wanted);
+    }
     sockets.retain(|s| keep(s));
     let details = SysinfoDetails::new(&proc_root).map_err(Failure::Unavailable)?;
     let mut attributor = Attributor::new(&proc_root, details);
     attributor.attribute(&sockets, true);
     let listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
-    Ok(Snapshot { listeners, backend })
+    Ok(Snapshot {
+        listeners,
+        backend,
+        namespaces,
+    })
 }
 
 /// Writes a command's output to stdout through one buffer. A reader that goes away early

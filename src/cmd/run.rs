@@ -19,7 +19,8 @@ use crate::daemon::{self, Daemon, DaemonError, Edges, Request, SdNotify};
 use crate::sink::fanout::{Delivery, Fanout};
 use crate::sink::record::{Record, priority};
 use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
-use crate::source::{self, Attributor, KernelSource, SourceMode, SysinfoDetails, SystemHost};
+use crate::source::netns::{MultiSource, NamespaceTable};
+use crate::source::{self, Attributor, SourceMode, SysinfoDetails, SystemHost};
 use crate::state::{self, StateStore};
 
 /// Descriptors kept for the daemon's own work (netlink, `/proc`, the state file, the log)
@@ -55,6 +56,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
             overrides: Overrides {
                 interval: args.interval,
                 log: args.log,
+                namespaces: args.namespaces,
             },
         };
         let loaded = layers.load();
@@ -143,20 +145,26 @@ pub fn open_edges(
     let proc_root = source::proc_root(None);
     let details = SysinfoDetails::new(&proc_root).map_err(DaemonError::Unavailable)?;
     let netns = source::netns_inode(&proc_root);
+    let namespaces = NamespaceTable::new(&proc_root);
+    let scope = config.daemon.namespaces;
     let state_dir = config
         .daemon
         .state_directory
         .clone()
         .unwrap_or_else(state::default_dir);
     Ok(Edges {
-        source: Box::new(KernelSource::new(&proc_root, SourceMode::Auto)),
+        source: Box::new(MultiSource::new(
+            &proc_root,
+            SourceMode::Auto,
+            scope,
+            namespaces.clone(),
+        )),
         owners: Box::new(Attributor::new(&proc_root, details)),
-        host: Box::new(SystemHost::new(&proc_root)),
+        host: Box::new(SystemHost::new(&proc_root, namespaces)),
         records,
         delivery,
         state: StateStore::new(state_dir, state::boot_id(&proc_root), netns),
         supervisor: Box::new(SdNotify),
-        netns,
     })
 }
 

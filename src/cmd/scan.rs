@@ -6,18 +6,17 @@ use std::process::ExitCode;
 use super::{Failure, exit, load_config, snapshot, write_stdout};
 use crate::cli::ScanArgs;
 use crate::model::{Classifier, ExpectRule, Listener, Report, UnknownOwner, display_address};
-use crate::source::{Backend, SystemHost};
+use crate::source::Backend;
 use crate::text::clip;
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
-    let snap = snapshot(args.source, args.all, |_| true)?;
-    let host = SystemHost::new(&crate::source::proc_root(None));
+    let snap = snapshot(args.source, args.all, &args.netns.netns, |_| true)?;
+    let host = snap.host();
     let classifier = Classifier {
         registry: &registry,
         policy: &config.policy,
         host: &host,
-        netns: None,
     };
     let reports = reports(&snap.listeners, &classifier);
     let alerts = reports.iter().filter(|r| r.verdict.alert).count();
@@ -167,13 +166,19 @@ fn verdict(r: &Report) -> String {
 
 /// The table: one row per listener, columns sized to their content.
 pub fn render_table(reports: &[Report]) -> String {
-    let header = [
-        "PROTO", "ADDRESS", "PORT", "REACH", "IANA", "RANGE", "PROGRAM", "USER", "UNIT", "VERDICT",
+    let with_container = reports.iter().any(|r| r.container.is_some());
+    let mut header = vec![
+        "NETNS", "PROTO", "ADDRESS", "PORT", "REACH", "IANA", "RANGE", "PROGRAM", "USER", "UNIT",
     ];
-    let rows: Vec<[String; 10]> = reports
+    if with_container {
+        header.push("CONTAINER");
+    }
+    header.push("VERDICT");
+    let rows: Vec<Vec<String>> = reports
         .iter()
         .map(|r| {
-            [
+            let mut row = vec![
+                clip(&r.netns.label(), 24).into_owned(),
                 r.protocol.to_string(),
                 display_address(r.address),
                 r.port.to_string(),
@@ -186,12 +191,25 @@ pub fn render_table(reports: &[Report]) -> String {
                     .as_ref()
                     .and_then(|p| p.unit.as_deref())
                     .map_or_else(|| "-".to_owned(), |u| clip(u, 32).into_owned()),
-                verdict(r),
-            ]
+            ];
+            if with_container {
+                row.push(
+                    r.container
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), |c| clip(c.label(), 32).into_owned()),
+                );
+            }
+            row.push(verdict(r));
+            row
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    columns(&header, &rows)
+}
+
+/// Lines of cells, each column as wide as its widest cell.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -199,19 +217,20 @@ pub fn render_table(reports: &[Report]) -> String {
     let mut out = String::new();
     let mut line = |cells: &[&str]| {
         let mut l = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
             if i + 1 == cells.len() {
                 l.push_str(cell);
             } else {
-                let _ = write!(l, "{cell:<w$}  ");
+                let _ = write!(l, "{cell:<w$}  ", w = *w);
             }
         }
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&header);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
+    line(header);
+    for row in rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        line(&cells);
     }
     out
 }

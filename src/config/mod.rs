@@ -60,6 +60,8 @@ pub struct DaemonSettings {
     /// Where the alert state is kept; `None`: `$STATE_DIRECTORY` or `/var/lib/portsentinel`.
     pub state_directory: Option<PathBuf>,
     pub log: LogMode,
+    /// Every network namespace on the machine, or the daemon's own.
+    pub namespaces: crate::source::netns::Scope,
 }
 
 /// The event socket (`[events]`).
@@ -140,6 +142,7 @@ pub fn parse_interval(s: &str) -> Result<Duration, String> {
 pub struct Overrides {
     pub interval: Option<Duration>,
     pub log: Option<LogMode>,
+    pub namespaces: Option<crate::source::netns::Scope>,
 }
 
 /// Where the daemon's config comes from, in layers: built-in defaults, then the file,
@@ -162,6 +165,9 @@ impl Layers {
         if let Some(log) = self.overrides.log {
             config.daemon.log = log;
         }
+        if let Some(scope) = self.overrides.namespaces {
+            config.daemon.namespaces = scope;
+        }
         let registry = config.registry()?;
         Ok((config, registry))
     }
@@ -181,6 +187,7 @@ impl Default for DaemonSettings {
             realert_after: Duration::from_secs(600),
             state_directory: None,
             log: LogMode::Auto,
+            namespaces: crate::source::netns::Scope::All,
         }
     }
 }

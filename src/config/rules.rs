@@ -7,12 +7,13 @@ use std::time::SystemTime;
 use toml::de::{DeTable, DeValue};
 
 use super::file::{Doc, Value, integer};
+use crate::model::rules::NetnsMatch;
 use crate::model::{
     AddressMatch, AllowRule, ExpectRule, Holder, Place, PortMatch, Protocol, UserMatch,
 };
 
-const PLACE_KEYS: [&str; 3] = ["port", "protocol", "address"];
-const HOLDER_KEYS: [&str; 4] = ["process", "exe", "user", "unit"];
+const PLACE_KEYS: [&str; 4] = ["port", "protocol", "address", "netns"];
+const HOLDER_KEYS: [&str; 5] = ["process", "exe", "user", "unit", "container"];
 
 /// Every `[[allow]]` and `[[expect]]` entry of one file. `allow` and `expect` are the
 /// values of those keys at the top of the file.
@@ -93,7 +94,7 @@ fn allow_rule<'t>(
         doc.error(
             Some(span),
             format!(
-                "[[allow]] entry {} matches every listener: give at least one of port, protocol, address, process, exe, user, unit",
+                "[[allow]] entry {} matches every listener: give at least one of port, protocol, address, netns, process, exe, user, unit, container",
                 index + 1
             ),
         );
@@ -170,6 +171,19 @@ fn place_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, place
                 }
             }
         }
+        "netns" => {
+            place.netns = doc.each(
+                &k,
+                v,
+                "\"host\", \"any\", a namespace name (`ip netns`), or \"netns:INODE\", or a list",
+                |v| match text(v).as_deref() {
+                    Some("host") => Ok(NetnsMatch::Host),
+                    Some("any") => Ok(NetnsMatch::Any),
+                    Some(name) if !name.is_empty() => Ok(NetnsMatch::Name(name.to_owned())),
+                    _ => Err(None),
+                },
+            );
+        }
         _ => {
             place.addresses = doc.each(
                 &k,
@@ -200,6 +214,14 @@ fn holder_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, hold
             holder.exes = doc.each(&k, v, "an absolute path to a program, or a list", |v| {
                 text(v).filter(|s| s.starts_with('/')).ok_or(None)
             });
+        }
+        "container" => {
+            holder.containers = doc.each(
+                &k,
+                v,
+                "a container id (or the start of one) or name, or a list",
+                |v| text(v).filter(|s| !s.is_empty()).ok_or(None),
+            );
         }
         "user" => {
             holder.users = doc.each(&k, v, "a user name or a numeric uid, or a list", |v| {

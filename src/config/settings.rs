@@ -29,6 +29,7 @@ pub fn read_table<'t>(
             "realert_after",
             "state_directory",
             "log",
+            "namespaces",
         ],
         "events" => &[
             "socket",
@@ -88,6 +89,20 @@ fn daemon_key<'t>(doc: &mut Doc<'t>, key: &str, v: &Value<'t>, config: &mut Conf
                     );
                 }
             }
+        }
+        "namespaces" => {
+            d.namespaces = match doc.string("daemon.namespaces", v, "\"all\" or \"host\"") {
+                Some("all") => crate::source::netns::Scope::All,
+                Some("host") => crate::source::netns::Scope::Host,
+                Some(other) => {
+                    doc.error(
+                        Some(v.span()),
+                        format!("daemon.namespaces: `{other}` is not allowed; allowed: \"all\", \"host\""),
+                    );
+                    d.namespaces
+                }
+                None => d.namespaces,
+            };
         }
         _ => {
             let allowed = "\"auto\", \"journald\", \"text\", \"json\"";

@@ -23,7 +23,6 @@ pub struct Outputs {
     delivery: Option<mpsc::UnboundedSender<Delivery>>,
     state: StateStore,
     state_latch: Latch,
-    netns: Option<u64>,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -39,7 +38,6 @@ impl Outputs {
         records: Arc<dyn RecordSink>,
         delivery: Option<mpsc::UnboundedSender<Delivery>>,
         state: StateStore,
-        netns: Option<u64>,
     ) -> Outputs {
         Outputs {
             records,
@@ -50,7 +48,6 @@ impl Outputs {
                 "monitoring continues, but a restart may repeat alerts",
                 "state saved again",
             ),
-            netns,
         }
     }
 
@@ -89,7 +86,7 @@ impl Outputs {
         for e in &events {
             alerts_changed |= matches!(e.kind, EventKind::AlertRaised | EventKind::AlertCleared);
             // The journal record first: it is written whatever the other sinks do.
-            self.records.send(Record::from_event(e, self.netns));
+            self.records.send(Record::from_event(e));
         }
         if let Some(tx) = &self.delivery {
             let _ = tx.send(Delivery::Events { events, budget });

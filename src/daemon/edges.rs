@@ -45,15 +45,12 @@ pub struct Edges {
     pub delivery: Option<mpsc::UnboundedSender<Delivery>>,
     pub state: StateStore,
     pub supervisor: Box<dyn Supervisor>,
-    /// The network namespace watched.
-    pub netns: Option<u64>,
 }
 
 impl std::fmt::Debug for Edges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Edges")
             .field("state", &self.state)
-            .field("netns", &self.netns)
             .finish_non_exhaustive()
     }
 }

@@ -37,6 +37,7 @@ impl World {
             v6only: None,
             uid: 0,
             inode: Inode(inode),
+            netns: 0,
         });
         let process = Process {
             pid: Pid(pid),
@@ -50,6 +51,8 @@ impl World {
             exe_file: Some(path_file_id(exe)),
             mount_ns: Some(1),
             start_time: u64::from(pid),
+            container: None,
+            ns_pid: None,
         };
         let owner = Owner::Process(Arc::new(process));
         self.owners.lock().unwrap().insert(Inode(inode), owner);
@@ -166,7 +169,6 @@ fn start(world: &World, dir: &tempfile::TempDir, fanout: bool) -> Running {
         delivery,
         state: StateStore::new(dir.path().to_owned(), "boot".into(), Some(1)),
         supervisor: Box::new(Quiet),
-        netns: Some(1),
     };
     let daemon = Daemon::new(layers, loaded, edges);
     let (requests, incoming) = mpsc::channel(8);

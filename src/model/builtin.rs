@@ -48,6 +48,7 @@ pub static RULES: LazyLock<Vec<AllowRule>> = LazyLock::new(|| {
                 ports: vec![PortMatch::Range(323, 323)],
                 protocol: Some(Protocol::Udp),
                 addresses: vec![AddressMatch::Loopback],
+                netns: Vec::new(),
             },
         ),
         bindresvport(

@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::listener::{Listener, Reach};
+use super::listener::{Container, Listener, NetnsView, Reach};
 use super::policy::{Host, Policy, Verdict};
 use super::snapshot::ListenerKey;
 use crate::registry::{PortFacts, Registry};
@@ -75,9 +75,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// The stable id of a listener's identity (network namespace + [`ListenerKey`]): the same
-/// for every event of that listener, across daemon restarts.
-pub fn alert_id(netns: Option<u64>, key: &ListenerKey) -> String {
-    let json = serde_json::to_vec(&(netns, key)).unwrap_or_default();
+/// for every event of that listener, across daemon restarts. Hashed from the same bytes as
+/// before namespaces were part of the key, so a host listener keeps its id.
+pub fn alert_id(key: &ListenerKey) -> String {
+    #[derive(serde::Serialize)]
+    struct Identity<'a> {
+        protocol: super::Protocol,
+        port: u16,
+        address: std::net::IpAddr,
+        owner: &'a super::OwnerKey,
+    }
+    let identity = Identity {
+        protocol: key.protocol,
+        port: key.port,
+        address: key.address,
+        owner: &key.owner,
+    };
+    let json = serde_json::to_vec(&(Some(key.netns), identity)).unwrap_or_default();
     format!("{:016x}", fnv1a(&json))
 }
 
@@ -89,22 +103,46 @@ pub struct Classification {
     pub range: PortRange,
     pub reach: Reach,
     pub verdict: Verdict,
+    /// The network namespace it listens in.
+    pub netns: NetnsView,
+    /// The container its program runs in, if any.
+    pub container: Option<Container>,
 }
 
-/// The registry and policy in force, the files on the host, and the namespace watched.
+impl Classification {
+    /// `in container web-1`, `in network namespace vpn`, or nothing on the host: where a
+    /// listener's addresses belong, for people.
+    pub fn place_words(&self) -> Option<String> {
+        if let Some(c) = &self.container {
+            return Some(format!("in {} container {}", c.runtime, c.label()));
+        }
+        (!self.netns.host).then(|| format!("in network namespace {}", self.netns.label()))
+    }
+
+    /// The reach in words, for this listener's namespace: `0.0.0.0` in a container is its
+    /// interfaces, not the host's.
+    pub fn reach_words(&self) -> String {
+        match self.place_words() {
+            Some(place) if self.reach != Reach::Loopback => {
+                format!("{}, {place}", self.reach.describe())
+            }
+            Some(place) => format!("loopback only, {place}"),
+            None => self.reach.describe().to_owned(),
+        }
+    }
+}
+
+/// The registry and policy in force, and what the host is.
 #[derive(Clone, Copy)]
 pub struct Classifier<'a> {
     pub registry: &'a Registry,
     pub policy: &'a Policy,
     pub host: &'a dyn Host,
-    pub netns: Option<u64>,
 }
 
 impl std::fmt::Debug for Classifier<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier")
-            .field("netns", &self.netns)
-            .finish_non_exhaustive()
+        f.debug_struct("Classifier").finish_non_exhaustive()
     }
 }
 
@@ -122,8 +160,15 @@ impl Host for TestHost {
     fn mount_ns(&self) -> Option<u64> {
         Some(1)
     }
-    fn ephemeral_ports(&self) -> (u16, u16) {
+    fn ephemeral_ports(&self, _netns: u64) -> (u16, u16) {
         (32768, 60999)
+    }
+    fn netns(&self, inode: u64) -> NetnsView {
+        NetnsView {
+            inode,
+            name: (inode > 1).then(|| format!("ns{inode}")),
+            host: inode <= 1,
+        }
     }
     fn uid_of(&self, name: &str) -> Option<u32> {
         match name {
@@ -151,11 +196,13 @@ impl Classifier<'_> {
         let iana = Iana::of(&self.registry.lookup(l.protocol, l.port));
         let verdict = self.policy.judge(&iana, l, self.host);
         Classification {
-            alert_id: alert_id(self.netns, &ListenerKey::of(l)),
+            alert_id: alert_id(&ListenerKey::of(l)),
             range: PortRange::of(l.port),
             reach: l.reach(),
             iana,
             verdict,
+            netns: self.host.netns(l.netns),
+            container: l.owner.process().and_then(|p| p.container.clone()),
         }
     }
 }

@@ -98,10 +98,19 @@ pub fn is_critical(e: &WireEvent) -> bool {
 fn reach_words(e: &WireEvent) -> String {
     let l = &e.listener;
     let addr = super::display_address(l.address);
-    match l.reach {
+    let reach = match l.reach {
         Reach::Loopback => format!("loopback only ({addr})"),
         Reach::Address => format!("address {addr}"),
         other => format!("{} ({addr})", other.describe()),
+    };
+    // Its addresses are a container's or a namespace's, not the host's: say so.
+    match (&l.container, l.netns.host) {
+        (Some(c), _) => format!("{reach}, in container {}", clip(c.label(), 40)),
+        (None, false) => format!(
+            "{reach}, in network namespace {}",
+            clip(&l.netns.label(), 40)
+        ),
+        (None, true) => reach,
     }
 }
 
@@ -309,6 +318,8 @@ mod tests {
                     exe_file: None,
                     mount_ns: None,
                     start_time: 0,
+                    container: None,
+                    ns_pid: None,
                 })),
                 pids: vec![4242],
                 owner_unknown: None,
@@ -322,6 +333,12 @@ mod tests {
                     rule: None,
                     expect: None,
                 },
+                netns: crate::model::listener::NetnsView {
+                    inode: 1,
+                    name: None,
+                    host: true,
+                },
+                container: None,
             },
             detail: None,
             previous_pid: None,

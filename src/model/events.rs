@@ -595,7 +595,7 @@ impl Tracker {
 /// For tests elsewhere: the event a fresh tracker makes of `l` appearing after the
 /// inventory, under the default policy and the built-in registry.
 #[cfg(test)]
-pub(crate) fn first_event(l: Listener, netns: Option<u64>) -> Event {
+pub(crate) fn first_event(l: Listener) -> Event {
     let (registry, policy) = (
         crate::registry::Registry::builtin(),
         super::Policy::default(),
@@ -604,7 +604,6 @@ pub(crate) fn first_event(l: Listener, netns: Option<u64>) -> Event {
         registry: &registry,
         policy: &policy,
         host: &crate::model::classify::TestHost,
-        netns,
     };
     let timing = Timing {
         restart_grace: Duration::ZERO,
@@ -640,6 +639,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(u64::from(pid) * 100 + u64::from(port))],
             pids: vec![Pid(pid)],
+            netns: 0,
             owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(pid),
                 name: exe.rsplit('/').next().unwrap().into(),
@@ -652,6 +652,8 @@ mod tests {
                 exe_file: Some(crate::model::classify::path_file_id(exe)),
                 mount_ns: Some(1),
                 start_time: 0,
+                container: None,
+                ns_pid: None,
             })),
         }
     }
@@ -692,7 +694,6 @@ mod tests {
                 registry: &self.registry,
                 policy: &self.policy,
                 host: &crate::model::classify::TestHost,
-                netns: None,
             };
             let mut out = Vec::new();
             self.tracker
@@ -878,7 +879,6 @@ mod tests {
             registry: &s.registry,
             policy: &allow_867,
             host: &crate::model::classify::TestHost,
-            netns: None,
         };
         s.tracker.rejudge(s.now(0), &|l| c.classify(l), &mut out);
         let mut got: Vec<_> = out.iter().map(|e| (e.kind, e.listener.port)).collect();

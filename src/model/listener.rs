@@ -78,6 +78,8 @@ pub struct Socket {
     pub uid: u32,
     /// 0 for a socket no file refers to (some kernel sockets).
     pub inode: Inode,
+    /// The inode of the network namespace it lives in (0 until the source says).
+    pub netns: u64,
 }
 
 /// Where a listener can be reached from.
@@ -199,6 +201,59 @@ pub struct Process {
     pub unit: Option<String>,
     /// Start time in clock ticks since boot: with the pid, it tells a reused pid apart.
     pub start_time: u64,
+    /// The container it runs in, from its cgroup path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    /// Its pid inside its own PID namespace (the last of `NSpid`), when that is not the
+    /// host's: what `ps` inside the container shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+}
+
+/// A network namespace, as people know it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NetnsView {
+    pub inode: u64,
+    /// Its name under `/run/netns` (`ip netns`), or where a container runtime keeps it.
+    pub name: Option<String>,
+    /// The daemon's own namespace (the host's, under the shipped unit).
+    pub host: bool,
+}
+
+impl NetnsView {
+    /// `host`, the name, or `netns:<inode>`: the NETNS column and the records.
+    pub fn label(&self) -> String {
+        match (&self.name, self.host) {
+            (_, true) => "host".to_owned(),
+            (Some(name), false) => name.clone(),
+            (None, false) => format!("netns:{}", self.inode),
+        }
+    }
+}
+
+/// The container a process runs in, as its cgroup path says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Container {
+    /// `docker`, `podman`, `containerd`, `cri-o`, `kubernetes`.
+    pub runtime: String,
+    /// The full id (64 hex digits for the runtimes that use them).
+    pub id: String,
+    /// Its name, where the runtime's state on disk gives it.
+    pub name: Option<String>,
+    /// The Kubernetes pod's uid, for a container in a pod.
+    pub pod: Option<String>,
+}
+
+impl Container {
+    /// The 12-character id people use.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// `web-1`, else the short id.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or_else(|| self.short_id())
+    }
 }
 
 /// Why a socket's owner is not known.
@@ -275,6 +330,9 @@ pub struct Listener {
     /// Every pid found holding one of the sockets, lowest first.
     pub pids: Vec<Pid>,
     pub owner: Owner,
+    /// The inode of its network namespace.
+    #[serde(default)]
+    pub netns: u64,
 }
 
 impl Listener {

@@ -292,7 +292,6 @@ mod tests {
                 registry,
                 policy: self,
                 host: &TestHost,
-                netns: None,
             };
             c.classify(l).verdict
         }
@@ -307,6 +306,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(1)],
             pids: vec![],
+            netns: 0,
             owner,
         }
     }
@@ -324,6 +324,8 @@ mod tests {
             exe_file: Some(path_file_id(strip_deleted(exe))),
             mount_ns: Some(1),
             start_time: 1,
+            container: None,
+            ns_pid: None,
         }))
     }
 
@@ -407,6 +409,7 @@ mod tests {
                     AddressMatch::Loopback,
                     AddressMatch::Net("10.0.0.0/8".parse().unwrap()),
                 ],
+                netns: Vec::new(),
             },
             holder: Holder {
                 exes: vec!["/usr/bin/nc".into()],

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{Classification, Iana, PortRange};
-use super::listener::{Listener, Owner, Process, Reach, display_address};
+use super::listener::{Container, Listener, NetnsView, Owner, Process, Reach, display_address};
 use super::policy::Verdict;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,10 @@ pub struct Report {
     pub uid: u32,
     pub inodes: Vec<u64>,
     pub verdict: Verdict,
+    /// The network namespace: `inode`, `name` (or null), `host`.
+    pub netns: NetnsView,
+    /// The container of its program: `runtime`, `id`, `name`, `pod` (or null).
+    pub container: Option<Container>,
 }
 
 impl Report {
@@ -55,6 +59,8 @@ impl Report {
             uid: l.uid,
             inodes: l.inodes.iter().map(|i| i.0).collect(),
             verdict: class.verdict.clone(),
+            netns: class.netns.clone(),
+            container: class.container.clone(),
         }
     }
 

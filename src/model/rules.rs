@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use super::listener::{FileId, Listener, Owner, Process, Protocol, Reach};
+use super::listener::{FileId, Listener, NetnsView, Owner, Process, Protocol, Reach};
 
 /// What a policy needs to know about the host: the files an `exe` path names, the
 /// daemon's mount namespace, the kernel's ephemeral port range, the user database, and
@@ -21,8 +21,10 @@ pub trait Host {
     fn file_id(&self, path: &str) -> Option<FileId>;
     /// The daemon's own mount namespace.
     fn mount_ns(&self) -> Option<u64>;
-    /// `net.ipv4.ip_local_port_range`.
-    fn ephemeral_ports(&self) -> (u16, u16);
+    /// `net.ipv4.ip_local_port_range` of a network namespace.
+    fn ephemeral_ports(&self, netns: u64) -> (u16, u16);
+    /// A network namespace by its inode: its name, and whether it is the daemon's own.
+    fn netns(&self, inode: u64) -> NetnsView;
     /// The uid of a user name, through the system's user database (NSS).
     fn uid_of(&self, name: &str) -> Option<u32>;
     /// Now, for rules that expire.
@@ -39,10 +41,10 @@ pub enum PortMatch {
 }
 
 impl PortMatch {
-    fn matches(self, port: u16, host: &dyn Host) -> bool {
+    fn matches(self, port: u16, netns: u64, host: &dyn Host) -> bool {
         let (a, b) = match self {
             PortMatch::Range(a, b) => (a, b),
-            PortMatch::Ephemeral => host.ephemeral_ports(),
+            PortMatch::Ephemeral => host.ephemeral_ports(netns),
         };
         (a..=b).contains(&port)
     }
@@ -93,19 +95,46 @@ pub enum UserMatch {
     Uid(u32),
 }
 
+/// A network namespace a rule accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetnsMatch {
+    /// The daemon's own (the host's).
+    Host,
+    /// Every namespace (as when the key is not given).
+    Any,
+    /// A named one (`ip netns` name), or `netns:<inode>`.
+    Name(String),
+}
+
+impl NetnsMatch {
+    fn matches(&self, view: &NetnsView) -> bool {
+        match self {
+            NetnsMatch::Host => view.host,
+            NetnsMatch::Any => true,
+            NetnsMatch::Name(n) => view.name.as_deref() == Some(n) || view.label() == *n,
+        }
+    }
+}
+
 /// Where a socket is: the keys of a rule that say nothing of its owner.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Place {
     pub ports: Vec<PortMatch>,
     pub protocol: Option<Protocol>,
     pub addresses: Vec<AddressMatch>,
+    /// Without it, a rule matches in every network namespace.
+    pub netns: Vec<NetnsMatch>,
 }
 
 impl Place {
     fn matches(&self, l: &Listener, host: &dyn Host) -> bool {
-        (self.ports.is_empty() || self.ports.iter().any(|p| p.matches(l.port, host)))
+        (self.ports.is_empty() || self.ports.iter().any(|p| p.matches(l.port, l.netns, host)))
             && self.protocol.is_none_or(|p| p == l.protocol)
             && (self.addresses.is_empty() || self.addresses.iter().any(|a| a.matches(l.address)))
+            && (self.netns.is_empty() || {
+                let view = host.netns(l.netns);
+                self.netns.iter().any(|n| n.matches(&view))
+            })
     }
 
     /// Whether these keys could ever match this port and protocol (for `explain`).
@@ -115,7 +144,10 @@ impl Place {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ports.is_empty() && self.protocol.is_none() && self.addresses.is_empty()
+        self.ports.is_empty()
+            && self.protocol.is_none()
+            && self.addresses.is_empty()
+            && self.netns.is_empty()
     }
 }
 
@@ -126,6 +158,8 @@ pub struct Holder {
     pub exes: Vec<String>,
     pub users: Vec<UserMatch>,
     pub units: Vec<String>,
+    /// A container by id prefix or name.
+    pub containers: Vec<String>,
 }
 
 /// How a rule fares against one listener.
@@ -144,6 +178,7 @@ impl Holder {
             && self.exes.is_empty()
             && self.users.is_empty()
             && self.units.is_empty()
+            && self.containers.is_empty()
     }
 
     pub fn check(&self, l: &Listener, host: &dyn Host) -> RuleMatch {
@@ -155,7 +190,13 @@ impl Holder {
             && (self.units.is_empty()
                 || process
                     .and_then(|p| p.unit.as_deref())
-                    .is_some_and(|unit| self.units.iter().any(|u| u == unit)));
+                    .is_some_and(|unit| self.units.iter().any(|u| u == unit)))
+            && (self.containers.is_empty()
+                || process.and_then(|p| p.container.as_ref()).is_some_and(|c| {
+                    self.containers
+                        .iter()
+                        .any(|w| c.id.starts_with(w.as_str()) || c.name.as_deref() == Some(w))
+                }));
         if !others {
             return RuleMatch::No;
         }
@@ -194,6 +235,8 @@ impl Holder {
             format!("unit {}", join(&self.units))
         } else if !self.processes.is_empty() {
             format!("a process named {}", join(&self.processes))
+        } else if !self.containers.is_empty() {
+            format!("container {}", join(&self.containers))
         } else {
             let users: Vec<String> = self
                 .users

@@ -41,9 +41,13 @@ impl OwnerKey {
     }
 }
 
-/// A listener's identity (without the network namespace, which the daemon adds).
+/// A listener's identity: its network namespace, protocol, address and port, and its
+/// program.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ListenerKey {
+    /// The network namespace's inode (0 in a state file written before namespaces).
+    #[serde(default)]
+    pub netns: u64,
     pub protocol: Protocol,
     pub port: u16,
     pub address: IpAddr,
@@ -53,8 +57,9 @@ pub struct ListenerKey {
 }
 
 impl ListenerKey {
-    /// The one constructor: the socket's protocol, address and port, and who owns it.
+    /// The one constructor: where the socket is, and who owns it.
     pub fn new(
+        netns: u64,
         protocol: Protocol,
         address: IpAddr,
         port: u16,
@@ -62,6 +67,7 @@ impl ListenerKey {
         socket_uid: u32,
     ) -> ListenerKey {
         ListenerKey {
+            netns,
             protocol,
             port,
             address,
@@ -70,7 +76,7 @@ impl ListenerKey {
     }
 
     pub fn of(l: &Listener) -> ListenerKey {
-        ListenerKey::new(l.protocol, l.address, l.port, &l.owner, l.uid)
+        ListenerKey::new(l.netns, l.protocol, l.address, l.port, &l.owner, l.uid)
     }
 }
 
@@ -86,7 +92,7 @@ pub fn group_listeners(
     let mut groups: BTreeMap<(ListenerKey, u64), Listener> = BTreeMap::new();
     for s in sockets {
         let owner = owner_of(s);
-        let key = ListenerKey::new(s.protocol, s.address, s.port, &owner, s.uid);
+        let key = ListenerKey::new(s.netns, s.protocol, s.address, s.port, &owner, s.uid);
         let split = if per_socket { s.inode.0 } else { 0 };
         match groups.entry((key, split)) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
@@ -114,6 +120,7 @@ pub fn group_listeners(
                     inodes: vec![s.inode],
                     pids: owner.process().map(|p| vec![p.pid]).unwrap_or_default(),
                     owner,
+                    netns: s.netns,
                 });
             }
         }
@@ -141,6 +148,7 @@ mod tests {
             v6only: None,
             uid: 33,
             inode: Inode(inode),
+            netns: 0,
         }
     }
 
@@ -157,6 +165,8 @@ mod tests {
             exe_file: None,
             mount_ns: None,
             start_time: 0,
+            container: None,
+            ns_pid: None,
         }))
     }
 

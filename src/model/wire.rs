@@ -124,6 +124,7 @@ mod tests {
             uid: 0,
             inodes: vec![Inode(1)],
             pids: vec![Pid(7)],
+            netns: 0,
             owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(7),
                 name: "<b>bold</b> & <i>".into(),
@@ -136,13 +137,15 @@ mod tests {
                 exe_file: None,
                 mount_ns: None,
                 start_time: 0,
+                container: None,
+                ns_pid: None,
             })),
         };
         raise(l)
     }
 
     fn raise(l: Listener) -> Event {
-        let e = crate::model::events::first_event(l, Some(1));
+        let e = crate::model::events::first_event(l);
         assert_eq!(e.kind, EventKind::AlertRaised);
         e
     }
@@ -172,7 +175,7 @@ mod tests {
         if let Owner::Process(p) = &mut b.listener.owner {
             std::sync::Arc::make_mut(p).pid = Pid(8);
         }
-        let id = |e: &Event| alert_id(Some(1), &ListenerKey::of(&e.listener));
+        let id = |e: &Event| alert_id(&ListenerKey::of(&e.listener));
         assert_eq!(id(&a), id(&b));
         assert_eq!(
             a.class.alert_id,
@@ -180,7 +183,9 @@ mod tests {
             "the classification carries the same id"
         );
         assert_eq!(id(&a).len(), 16);
-        assert_ne!(alert_id(Some(2), &ListenerKey::of(&a.listener)), id(&a));
+        let mut other_ns = ListenerKey::of(&a.listener);
+        other_ns.netns = 2;
+        assert_ne!(alert_id(&other_ns), id(&a));
     }
 
     #[test]

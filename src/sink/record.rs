@@ -81,7 +81,7 @@ impl Record {
     }
 
     /// An event's record: its classification formatted, nothing worked out again.
-    pub fn from_event(e: &Event, netns: Option<u64>) -> Record {
+    pub fn from_event(e: &Event) -> Record {
         let l = &e.listener;
         let class = &e.class;
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(24);
@@ -91,9 +91,7 @@ impl Record {
         f.push(("LISTEN_ADDRESS", l.address.to_string()));
         f.push(("LISTEN_PORT", l.port.to_string()));
         f.push(("LISTEN_REACH", class.reach.as_str().to_owned()));
-        if let Some(ns) = netns {
-            f.push(("LISTEN_NETNS", ns.to_string()));
-        }
+        container_fields(e, &mut f);
         f.push(("IANA_STATUS", class.iana.status.to_string()));
         if !class.iana.services.is_empty() {
             f.push(("IANA_SERVICE", class.iana.services.join(",")));
@@ -245,12 +243,36 @@ impl Record {
     }
 }
 
+/// Where the listener is: its network namespace (and its name), its container.
+fn container_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
+    let ns = &e.class.netns;
+    if ns.inode != 0 {
+        f.push(("LISTEN_NETNS", ns.inode.to_string()));
+    }
+    if let Some(name) = &ns.name {
+        f.push(("LISTEN_NETNS_NAME", escape_control(name).into_owned()));
+    }
+    if let Some(c) = &e.class.container {
+        f.push(("CONTAINER_RUNTIME", c.runtime.clone()));
+        f.push(("CONTAINER_ID", c.short_id().to_owned()));
+        if let Some(name) = &c.name {
+            f.push(("CONTAINER_NAME", escape_control(name).into_owned()));
+        }
+        if let Some(pod) = &c.pod {
+            f.push(("POD_UID", pod.clone()));
+        }
+    }
+}
+
 /// The owner's fields: the process where it was read, else why not.
 fn owner_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
     let l = &e.listener;
     match &l.owner {
         Owner::Process(p) => {
             f.push(("LISTENER_PID", p.pid.to_string()));
+            if let Some(pid) = p.ns_pid {
+                f.push(("LISTENER_NS_PID", pid.to_string()));
+            }
             f.push(("LISTENER_COMM", escape_control(&p.name).into_owned()));
             if let Some(exe) = &p.exe {
                 f.push(("LISTENER_EXE", escape_control(exe).into_owned()));
@@ -362,7 +384,7 @@ fn event_message(e: &Event) -> String {
         l.port,
         l.protocol,
         display_address(l.address),
-        e.class.reach.describe()
+        e.class.reach_words()
     );
     let iana = format!("IANA: {}", e.class.iana.words());
     let verdict = &e.class.verdict;
@@ -420,6 +442,7 @@ mod tests {
             uid: 1000,
             inodes: vec![Inode(5)],
             pids: vec![Pid(42)],
+            netns: 0,
             owner: Owner::Process(std::sync::Arc::new(Process {
                 pid: Pid(42),
                 name: name.into(),
@@ -432,14 +455,16 @@ mod tests {
                 exe_file: None,
                 mount_ns: None,
                 start_time: 0,
+                container: None,
+                ns_pid: None,
             })),
         };
-        crate::model::events::first_event(l, None)
+        crate::model::events::first_event(l)
     }
 
     #[test]
     fn alert_record_has_the_contract_fields() {
-        let r = Record::from_event(&event("listen"), Some(4026531840));
+        let r = Record::from_event(&event("listen"));
         assert_eq!(r.priority, 4);
         for (k, v) in [
             ("MESSAGE_ID", "72a41cfb5a384d3fb2b30ae71670a2d4"),
@@ -466,7 +491,7 @@ mod tests {
 
     #[test]
     fn injected_names_stay_in_their_field() {
-        let r = Record::from_event(&event("evil\nPRIORITY=0\nMESSAGE=forged\x1b[2J"), None);
+        let r = Record::from_event(&event("evil\nPRIORITY=0\nMESSAGE=forged\x1b[2J"));
         assert_eq!(
             r.field("LISTENER_COMM"),
             Some("evil\\nPRIORITY=0\\nMESSAGE=forged\\x1b[2J")
@@ -519,7 +544,7 @@ mod tests {
         if let Owner::Process(p) = &mut e.listener.owner {
             std::sync::Arc::make_mut(p).cmdline = vec!["/tmp/a\nb".into(), "x\\y".into()];
         }
-        let r = Record::from_event(&e, None);
+        let r = Record::from_event(&e);
         assert_eq!(r.field("LISTENER_COMM"), Some("a\\nb"));
         assert_eq!(r.field("LISTENER_CMDLINE"), Some("/tmp/a\\nb x\\\\y"));
         let line = r.to_text_line();

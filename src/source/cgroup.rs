@@ -3,7 +3,10 @@
 //! On the unified hierarchy the file holds `0::/system.slice/nginx.service`; on hybrid or
 //! legacy systems the `name=systemd` line carries the same path. The unit is the deepest
 //! path component that names a service or scope, so a process in a unit's delegated
-//! sub-cgroup (`/system.slice/foo.service/payload`) still counts as `foo.service`.
+//! sub-cgroup (`/system.slice/foo.service/payload`) still counts as `foo.service`. The
+//! same path names the container a process runs in, as Falco does.
+
+use crate::model::listener::Container;
 
 /// The unit named by a `/proc/PID/cgroup` file's content, if any.
 pub fn unit_from_cgroup(content: &str) -> Option<String> {
@@ -25,6 +28,87 @@ pub fn unit_from_cgroup(content: &str) -> Option<String> {
         }
     }
     fallback
+}
+
+/// The container a process runs in, from any line of its `/proc/PID/cgroup` (v2's `0::`
+/// line or a v1 controller's): Docker (`docker-<id>.scope` under systemd, `/docker/<id>`
+/// under cgroupfs), Podman (`libpod-<id>.scope`, `/libpod_parent/libpod-<id>`),
+/// containerd and CRI-O (`cri-containerd-<id>.scope`, `crio-<id>.scope`), and Kubernetes
+/// pods (`kubepods...pod<uid>`, with `_` for `-` under the systemd driver). The id is
+/// checked to be hex; the name is not here (see [`docker_name`]).
+pub fn container_from_cgroup(content: &str) -> Option<Container> {
+    content.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        container_from_path(path)
+    })
+}
+
+fn container_from_path(path: &str) -> Option<Container> {
+    let mut found: Option<Container> = None;
+    let mut pod = None;
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
+    for (i, c) in components.iter().enumerate() {
+        if let Some(uid) = pod_uid(c) {
+            pod = Some(uid);
+        }
+        let c = c.strip_suffix(".scope").unwrap_or(c);
+        let by_prefix = [
+            ("docker-", "docker"),
+            ("libpod-", "podman"),
+            ("cri-containerd-", "containerd"),
+            ("crio-", "cri-o"),
+        ]
+        .into_iter()
+        .find_map(|(prefix, runtime)| Some((runtime, c.strip_prefix(prefix)?)));
+        // cgroupfs driver: /docker/<id>, /kubepods/.../<id>.
+        let by_parent = match i.checked_sub(1).map(|p| components[p]) {
+            Some("docker") => Some(("docker", c)),
+            Some(parent) if pod_uid(parent).is_some() => Some(("kubernetes", c)),
+            _ => None,
+        };
+        if let Some((runtime, id)) = by_prefix.or(by_parent)
+            && is_container_id(id)
+        {
+            found = Some(Container {
+                runtime: runtime.to_owned(),
+                id: id.to_owned(),
+                name: None,
+                pod: None,
+            });
+        }
+    }
+    let mut c = found?;
+    c.pod = pod;
+    Some(c)
+}
+
+/// A container id: 12 to 64 hex digits.
+fn is_container_id(s: &str) -> bool {
+    (12..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `kubepods-besteffort-pod0f1e2d3c_....slice` or `pod0f1e2d3c-...` → the pod's uid, with
+/// dashes.
+fn pod_uid(component: &str) -> Option<String> {
+    let c = component.strip_suffix(".slice").unwrap_or(component);
+    let start = c.rfind("pod")? + 3;
+    let uid = c[start..].replace('_', "-");
+    let ok = uid.len() == 36 && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    ok.then_some(uid)
+}
+
+/// A Docker container's name, from the runtime's state on disk
+/// (`/var/lib/docker/containers/<id>/config.v2.json`, `"Name":"/web-1"`), without an API
+/// call. `None` when the file is not there or not readable.
+pub fn docker_name(root: &std::path::Path, id: &str) -> Option<String> {
+    let path = root
+        .join("var/lib/docker/containers")
+        .join(id)
+        .join("config.v2.json");
+    let bytes = crate::files::read_regular(&path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let name = v.get("Name")?.as_str()?.trim_start_matches('/');
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 fn unit_from_path(path: &str) -> Option<String> {
@@ -61,6 +145,62 @@ mod tests {
         let text =
             "12:memory:/system.slice/ssh.service\n1:name=systemd:/system.slice/ssh.service\n";
         assert_eq!(unit_from_cgroup(text).as_deref(), Some("ssh.service"));
+    }
+
+    fn container(cgroup: &str) -> (String, String, Option<String>) {
+        let c = container_from_cgroup(cgroup).unwrap_or_else(|| panic!("{cgroup}"));
+        (c.runtime.clone(), c.short_id().to_owned(), c.pod.clone())
+    }
+
+    const ID: &str = "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e";
+    const POD: &str = "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b";
+
+    #[test]
+    fn containers_of_every_runtime_v2_and_v1() {
+        let short = &ID[..12];
+        for (cgroup, runtime) in [
+            (format!("0::/system.slice/docker-{ID}.scope\n"), "docker"),
+            (
+                format!("12:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n"),
+                "docker",
+            ),
+            (
+                format!("0::/machine.slice/libpod-{ID}.scope/container\n"),
+                "podman",
+            ),
+            (
+                format!("0::/system.slice/cri-containerd-{ID}.scope\n"),
+                "containerd",
+            ),
+            (format!("0::/system.slice/crio-{ID}.scope\n"), "cri-o"),
+        ] {
+            assert_eq!(
+                container(&cgroup),
+                (runtime.to_owned(), short.to_owned(), None),
+                "{cgroup}"
+            );
+        }
+        let systemd_driver = format!(
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope\n",
+            POD.replace('-', "_")
+        );
+        assert_eq!(
+            container(&systemd_driver),
+            ("containerd".into(), short.into(), Some(POD.into()))
+        );
+        let cgroupfs_driver = format!("11:cpu:/kubepods/burstable/pod{POD}/{ID}\n");
+        assert_eq!(
+            container(&cgroupfs_driver),
+            ("kubernetes".into(), short.into(), Some(POD.into()))
+        );
+        for none in [
+            "0::/system.slice/nginx.service\n",
+            "0::/docker/not-an-id\n",
+            "0::/\n",
+            "",
+        ] {
+            assert_eq!(container_from_cgroup(none), None, "{none}");
+        }
     }
 
     #[test]

@@ -4,31 +4,33 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::model::listener::FileId;
+use super::netns::NamespaceTable;
+use crate::model::listener::{FileId, NetnsView};
 use crate::model::rules::Host;
 
 /// How long a user-database answer is kept: a rule's user is looked up for each new
 /// listener, and a directory server must not be asked that often.
 const USER_TTL: Duration = Duration::from_secs(60);
 
-/// The real host, seen from `proc_root` and this process's mount namespace.
+/// The real host, seen from `proc_root` and this process's mount namespace, with the
+/// network namespaces the source has found.
 #[derive(Debug)]
 pub struct SystemHost {
-    proc_root: PathBuf,
     mount_ns: Option<u64>,
     uids: Mutex<HashMap<String, (Option<u32>, Instant)>>,
+    namespaces: Arc<NamespaceTable>,
 }
 
 impl SystemHost {
-    pub fn new(proc_root: &Path) -> SystemHost {
+    pub fn new(proc_root: &Path, namespaces: Arc<NamespaceTable>) -> SystemHost {
         SystemHost {
-            proc_root: proc_root.to_owned(),
             mount_ns: super::ns_inode(proc_root, "self", "mnt"),
             uids: Mutex::new(HashMap::new()),
+            namespaces,
         }
     }
 }
@@ -42,9 +44,10 @@ pub fn file_id(path: &Path) -> Option<FileId> {
     })
 }
 
-/// `net.ipv4.ip_local_port_range` as the file under `proc_root` says, or Linux's default.
-pub fn ephemeral_ports(proc_root: &Path) -> (u16, u16) {
-    let text = std::fs::read_to_string(proc_root.join("sys/net/ipv4/ip_local_port_range"));
+/// `net.ipv4.ip_local_port_range` as the file under `proc_dir` (`/proc`, or `/proc/PID` of
+/// a process in another network namespace) says, or Linux's default.
+pub fn ephemeral_ports(proc_dir: &Path) -> (u16, u16) {
+    let text = std::fs::read_to_string(proc_dir.join("sys/net/ipv4/ip_local_port_range"));
     let parsed = text.ok().and_then(|t| {
         let mut it = t.split_whitespace().map(|n| n.parse::<u16>().ok());
         Some((it.next()??, it.next()??))
@@ -77,8 +80,14 @@ impl Host for SystemHost {
         self.mount_ns
     }
 
-    fn ephemeral_ports(&self) -> (u16, u16) {
-        ephemeral_ports(&self.proc_root)
+    fn ephemeral_ports(&self, netns: u64) -> (u16, u16) {
+        self.namespaces
+            .proc_dir(netns)
+            .map_or((32768, 60999), |dir| ephemeral_ports(&dir))
+    }
+
+    fn netns(&self, inode: u64) -> NetnsView {
+        self.namespaces.view(inode)
     }
 
     fn uid_of(&self, name: &str) -> Option<u32> {

@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod fds;
 pub mod host;
+pub mod netns;
 pub mod owners;
 pub mod procfs;
 pub mod procnet;

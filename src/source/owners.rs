@@ -245,7 +245,8 @@ impl<D: ProcessDetails> Attributor<D> {
         let order = attribution_order(&pids, &self.previous_pids, &uids);
         self.previous_pids = pids.iter().map(|p| p.pid).collect();
         let set: HashSet<Inode> = wanted.keys().copied().collect();
-        let scan = self.fds.scan(&order, &set);
+        let mut scan = self.fds.scan(&order, &set);
+        scan.pids_read += self.prefer_parents(&mut scan.found);
         let details = self.details_of(&scan);
         let mut changed = false;
         for (&inode, &uid) in wanted {
@@ -264,6 +265,43 @@ impl<D: ProcessDetails> Attributor<D> {
             changed |= self.record(inode, uid, owner, found);
         }
         (scan.pids_read, changed)
+    }
+
+    /// A socket that a process and its parent both hold is the parent's: a child between
+    /// fork and exec holds each of its parent's descriptors for a moment, and workers share
+    /// their master's socket. Found in such a child, the socket would be reported as changing
+    /// hands to it and back once it let go. Each parent's fd table is read once for all the
+    /// sockets found in its child; pid 1 is left out, so a socket-activated service is named
+    /// rather than its service manager. Returns the fd tables read.
+    fn prefer_parents(&mut self, found: &mut HashMap<Inode, (Pid, u32)>) -> usize {
+        const MAX_STEPS: usize = 8;
+        let mut read = 0;
+        let mut held: HashMap<Pid, HashSet<Inode>> = HashMap::new();
+        for (inode, (pid, _)) in found.iter() {
+            held.entry(*pid).or_default().insert(*inode);
+        }
+        for _ in 0..MAX_STEPS {
+            let mut moved: HashMap<Pid, HashSet<Inode>> = HashMap::new();
+            for (child, inodes) in &held {
+                let Some(parent) = super::procfs::stat(&self.root, child.0)
+                    .map(|s| Pid(s.ppid))
+                    .filter(|p| p.0 > 1)
+                else {
+                    continue;
+                };
+                let up = self.fds.scan(&[parent], inodes);
+                read += up.pids_read;
+                for (inode, holder) in up.found {
+                    found.insert(inode, holder);
+                    moved.entry(parent).or_default().insert(inode);
+                }
+            }
+            if moved.is_empty() {
+                break;
+            }
+            held = moved;
+        }
+        read
     }
 
     /// The details of every pid found, keeping only pids that still name the process found
@@ -356,6 +394,8 @@ pub struct SysinfoDetails {
     system: sysinfo::System,
     /// uid → name, kept a minute: a directory server is not asked for every socket.
     users: HashMap<u32, (Option<String>, std::time::Instant)>,
+    /// Container id → name.
+    containers: HashMap<String, Option<String>>,
 }
 
 impl std::fmt::Debug for SysinfoDetails {
@@ -374,7 +414,22 @@ impl SysinfoDetails {
             proc_root: proc_root.to_owned(),
             system,
             users: HashMap::new(),
+            containers: HashMap::new(),
         })
+    }
+
+    /// A Docker container's name, from its state on disk (kept: it does not change).
+    fn container_name(&mut self, id: &str) -> Option<String> {
+        if let Some(name) = self.containers.get(id) {
+            return name.clone();
+        }
+        let root = self.proc_root.parent().unwrap_or(Path::new("/"));
+        let name = super::cgroup::docker_name(root, id);
+        if self.containers.len() > 4096 {
+            self.containers.clear();
+        }
+        self.containers.insert(id.to_owned(), name.clone());
+        name
     }
 
     fn user_name(&mut self, uid: u32) -> Option<String> {
@@ -421,9 +476,9 @@ impl ProcessDetails for SysinfoDetails {
             };
             let uid = p.user_id().map(|u| **u);
             let dir = self.proc_root.join(pid.0.to_string());
-            let unit = std::fs::read_to_string(dir.join("cgroup"))
-                .ok()
-                .and_then(|c| super::cgroup::unit_from_cgroup(&c));
+            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            let unit = super::cgroup::unit_from_cgroup(&cgroup);
+            let container = super::cgroup::container_from_cgroup(&cgroup);
             let process = Process {
                 pid,
                 name: p.name().to_string_lossy().into_owned(),
@@ -437,6 +492,10 @@ impl ProcessDetails for SysinfoDetails {
                 exe_file: super::host::file_id(&dir.join("exe")),
                 mount_ns: super::ns_inode(&self.proc_root, &pid.0.to_string(), "mnt"),
                 start_time: p.start_time(),
+                container,
+                ns_pid: std::fs::read_to_string(dir.join("status"))
+                    .ok()
+                    .and_then(|s| ns_pid(&s)),
             };
             found.push(process);
         }
@@ -444,9 +503,23 @@ impl ProcessDetails for SysinfoDetails {
             if let Some(uid) = process.uid {
                 process.user = self.user_name(uid);
             }
+            if let Some(c) = process.container.as_mut().filter(|c| c.runtime == "docker") {
+                c.name = self.container_name(&c.id);
+            }
             out.insert(process.pid, Arc::new(process));
         }
         out
+    }
+}
+
+/// The pid in the innermost PID namespace, from `/proc/PID/status`'s `NSpid:` line, when
+/// the process is in a namespace of its own (the line has more than one pid).
+fn ns_pid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    let pids: Vec<&str> = line.split_whitespace().collect();
+    match pids.as_slice() {
+        [_, .., last] => last.parse().ok(),
+        _ => None,
     }
 }
 
@@ -476,6 +549,14 @@ pub fn capped_cmdline(args: &[std::ffi::OsString]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::model::Protocol;
+
+    #[test]
+    fn the_pid_inside_a_pid_namespace() {
+        assert_eq!(ns_pid("Name:\tx\nNSpid:\t4242\t7\nNSpgid:\t1\n"), Some(7));
+        assert_eq!(ns_pid("NSpid:\t4242\t900\t1\n"), Some(1));
+        assert_eq!(ns_pid("NSpid:\t4242\n"), None);
+        assert_eq!(ns_pid("Name:\tx\n"), None);
+    }
 
     #[test]
     fn long_command_lines_are_cut() {
@@ -522,6 +603,7 @@ mod tests {
             v6only: None,
             uid: 0,
             inode: Inode(inode),
+            netns: 0,
         }
     }
 
@@ -553,6 +635,8 @@ mod tests {
                         exe_file: None,
                         mount_ns: None,
                         start_time: 0,
+                        container: None,
+                        ns_pid: None,
                     };
                     (pid, Arc::new(p))
                 })

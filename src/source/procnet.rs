@@ -78,6 +78,7 @@ fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socke
         v6only: None,
         uid,
         inode: Inode(inode),
+        netns: 0,
     }))
 }
 

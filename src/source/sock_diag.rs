@@ -148,6 +148,7 @@ fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> S
         v6only: if address.is_ipv6() { v6only } else { None },
         uid: h.uid,
         inode: Inode(u64::from(h.inode)),
+        netns: 0,
     }
 }
 

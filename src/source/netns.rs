@@ -1,0 +1,478 @@
+//! Every network namespace on the machine: which exist, what they are called, and how to
+//! read the sockets of each.
+//!
+//! A namespace is found through a process in it (`/proc/PID/ns/net`, deduplicated by
+//! inode) or a name (`/run/netns/NAME`, where `ip netns` keeps them, and the directories
+//! container runtimes keep theirs in). Reading every pid's link each poll would cost what
+//! the steady path must not, so the pids are listed again only when the kernel's count of
+//! processes ever started (`processes` in `/proc/stat`) has moved, and only new pids'
+//! links are read; a full look every [`FULL_EVERY`] polls catches a process that moved
+//! into a new namespace without starting another.
+//!
+//! A namespace is read with sock_diag from inside it when the daemon may enter it
+//! (`setns` needs `CAP_SYS_ADMIN`: root at a shell, or the unit's documented drop-in),
+//! else through `/proc/PID/net/{tcp,udp}[6]` of a process in it, which needs no
+//! capability but cannot tell `IPV6_V6ONLY`.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use super::{Backend, KernelSource, ProcNet, SockDiag, SocketSource, SourceError, SourceMode};
+use crate::latch::Latch;
+use crate::model::Socket;
+use crate::model::listener::NetnsView;
+
+/// Polls between two full looks at every pid's namespace.
+pub const FULL_EVERY: u64 = 30;
+
+/// Where container runtimes and `ip netns` keep named namespaces.
+pub const NAMED_DIRS: [&str; 2] = ["run/netns", "run/docker/netns"];
+
+/// One namespace: its name, a process in it, the file that names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsEntry {
+    pub name: Option<String>,
+    pub pid: Option<u32>,
+    /// `/run/netns/NAME` (or `/proc/PID/ns/net`): what `setns` opens.
+    pub path: Option<PathBuf>,
+}
+
+/// The namespaces known now, shared by the source (which finds them) and the policy's
+/// host view (which names them).
+#[derive(Debug)]
+pub struct NamespaceTable {
+    host: u64,
+    proc_root: PathBuf,
+    entries: RwLock<HashMap<u64, NsEntry>>,
+}
+
+impl NamespaceTable {
+    pub fn new(proc_root: &Path) -> Arc<NamespaceTable> {
+        Arc::new(NamespaceTable {
+            host: super::netns_inode(proc_root).unwrap_or(0),
+            proc_root: proc_root.to_owned(),
+            entries: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The daemon's own namespace.
+    pub fn host(&self) -> u64 {
+        self.host
+    }
+
+    pub fn view(&self, inode: u64) -> NetnsView {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        NetnsView {
+            inode,
+            name: entries.get(&inode).and_then(|e| e.name.clone()),
+            host: inode == self.host || inode == 0,
+        }
+    }
+
+    /// `/proc/PID` of a process in the namespace (for its `net/` tables and sysctls).
+    pub fn proc_dir(&self, inode: u64) -> Option<PathBuf> {
+        if inode == self.host || inode == 0 {
+            return Some(self.proc_root.join("self"));
+        }
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let pid = entries.get(&inode)?.pid?;
+        Some(self.proc_root.join(pid.to_string()))
+    }
+
+    fn replace(&self, entries: HashMap<u64, NsEntry>) {
+        *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+    }
+
+    fn others(&self) -> Vec<(u64, NsEntry)> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(u64, NsEntry)> = entries
+            .iter()
+            .filter(|(i, _)| **i != self.host)
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
+        v.sort_by_key(|(i, _)| *i);
+        v
+    }
+
+    /// Finds a namespace by name (`vpn`), `host`, or `netns:<inode>`.
+    pub fn find(&self, label: &str) -> Option<u64> {
+        if label == "host" {
+            return Some(self.host);
+        }
+        if let Some(n) = label.strip_prefix("netns:") {
+            return n.parse().ok();
+        }
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .find(|(_, e)| e.name.as_deref() == Some(label))
+            .map(|(i, _)| *i)
+    }
+}
+
+/// `net:[4026531840]` → 4026531840.
+fn ns_link_inode(link: &[u8]) -> Option<u64> {
+    let digits = link.strip_prefix(b"net:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Finds namespaces, cheaply when nothing has started.
+#[derive(Debug)]
+pub struct Discovery {
+    proc_root: PathBuf,
+    /// `processes` in `/proc/stat` at the last look.
+    forks: Option<u64>,
+    /// Every pid seen, and its namespace.
+    pids: HashMap<u32, u64>,
+    polls: u64,
+}
+
+impl Discovery {
+    pub fn new(proc_root: &Path) -> Discovery {
+        Discovery {
+            proc_root: proc_root.to_owned(),
+            forks: None,
+            pids: HashMap::new(),
+            polls: 0,
+        }
+    }
+
+    /// The namespaces now, or `None` when nothing can have changed since the last look
+    /// (no process started, no name added or removed, not time for a full look).
+    pub fn refresh(
+        &mut self,
+        named_before: &HashMap<u64, NsEntry>,
+    ) -> Option<HashMap<u64, NsEntry>> {
+        self.polls += 1;
+        let forks = forks(&self.proc_root);
+        let named = self.named_paths();
+        let full = self.polls % FULL_EVERY == 1;
+        let named_same = named.len() == named_before.values().filter(|e| e.name.is_some()).count()
+            && named
+                .iter()
+                .all(|(i, (n, _))| named_before.get(i).and_then(|e| e.name.as_ref()) == Some(n));
+        if !full && forks.is_some() && forks == self.forks && named_same {
+            return None;
+        }
+        self.forks = forks;
+        self.scan_pids(full);
+        let mut entries: HashMap<u64, NsEntry> = HashMap::new();
+        let mut pids: Vec<(&u32, &u64)> = self.pids.iter().collect();
+        pids.sort();
+        for (pid, inode) in pids {
+            let e = entries.entry(*inode).or_default();
+            if e.pid.is_none() {
+                e.pid = Some(*pid);
+                e.path = Some(self.proc_root.join(pid.to_string()).join("ns/net"));
+            }
+        }
+        for (inode, (name, path)) in named {
+            let e = entries.entry(inode).or_default();
+            e.name = Some(name);
+            e.path = Some(path);
+        }
+        Some(entries)
+    }
+
+    /// Named namespaces: the bind-mounted files under the runtimes' directories.
+    fn named_paths(&self) -> HashMap<u64, (String, PathBuf)> {
+        let root = self.proc_root.parent().unwrap_or(Path::new("/"));
+        let mut out = HashMap::new();
+        for dir in NAMED_DIRS {
+            let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                use std::os::unix::fs::MetadataExt as _;
+                let path = entry.path();
+                // A bind-mounted namespace file has the namespace's inode; the empty file
+                // left after `ip netns delete` (or before the mount) does not count.
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if meta.dev() == 0 || !is_nsfs(&path) {
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                out.entry(meta.ino()).or_insert((name, path));
+            }
+        }
+        out
+    }
+
+    /// Reads the namespace link of new pids (every pid on a full look), and forgets pids
+    /// that are gone.
+    fn scan_pids(&mut self, full: bool) {
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return;
+        };
+        let mut seen = HashSet::with_capacity(self.pids.len() + 16);
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            seen.insert(pid);
+            if !full && self.pids.contains_key(&pid) {
+                continue;
+            }
+            let link = std::fs::read_link(entry.path().join("ns/net"));
+            match link
+                .ok()
+                .and_then(|l| ns_link_inode(l.as_os_str().as_encoded_bytes()))
+            {
+                Some(inode) => {
+                    self.pids.insert(pid, inode);
+                }
+                None => {
+                    self.pids.remove(&pid);
+                }
+            }
+        }
+        self.pids.retain(|pid, _| seen.contains(pid));
+    }
+}
+
+/// Whether a file is a namespace file (on nsfs), not the placeholder left behind.
+fn is_nsfs(path: &Path) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // `f_type`'s integer type differs between architectures.
+    #[allow(clippy::unnecessary_cast, reason = "i64 on some targets only")]
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type as i64 == NSFS_MAGIC)
+}
+
+/// The number of processes started since boot.
+fn forks(proc_root: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join("stat")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// How the daemon may read another namespace.
+enum Reader {
+    /// sock_diag, opened from inside the namespace.
+    Diag(SockDiag),
+    /// `/proc/PID/net` of a process in it.
+    ProcNet,
+}
+
+/// Which namespaces a source covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Scope {
+    /// Every namespace on the machine.
+    #[default]
+    All,
+    /// The daemon's own only.
+    Host,
+}
+
+/// The sockets of every namespace: the host's through [`KernelSource`], the others as
+/// the daemon may read them.
+pub struct MultiSource {
+    host: KernelSource,
+    table: Arc<NamespaceTable>,
+    discovery: Discovery,
+    readers: HashMap<u64, Reader>,
+    scope: Scope,
+    /// Whether `setns` works (`None` until tried).
+    may_enter: Option<bool>,
+    proc_root: PathBuf,
+    scratch: Vec<Socket>,
+    failing: Latch,
+}
+
+impl std::fmt::Debug for MultiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MultiSource")
+            .field("scope", &self.scope)
+            .field("may_enter", &self.may_enter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MultiSource {
+    pub fn new(
+        proc_root: &Path,
+        mode: SourceMode,
+        scope: Scope,
+        table: Arc<NamespaceTable>,
+    ) -> MultiSource {
+        MultiSource {
+            host: KernelSource::new(proc_root, mode),
+            table,
+            discovery: Discovery::new(proc_root),
+            readers: HashMap::new(),
+            scope,
+            may_enter: None,
+            proc_root: proc_root.to_owned(),
+            scratch: Vec::new(),
+            failing: Latch::new(
+                "cannot read a network namespace",
+                "its listeners are not seen until it can be read",
+                "network namespaces readable again",
+            ),
+        }
+    }
+
+    /// Finds namespaces (when something may have changed) and drops readers of the ones
+    /// gone: a sock_diag socket would keep a namespace alive.
+    fn discover(&mut self) {
+        let before: HashMap<u64, NsEntry> = self.table.others().into_iter().collect();
+        if let Some(entries) = self.discovery.refresh(&before) {
+            self.readers.retain(|inode, _| entries.contains_key(inode));
+            self.table.replace(entries);
+        }
+    }
+
+    /// sock_diag opened inside the namespace, when the daemon may enter it.
+    fn open_reader(&mut self, entry: &NsEntry) -> Reader {
+        if self.may_enter == Some(false) {
+            return Reader::ProcNet;
+        }
+        let Some(path) = entry.path.clone() else {
+            return Reader::ProcNet;
+        };
+        match open_inside(&path) {
+            Ok(diag) => {
+                self.may_enter = Some(true);
+                Reader::Diag(diag)
+            }
+            Err(e) => {
+                if self.may_enter.is_none() {
+                    tracing::warn!(
+                        "cannot enter network namespaces ({e}): reading /proc/PID/net for them instead, \
+                         where IPV6_V6ONLY is unknown (to read them with sock_diag, give the daemon \
+                         CAP_SYS_ADMIN: see the README, \"Namespaces and containers\")"
+                    );
+                }
+                self.may_enter = Some(false);
+                Reader::ProcNet
+            }
+        }
+    }
+
+    /// Appends the listeners of one other namespace to `out`.
+    fn read_one(
+        &mut self,
+        inode: u64,
+        entry: &NsEntry,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), String> {
+        if !self.readers.contains_key(&inode) {
+            let reader = self.open_reader(entry);
+            self.readers.insert(inode, reader);
+        }
+        self.scratch.clear();
+        let diag_result = match self.readers.get_mut(&inode) {
+            Some(Reader::Diag(d)) => {
+                Some(d.listeners(&mut self.scratch).map_err(|e| e.to_string()))
+            }
+            _ => None,
+        };
+        match diag_result {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                self.readers.remove(&inode);
+                return Err(e);
+            }
+            None => {
+                let pid = entry.pid.ok_or("no process in it to read it through")?;
+                let dir = self.proc_root.join(pid.to_string());
+                ProcNet::new(&dir)
+                    .listeners(&mut self.scratch)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        out.extend(self.scratch.drain(..).map(|mut s| {
+            s.netns = inode;
+            s
+        }));
+        Ok(())
+    }
+}
+
+/// Opens a sock_diag socket inside the namespace at `path`, from a thread of its own
+/// (`setns` changes the calling thread's namespace; the socket stays in the namespace it
+/// was made in).
+fn open_inside(path: &Path) -> Result<SockDiag, String> {
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("setns: {e}"))?;
+        SockDiag::open().map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("the thread that enters namespaces failed".to_owned()))
+}
+
+impl SocketSource for MultiSource {
+    fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
+        let backend = self.host.listeners(out)?;
+        let host = self.table.host();
+        for s in out.iter_mut() {
+            s.netns = host;
+        }
+        if self.scope == Scope::Host {
+            return Ok(backend);
+        }
+        self.discover();
+        let mut failed = None;
+        for (inode, entry) in self.table.others() {
+            if let Err(e) = self.read_one(inode, &entry, out) {
+                // A namespace whose last process just exited: its listeners close with it.
+                if entry.name.is_some()
+                    || entry
+                        .pid
+                        .is_some_and(|p| self.proc_root.join(p.to_string()).exists())
+                {
+                    failed = Some(format!("{}: {e}", self.table.view(inode).label()));
+                }
+            }
+        }
+        match failed {
+            Some(problem) => {
+                if let Some(warning) = self.failing.fail(problem) {
+                    tracing::warn!("{warning}");
+                }
+            }
+            None => {
+                if let Some(back) = self.failing.recover() {
+                    tracing::info!("{back}");
+                }
+            }
+        }
+        Ok(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_links() {
+        assert_eq!(ns_link_inode(b"net:[4026531840]"), Some(4026531840));
+        assert_eq!(ns_link_inode(b"mnt:[4026531840]"), None);
+        assert_eq!(ns_link_inode(b"net:[]"), None);
+    }
+
+    #[test]
+    fn this_process_namespace_is_found() {
+        let root = Path::new("/proc");
+        let table = NamespaceTable::new(root);
+        let mut d = Discovery::new(root);
+        let entries = d.refresh(&HashMap::new()).expect("a first look");
+        assert!(entries.contains_key(&table.host()), "{entries:?}");
+        assert!(table.view(table.host()).host);
+        assert_eq!(table.find("host"), Some(table.host()));
+    }
+}
