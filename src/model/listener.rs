@@ -242,6 +242,12 @@ pub struct Container {
     pub name: Option<String>,
     /// The Kubernetes pod's uid, for a container in a pod.
     pub pod: Option<String>,
+    /// The user whose own cgroup subtree holds it (`user@UID.service`, which systemd
+    /// delegates to that user): a rootless container, or any process of that user that
+    /// made a cgroup with a container-like name. Only a rule that also names the user
+    /// matches it by container, and no runtime's state names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootless_uid: Option<u32>,
 }
 
 impl Container {

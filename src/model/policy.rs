@@ -396,6 +396,81 @@ mod tests {
         );
     }
 
+    /// `netns` and `container` keys: a namespace by name or `host`, a container by id
+    /// prefix or name; a container in a user's own cgroup subtree only with `user` too.
+    #[test]
+    fn namespace_and_container_keys() {
+        use crate::model::Container;
+        use crate::model::rules::NetnsMatch;
+        let reg = Registry::builtin();
+        let allow = |netns: Vec<NetnsMatch>, containers: &[&str], users: Vec<UserMatch>| Policy {
+            allow: vec![AllowRule {
+                place: Place {
+                    ports: vec![PortMatch::Range(867, 867)],
+                    netns,
+                    ..Place::default()
+                },
+                holder: Holder {
+                    containers: containers.iter().map(|c| c.to_string()).collect(),
+                    users,
+                    ..Holder::default()
+                },
+                ..AllowRule::default()
+            }],
+            ..Policy::default()
+        };
+        let in_ns = |netns: u64, container: Option<Container>| {
+            let Owner::Process(mut p) = process("nc", "/usr/bin/nc") else {
+                unreachable!()
+            };
+            std::sync::Arc::make_mut(&mut p).container = container;
+            Listener {
+                netns,
+                ..listener(Protocol::Tcp, "0.0.0.0", 867, Owner::Process(p))
+            }
+        };
+        let vpn = allow(vec![NetnsMatch::Name("ns7".into())], &[], vec![]);
+        assert!(!vpn.judge_with(&reg, &in_ns(7, None)).alert);
+        assert!(vpn.judge_with(&reg, &in_ns(8, None)).alert);
+        assert!(vpn.judge_with(&reg, &in_ns(1, None)).alert);
+        let host = allow(vec![NetnsMatch::Host], &[], vec![]);
+        assert!(!host.judge_with(&reg, &in_ns(1, None)).alert);
+        assert!(host.judge_with(&reg, &in_ns(7, None)).alert);
+        let anywhere = allow(vec![NetnsMatch::Any], &[], vec![]);
+        assert!(!anywhere.judge_with(&reg, &in_ns(7, None)).alert);
+
+        let web = Container {
+            runtime: "docker".into(),
+            id: "3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c".into(),
+            name: Some("web-1".into()),
+            pod: None,
+            rootless_uid: None,
+        };
+        for key in ["web-1", "3f4e5d6c7b8a"] {
+            let p = allow(vec![], &[key], vec![]);
+            assert!(
+                !p.judge_with(&reg, &in_ns(7, Some(web.clone()))).alert,
+                "{key}"
+            );
+            assert!(p.judge_with(&reg, &in_ns(7, None)).alert, "{key}");
+        }
+        let other = allow(vec![], &["db"], vec![]);
+        assert!(other.judge_with(&reg, &in_ns(7, Some(web.clone()))).alert);
+        // The same name in a user's own subtree: not without the user in the rule.
+        let rootless = Container {
+            rootless_uid: Some(0),
+            ..web.clone()
+        };
+        let by_name = allow(vec![], &["web-1"], vec![]);
+        assert!(
+            by_name
+                .judge_with(&reg, &in_ns(7, Some(rootless.clone())))
+                .alert
+        );
+        let with_user = allow(vec![], &["web-1"], vec![UserMatch::Uid(0)]);
+        assert!(!with_user.judge_with(&reg, &in_ns(7, Some(rootless))).alert);
+    }
+
     #[test]
     fn allow_rules_need_every_key_to_match() {
         let reg = Registry::builtin();

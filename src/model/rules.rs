@@ -193,9 +193,13 @@ impl Holder {
                     .is_some_and(|unit| self.units.iter().any(|u| u == unit)))
             && (self.containers.is_empty()
                 || process.and_then(|p| p.container.as_ref()).is_some_and(|c| {
-                    self.containers
-                        .iter()
-                        .any(|w| c.id.starts_with(w.as_str()) || c.name.as_deref() == Some(w))
+                    // A user names cgroups in their own subtree as they like: such a
+                    // container is matched only by a rule that also says which user.
+                    (c.rootless_uid.is_none() || !self.users.is_empty())
+                        && self
+                            .containers
+                            .iter()
+                            .any(|w| c.id.starts_with(w.as_str()) || c.name.as_deref() == Some(w))
                 }));
         if !others {
             return RuleMatch::No;

@@ -261,6 +261,9 @@ fn container_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
         if let Some(pod) = &c.pod {
             f.push(("POD_UID", pod.clone()));
         }
+        if let Some(uid) = c.rootless_uid {
+            f.push(("CONTAINER_ROOTLESS_UID", uid.to_string()));
+        }
     }
 }
 

@@ -46,10 +46,14 @@ pub fn container_from_cgroup(content: &str) -> Option<Container> {
 fn container_from_path(path: &str) -> Option<Container> {
     let mut found: Option<Container> = None;
     let mut pod = None;
+    let mut delegated = None;
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
     for (i, c) in components.iter().enumerate() {
         if let Some(uid) = pod_uid(c) {
             pod = Some(uid);
+        }
+        if let Some(uid) = delegated_uid(c) {
+            delegated = Some(uid);
         }
         let c = c.strip_suffix(".scope").unwrap_or(c);
         let by_prefix = [
@@ -74,12 +78,23 @@ fn container_from_path(path: &str) -> Option<Container> {
                 id: id.to_owned(),
                 name: None,
                 pod: None,
+                rootless_uid: None,
             });
         }
     }
     let mut c = found?;
     c.pod = pod;
+    c.rootless_uid = delegated;
     Some(c)
+}
+
+/// `user@1000.service` → 1000: the subtree systemd hands to that user to manage.
+fn delegated_uid(component: &str) -> Option<u32> {
+    component
+        .strip_prefix("user@")?
+        .strip_suffix(".service")?
+        .parse()
+        .ok()
 }
 
 /// A container id: 12 to 64 hex digits.
@@ -192,6 +207,17 @@ mod tests {
         assert_eq!(
             container(&cgroupfs_driver),
             ("kubernetes".into(), short.into(), Some(POD.into()))
+        );
+        let rootless = format!(
+            "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
+        );
+        let c = container_from_cgroup(&rootless).unwrap();
+        assert_eq!((c.runtime.as_str(), c.rootless_uid), ("podman", Some(1000)));
+        assert_eq!(
+            container_from_cgroup(&format!("0::/system.slice/docker-{ID}.scope"))
+                .unwrap()
+                .rootless_uid,
+            None
         );
         for none in [
             "0::/system.slice/nginx.service\n",

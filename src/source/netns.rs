@@ -111,6 +111,14 @@ impl NamespaceTable {
     }
 }
 
+/// `vpn (netns:4026532301)`, or `netns:4026532301` for a namespace without a name.
+fn label(inode: u64, e: &NsEntry) -> String {
+    match &e.name {
+        Some(name) => format!("{} (netns:{inode})", crate::text::escape_control(name)),
+        None => format!("netns:{inode}"),
+    }
+}
+
 /// `net:[4026531840]` → 4026531840.
 fn ns_link_inode(link: &[u8]) -> Option<u64> {
     let digits = link.strip_prefix(b"net:[")?.strip_suffix(b"]")?;
@@ -324,6 +332,17 @@ impl MultiSource {
     fn discover(&mut self) {
         let before: HashMap<u64, NsEntry> = self.table.others().into_iter().collect();
         if let Some(entries) = self.discovery.refresh(&before) {
+            let host = self.table.host();
+            for (inode, e) in &entries {
+                if *inode != host && !before.contains_key(inode) {
+                    tracing::debug!("watching network namespace {}", label(*inode, e));
+                }
+            }
+            for (inode, e) in &before {
+                if !entries.contains_key(inode) {
+                    tracing::debug!("network namespace {} is gone", label(*inode, e));
+                }
+            }
             self.readers.retain(|inode, _| entries.contains_key(inode));
             self.table.replace(entries);
         }

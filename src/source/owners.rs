@@ -503,7 +503,11 @@ impl ProcessDetails for SysinfoDetails {
             if let Some(uid) = process.uid {
                 process.user = self.user_name(uid);
             }
-            if let Some(c) = process.container.as_mut().filter(|c| c.runtime == "docker") {
+            if let Some(c) = process
+                .container
+                .as_mut()
+                .filter(|c| c.runtime == "docker" && c.rootless_uid.is_none())
+            {
                 c.name = self.container_name(&c.id);
             }
             out.insert(process.pid, Arc::new(process));

@@ -1,0 +1,334 @@
+//! Every network namespace, with real ones: a fresh one from `unshare --net`, a named one
+//! from `ip netns add` (deleted while the daemon runs), and a container made by hand (a
+//! real cgroup named as Docker names its containers, its own network and PID namespaces,
+//! and Docker's state file on disk), on the unified hierarchy and on a v1 one.
+//!
+//! The daemon runs in a test namespace of its own (its "host") and looks at every
+//! namespace on the machine, so it also sees the other tests' listeners: each test waits
+//! for records of its own listener's pid only.
+
+mod util;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use util::{Daemon, Listen, Netns, find, listen_bin, scan_json, stdout};
+
+fn netns_inode(pid: u32) -> u64 {
+    let link = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let link = link.to_string_lossy();
+    link.trim_start_matches("net:[")
+        .trim_end_matches(']')
+        .parse()
+        .unwrap()
+}
+
+/// The daemon on every namespace, its records as JSON lines.
+fn daemon(ns: &Netns) -> Daemon {
+    let mut d = Daemon::start_with_env(
+        ns,
+        &[
+            "--log",
+            "json",
+            "--interval",
+            "200ms",
+            "--namespaces",
+            "all",
+        ],
+        &[("PORTSENTINEL_LOG", "debug")],
+    );
+    d.wait_for("the start", |l| l.contains("starting"));
+    d
+}
+
+/// Waits for the record of `event` about the listener of `pid`, parsed.
+fn record(d: &mut Daemon, event: &str, pid: u32) -> serde_json::Value {
+    let line = d.wait_for(&format!("{event} of pid {pid}"), |l| {
+        l.contains(&format!("\"PORTSENTINEL_EVENT\":\"{event}\""))
+            && l.contains(&format!("\"LISTENER_PID\":\"{pid}\""))
+    });
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The scan entries of every namespace held by `pid`.
+fn scanned(ns: &Netns, pid: u32) -> Vec<serde_json::Value> {
+    scan_json(ns, &["--netns", "all"])
+        .into_iter()
+        .filter(|e| e["process"]["pid"] == pid)
+        .collect()
+}
+
+/// Acceptance 1: a listener in a namespace no name points at, made by `unshare --net`.
+#[test]
+fn a_listener_in_a_fresh_namespace_is_alerted_with_its_namespace() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let mut c = ns.command("unshare");
+    c.arg("--net").arg(listen_bin()).arg("tcp:0.0.0.0:867");
+    let l = Listen::start(c);
+    let inode = netns_inode(l.pid);
+
+    let alert = record(&mut d, "alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
+    assert_eq!(alert["LISTEN_PORT"], "867");
+    assert_eq!(
+        alert["LISTENER_EXE"],
+        listen_bin().display().to_string(),
+        "{alert}"
+    );
+    assert!(alert.get("LISTEN_NETNS_NAME").is_none(), "{alert}");
+    let message = alert["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("in network namespace netns:{inode}")),
+        "{message}"
+    );
+    // Reach words speak of that namespace's interfaces, not the host's.
+    assert!(
+        message.contains(&format!(
+            "(all IPv4 interfaces, in network namespace netns:{inode})"
+        )),
+        "{message}"
+    );
+
+    let entries = scanned(&ns, l.pid);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["netns"]["inode"], inode);
+    assert_eq!(entries[0]["netns"]["host"], false);
+    assert_eq!(entries[0]["port"], 867);
+    let table = stdout(&ns.portsentinel(&["scan", "--netns", "all"]));
+    let row = table
+        .lines()
+        .find(|r| r.contains(&format!("listen[{}]", l.pid)))
+        .unwrap_or_else(|| panic!("no row of listen[{}] in\n{table}", l.pid));
+    assert!(row.starts_with(&format!("netns:{inode} ")), "{row}");
+    let only = scan_json(&ns, &["--netns", &format!("netns:{inode}")]);
+    assert_eq!(only.len(), 1, "{only:#?}");
+    // The daemon's own namespace has no 867.
+    assert!(find(&scan_json(&ns, &[]), "tcp", 867).is_empty());
+    drop(l);
+    assert!(d.terminate().success());
+}
+
+/// Acceptance 2: a namespace `ip netns` named; deleted, it leaves nothing behind.
+#[test]
+fn a_named_namespace_is_named_and_forgotten_when_deleted() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let vpn = Netns::new();
+    let l = vpn.listen(&["tcp:0.0.0.0:867"]);
+    let inode = netns_inode(l.pid);
+
+    let alert = record(&mut d, "alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string());
+    assert_eq!(alert["LISTEN_NETNS_NAME"], vpn.name, "{alert}");
+    let message = alert["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("in network namespace {}", vpn.name)),
+        "{message}"
+    );
+    let entries = scanned(&ns, l.pid);
+    assert_eq!(
+        entries[0]["netns"]["name"],
+        vpn.name.as_str(),
+        "{entries:#?}"
+    );
+    let by_name = scan_json(&ns, &["--netns", &vpn.name]);
+    assert_eq!(by_name.len(), 1, "{by_name:#?}");
+
+    let pid = l.pid;
+    drop(l);
+    // An alerted listener's close is its alert's end.
+    let closed = record(&mut d, "alert-cleared", pid);
+    assert_eq!(closed["EVENT_DETAIL"], "listener closed", "{closed}");
+    assert_eq!(closed["LISTEN_NETNS_NAME"], vpn.name, "{closed}");
+    let name = vpn.name.clone();
+    drop(vpn); // ip netns delete
+    d.wait_for("the namespace's end", |l| {
+        l.contains(&format!("network namespace {name} (netns:{inode}) is gone"))
+    });
+    let out = ns.portsentinel(&["scan", "--netns", &name]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let (status, lines) = d.terminate_lines();
+    assert!(status.success());
+    // Nothing about it after it went: no failed read, no second close.
+    let gone_at = lines
+        .iter()
+        .position(|l| l.contains(&format!("{name} (netns:{inode}) is gone")))
+        .unwrap();
+    for line in &lines[gone_at + 1..] {
+        assert!(!line.contains(&name), "after the deletion: {line}");
+    }
+}
+
+/// A Docker container's id: 64 hex digits, different in every run.
+fn container_id() -> String {
+    let seed = format!("{}-{:?}", std::process::id(), std::time::SystemTime::now());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut id = String::new();
+    for round in 0..4u8 {
+        for b in seed.bytes().chain([round]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        id.push_str(&format!("{h:016x}"));
+    }
+    id
+}
+
+/// What a test made on the machine, removed when it ends: the cgroups (deepest first,
+/// once empty), Docker's state directory for the id (and the directories above it that
+/// were not there), and a hierarchy it mounted.
+#[derive(Default)]
+struct Made {
+    cgroups: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    mount: Option<tempfile::TempDir>,
+}
+
+impl Made {
+    /// Creates `dir` and remembers each directory that was not there.
+    fn create_dir(&mut self, dir: &Path, cgroup: bool) {
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.exists())
+            .map(PathBuf::from)
+            .collect();
+        std::fs::create_dir_all(dir).unwrap();
+        if cgroup {
+            self.cgroups.append(&mut missing);
+        } else {
+            self.dirs.append(&mut missing);
+        }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for dir in &self.cgroups {
+            // A cgroup can be removed once its last process has been reaped.
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(m) = &self.mount {
+            let _ = Command::new("umount").arg(m.path()).status();
+        }
+    }
+}
+
+/// Where the unified hierarchy is mounted; mounted here for the test when it is not.
+fn cgroup2(made: &mut Made) -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    if let Some(at) = mounts.lines().find_map(|m| {
+        let f: Vec<&str> = m.split(' ').collect();
+        (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
+    }) {
+        return at;
+    }
+    mount(made, &["-t", "cgroup2", "none"])
+}
+
+fn mount(made: &mut Made, args: &[&str]) -> PathBuf {
+    let dir = tempfile::tempdir().unwrap();
+    util::run_ok(Command::new("mount").args(args).arg(dir.path()));
+    let at = dir.path().to_owned();
+    made.mount = Some(dir);
+    at
+}
+
+/// A process in a container made by hand: `cgroup` (under a mounted hierarchy) is
+/// created, the shell moves itself into it, and `unshare` gives the listener its own
+/// network and PID namespaces. Returns the helper and the listener's pid on the host.
+/// (Not through `ip netns exec`, which mounts a `/sys` of its own without the cgroups.)
+fn containerised(cgroup: &Path, spec: &str) -> (Listen, u32) {
+    let script = format!(
+        "echo $$ > '{}/cgroup.procs' && exec unshare --net --pid --fork --kill-child \"$0\" {spec}",
+        cgroup.display()
+    );
+    let mut c = Command::new("sh");
+    c.args(["-c", &script]).arg(listen_bin());
+    let l = Listen::start(c);
+    // The helper, pid 1 of its namespace, says so; its pid here is unshare's child.
+    assert_eq!(l.pid, 1, "the listener has a PID namespace of its own");
+    let unshare = l.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+    let pid = children.split_whitespace().next().unwrap().parse().unwrap();
+    (l, pid)
+}
+
+/// One container under `hierarchy` at `path` (which holds `id`), named `web-1` in
+/// Docker's state on disk: the daemon's alert, `scan --json` and the table name it.
+fn a_container_is_named(made: &mut Made, hierarchy: &Path, path: &str, id: &str) {
+    let ns = Netns::new();
+    let cgroup = hierarchy.join(path);
+    made.create_dir(&cgroup, true);
+    let state = PathBuf::from("/var/lib/docker/containers").join(id);
+    made.create_dir(&state, false);
+    std::fs::write(
+        state.join("config.v2.json"),
+        r#"{"ID":"x","Name":"/web-1","Config":{}}"#,
+    )
+    .unwrap();
+    let mut d = daemon(&ns);
+    let (l, pid) = containerised(&cgroup, "tcp:0.0.0.0:867");
+    let inode = netns_inode(pid);
+
+    let alert = record(&mut d, "alert-raised", pid);
+    assert_eq!(alert["CONTAINER_RUNTIME"], "docker", "{alert}");
+    assert_eq!(alert["CONTAINER_ID"], &id[..12], "{alert}");
+    assert_eq!(alert["CONTAINER_NAME"], "web-1", "{alert}");
+    assert_eq!(alert["LISTENER_NS_PID"], "1", "{alert}");
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
+    let message = alert["MESSAGE"].as_str().unwrap();
+    assert!(message.contains("in docker container web-1"), "{message}");
+
+    let entries = scanned(&ns, pid);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let c = &entries[0]["container"];
+    assert_eq!(
+        (c["runtime"].as_str(), c["id"].as_str(), c["name"].as_str()),
+        (Some("docker"), Some(id), Some("web-1")),
+        "{c}"
+    );
+    assert_eq!(entries[0]["process"]["ns_pid"], 1);
+    let table = stdout(&ns.portsentinel(&["scan", "--netns", "all"]));
+    assert!(
+        table.lines().next().unwrap().contains("CONTAINER"),
+        "{table}"
+    );
+    let row = table
+        .lines()
+        .find(|r| r.contains(&format!("listen[{pid}]")))
+        .unwrap_or_else(|| panic!("no row of listen[{pid}] in\n{table}"));
+    assert!(row.contains(" web-1 "), "{row}");
+    drop(l);
+    assert!(d.terminate().success());
+}
+
+/// Acceptance 3: on the unified hierarchy (cgroup v2) with systemd's form of the path,
+/// then on a v1 hierarchy of its own with the cgroupfs driver's form (`/docker/<id>`).
+/// One test, one after the other: both write Docker's state directory.
+#[test]
+fn containers_on_cgroup_v2_and_v1_are_named() {
+    let mut made = Made::default();
+    let v2 = cgroup2(&mut made);
+    let id = container_id();
+    let path = format!("pstest-{}.slice/docker-{id}.scope", std::process::id());
+    a_container_is_named(&mut made, &v2, &path, &id);
+    drop(made);
+
+    let mut made = Made::default();
+    let v1 = mount(
+        &mut made,
+        &["-t", "cgroup", "-o", "none,name=pstest", "pstest"],
+    );
+    let id = container_id();
+    let path = format!("pstest-{}/docker/{id}", std::process::id());
+    a_container_is_named(&mut made, &v1, &path, &id);
+}
