@@ -372,3 +372,62 @@ fn a_required_listener_that_goes_missing_is_in_the_journal() {
     assert_eq!(sd.journal(&["-u", "portsentinel", MISSING]).len(), 1);
     assert_eq!(sd.journal(&["-u", "portsentinel", RESTORED]).len(), 1);
 }
+
+/// A listener in a network namespace of its own, under the shipped unit (no CAP_SYS_ADMIN:
+/// read through /proc/PID/net, so a socket on [::] is ipv6-v4-unknown), then with the
+/// drop-in that lets the daemon enter namespaces (read with sock_diag: dual-stack).
+#[test]
+fn a_listener_in_another_namespace_is_recorded_by_the_shipped_unit() {
+    let sd = installed();
+    sd.wait_journal(&["-u", "portsentinel", "SYSLOG_IDENTIFIER=portsentinel"], 1);
+    let listen = format!("{SHARE}/listen");
+    let pid = sd.spawn(&[
+        "unshare",
+        "--net",
+        &listen,
+        "--wait",
+        "tcp:0.0.0.0:867",
+        "tcp:[::]:868:dual",
+    ]);
+    let inode = sd.sh_ok(&format!("stat -L -c %i /proc/{pid}/ns/net"));
+    let inode = inode.trim();
+    let alerts = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 1);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(field(a, "LISTEN_NETNS"), inode);
+    assert_eq!(field(a, "LISTENER_PID"), pid.to_string());
+    assert_eq!(field(a, "LISTENER_EXE"), listen);
+    assert!(
+        field(a, "MESSAGE").contains(&format!("in network namespace netns:{inode}")),
+        "{a}"
+    );
+    let dual = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=868"], 1);
+    assert_eq!(
+        field(&dual[0], "LISTEN_REACH"),
+        "ipv6-v4-unknown",
+        "{dual:#?}"
+    );
+    assert_eq!(field(&dual[0], "LISTEN_NETNS"), inode);
+
+    // With the drop-in the README gives: entered, read with sock_diag.
+    sd.sh_ok(&format!(
+        "install -Dm644 {SHARE}/systemd/portsentinel-namespaces.conf \
+         /etc/systemd/system/portsentinel.service.d/namespaces.conf \
+         && systemctl daemon-reload && systemctl restart portsentinel"
+    ));
+    assert_eq!(sd.is_active("portsentinel"), "active");
+    let present = sd.wait_journal(
+        &[
+            "-u",
+            "portsentinel",
+            PRESENT,
+            "LISTEN_PORT=868",
+            "LISTEN_REACH=dual-stack",
+        ],
+        1,
+    );
+    assert_eq!(field(&present[0], "LISTEN_NETNS"), inode, "{present:#?}");
+    // The restart's inventory: the 867 alert stands, not raised again.
+    let alerts = sd.journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"]);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+}

@@ -362,11 +362,12 @@ impl MultiSource {
                 Reader::Diag(diag)
             }
             Err(e) => {
+                // The shipped unit's way (no CAP_SYS_ADMIN): said once, not as a problem.
                 if self.may_enter.is_none() {
-                    tracing::warn!(
-                        "cannot enter network namespaces ({e}): reading /proc/PID/net for them instead, \
-                         where IPV6_V6ONLY is unknown (to read them with sock_diag, give the daemon \
-                         CAP_SYS_ADMIN: see the README, \"Namespaces and containers\")"
+                    tracing::info!(
+                        "reading other network namespaces through /proc/PID/net, where \
+                         IPV6_V6ONLY is unknown (entering them to use sock_diag failed: {e}; it \
+                         needs CAP_SYS_ADMIN, see the README, \"Namespaces and containers\")"
                     );
                 }
                 self.may_enter = Some(false);
