@@ -62,6 +62,8 @@ fn rss_kib(pid: u32) -> u64 {
 struct Seen {
     opened: u32,
     closed: u32,
+    /// What the records said, in order: event, pid, program or unknown reason, detail.
+    history: Vec<String>,
 }
 
 fn account(lines: Vec<String>, seen: &mut HashMap<String, Seen>) {
@@ -78,6 +80,16 @@ fn account(lines: Vec<String>, seen: &mut HashMap<String, Seen>) {
                 v["LISTEN_PROTO"].as_str().unwrap_or("?")
             ))
             .or_default();
+        let field = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+        e.history.push(format!(
+            "{} pid={} exe={} unknown={} previous={} {}",
+            field("PORTSENTINEL_EVENT"),
+            field("LISTENER_PID"),
+            field("LISTENER_EXE"),
+            field("LISTENER_UNKNOWN"),
+            field("LISTENER_PREVIOUS_PID"),
+            field("EVENT_DETAIL"),
+        ));
         match v["PORTSENTINEL_EVENT"].as_str() {
             Some("alert-raised" | "listener-opened") => e.opened += 1,
             Some("alert-cleared" | "listener-closed") => e.closed += 1,
@@ -211,7 +223,7 @@ fn churn_loses_nothing_and_leaks_nothing() {
     );
     assert!(
         missing.is_empty(),
-        "{} listeners not accounted for, e.g. {:?}: {:?}",
+        "{} listeners not accounted for, e.g. {:?}: {:#?}",
         missing.len(),
         missing[0],
         seen.get(missing[0])

@@ -70,6 +70,10 @@ struct Known {
     uid: u32,
     /// The descriptor the owner holds it by, checked again on later passes.
     held_by: Option<(Pid, u32)>,
+    /// The process owner let go of it and no holder was found, once: kept until the next
+    /// pass says whether the socket still exists (most often it was closed after the
+    /// table was read, and its owner did not change at all).
+    unconfirmed: bool,
 }
 
 /// inode → owner, cached while the socket lives and checked again while it does: an owner
@@ -338,7 +342,23 @@ impl<D: ProcessDetails> Attributor<D> {
     }
 
     /// Stores what was found for one inode; true when it replaces a different owner.
+    ///
+    /// A process owner is not replaced by an unknown one at the first miss: a socket
+    /// closed after the table was read is found in no process either, and it would be
+    /// recorded as changing hands in the moment it closed. The next pass, on a table read
+    /// after this one, looks again if the socket is still there.
     fn record(&mut self, inode: Inode, uid: u32, owner: Owner, found: Option<(Pid, u32)>) -> bool {
+        if let Owner::Unknown(_) = owner
+            && let Some(k) = self.cache.get_mut(&inode)
+            && matches!(k.owner, Owner::Process(_))
+            && !k.unconfirmed
+        {
+            k.unconfirmed = true;
+            k.held_by = None;
+            self.retry.insert(inode, (self.passes + 1, 1));
+            self.rounds_stale = true;
+            return false;
+        }
         let previous = self.cache.get(&inode);
         let changed = previous.is_some_and(|k| !same_owner(&k.owner, &owner));
         let held_by = match owner {
@@ -361,6 +381,7 @@ impl<D: ProcessDetails> Attributor<D> {
                 owner,
                 uid,
                 held_by,
+                unconfirmed: false,
             },
         );
         changed
@@ -779,6 +800,34 @@ mod tests {
             .filter(|&n| n > 0)
             .count();
         assert!(scans <= 200 / 16, "{scans} full scans in 200 passes");
+    }
+
+    /// An owner that lets go, with no other holder found: most often the socket was
+    /// closed after the table was read, so the owner stays until a pass on a later table
+    /// still finds the socket without a holder.
+    #[test]
+    fn a_socket_without_its_holder_is_unknown_only_when_a_later_table_has_it() {
+        let root = fake_proc(&[(10, &[100, 101])]);
+        let mut a = Attributor::new(root.path(), fake(&root));
+        let user = |inode| Socket {
+            uid: 1000,
+            ..sock(inode)
+        };
+        a.attribute(&[user(100), user(101)], true);
+        // Both closed after this table was read: no change, and the next table lacks them.
+        std::fs::remove_dir_all(root.path().join("10")).unwrap();
+        let closed = a.attribute(&[user(100), user(101)], false);
+        assert!(!closed.owners_changed, "{closed:?}");
+        assert!(matches!(a.owner_of(&user(100)), Owner::Process(p) if p.pid == Pid(10)));
+        // The next table has 101 only: 100 is forgotten, and 101, still there without a
+        // holder, is in flight now, and said so.
+        let next = a.attribute(&[user(101)], true);
+        assert!(next.owners_changed, "{next:?}");
+        assert!(!a.cache.contains_key(&Inode(100)));
+        assert_eq!(
+            a.owner_of(&user(101)),
+            Owner::Unknown(UnknownOwner::InFlight)
+        );
     }
 
     /// An owner that exits is noticed by its missing /proc entry, at the next pass.
