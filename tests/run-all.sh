@@ -50,8 +50,9 @@ fi
 
 cargo build --all-targets --locked
 cargo test --all-targets --locked
-# The load test and the two-minute soak measure a release build, as it is deployed.
+# The load test and the two-minute soak measure a release build, as it is deployed; one
+# test at a time, so that none measures another's load.
 cargo build --release --locked --bins --examples
-cargo test --release --locked --test load --test soak -- --nocapture
+cargo test --release --locked --test load --test soak -- --nocapture --test-threads=1
 # A short run of every fuzz target (the long runs and their figures: README, "Reliability").
 fuzz/run.sh "${FUZZ_SECONDS:-5}"

@@ -246,7 +246,7 @@ pub fn render_alerts(reports: &[Report]) -> String {
             r.port,
             r.protocol,
             r.endpoint(),
-            r.reach.describe()
+            crate::model::classify::reach_words(r.reach, &r.netns, r.container.as_ref())
         );
         let _ = writeln!(out, "  why:     {}", r.verdict.reason);
         match &r.process {

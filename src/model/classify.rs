@@ -113,22 +113,32 @@ impl Classification {
     /// `in container web-1`, `in network namespace vpn`, or nothing on the host: where a
     /// listener's addresses belong, for people.
     pub fn place_words(&self) -> Option<String> {
-        if let Some(c) = &self.container {
-            return Some(format!("in {} container {}", c.runtime, c.label()));
-        }
-        (!self.netns.host).then(|| format!("in network namespace {}", self.netns.label()))
+        place_words(&self.netns, self.container.as_ref())
     }
 
     /// The reach in words, for this listener's namespace: `0.0.0.0` in a container is its
     /// interfaces, not the host's.
     pub fn reach_words(&self) -> String {
-        match self.place_words() {
-            Some(place) if self.reach != Reach::Loopback => {
-                format!("{}, {place}", self.reach.describe())
-            }
-            Some(place) => format!("loopback only, {place}"),
-            None => self.reach.describe().to_owned(),
-        }
+        reach_words(self.reach, &self.netns, self.container.as_ref())
+    }
+}
+
+/// Where a listener is, when that is not the host: `in docker container web-1`, `in
+/// network namespace vpn`.
+pub fn place_words(netns: &NetnsView, container: Option<&Container>) -> Option<String> {
+    if let Some(c) = container {
+        return Some(format!("in {} container {}", c.runtime, c.label()));
+    }
+    (!netns.host).then(|| format!("in network namespace {}", netns.label()))
+}
+
+/// The reach in words, for the listener's namespace: `0.0.0.0` in a container reaches the
+/// container's interfaces, not the host's.
+pub fn reach_words(reach: Reach, netns: &NetnsView, container: Option<&Container>) -> String {
+    match place_words(netns, container) {
+        Some(place) if reach != Reach::Loopback => format!("{}, {place}", reach.describe()),
+        Some(place) => format!("loopback only, {place}"),
+        None => reach.describe().to_owned(),
     }
 }
 

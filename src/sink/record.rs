@@ -249,7 +249,9 @@ fn container_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
     if ns.inode != 0 {
         f.push(("LISTEN_NETNS", ns.inode.to_string()));
     }
-    if let Some(name) = &ns.name {
+    if ns.host {
+        f.push(("LISTEN_NETNS_NAME", "host".to_owned()));
+    } else if let Some(name) = &ns.name {
         f.push(("LISTEN_NETNS_NAME", escape_control(name).into_owned()));
     }
     if let Some(c) = &e.class.container {

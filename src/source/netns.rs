@@ -13,6 +13,18 @@
 //! (`setns` needs `CAP_SYS_ADMIN`: root at a shell, or the unit's documented drop-in),
 //! else through `/proc/PID/net/{tcp,udp}[6]` of a process in it, which needs no
 //! capability but cannot tell `IPV6_V6ONLY`.
+//!
+//! Either way the kernel walks its socket tables, which every namespace shares, for each
+//! read: a sock_diag dump walks the listening and UDP tables, a `/proc/PID/net/tcp` read
+//! the whole established table too (milliseconds on a large machine, whatever the
+//! namespace holds). So a namespace is read again when its socket counts
+//! (`/proc/PID/net/sockstat` and `sockstat6`, which cost no walk) have moved since the
+//! last read; one whose counts stayed is read anyway after [`READ_EVERY`] polls with
+//! sock_diag, and through `/proc/PID/net` one such namespace every
+//! [`PROC_NET_DUE_EVERY`] polls, the one read longest ago. A listener that replaced
+//! another within one interval, leaving every count as it was, is so seen within 10 polls,
+//! or through `/proc/PID/net` within twice as many polls as there are namespaces. At most
+//! [`CHECK_PER_POLL`] namespaces' counts are looked at per poll.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -25,6 +37,21 @@ use crate::model::listener::NetnsView;
 
 /// Polls between two full looks at every pid's namespace.
 pub const FULL_EVERY: u64 = 30;
+
+/// Polls at most between two sock_diag reads of a namespace whose socket counts have
+/// not moved.
+pub const READ_EVERY: u32 = 10;
+
+/// Polls between two reads, through `/proc/PID/net`, of a namespace whose counts have not
+/// moved (the one read longest ago). Such a read costs milliseconds even for an empty
+/// namespace: the kernel walks every connection on the machine for `tcp` and `tcp6`.
+pub const PROC_NET_DUE_EVERY: u64 = 2;
+
+/// Namespaces whose counts are looked at per poll, at most; with more, each is looked at
+/// in turn. Namespaces cost the daemon time, and an unprivileged user can make thousands
+/// (a user namespace each); this keeps a poll's cost bounded. A namespace not read before
+/// is read at once all the same.
+pub const CHECK_PER_POLL: usize = 256;
 
 /// Where container runtimes and `ip netns` keep named namespaces.
 pub const NAMED_DIRS: [&str; 2] = ["run/netns", "run/docker/netns"];
@@ -261,6 +288,47 @@ fn forks(proc_root: &Path) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
+/// What was read of a namespace, and its socket counts then.
+#[derive(Default)]
+struct LastRead {
+    counts: Vec<u64>,
+    sockets: Vec<Socket>,
+    /// Polls since it was read.
+    age: u32,
+}
+
+/// Every socket count of a namespace (`sockets: used`, and each protocol's `inuse`, for
+/// IPv4 and IPv6), through a process in it; `None` when they cannot be read.
+fn socket_counts(proc_dir: &Path) -> Option<Vec<u64>> {
+    let mut counts = Vec::with_capacity(12);
+    for file in ["net/sockstat", "net/sockstat6"] {
+        let text = std::fs::read_to_string(proc_dir.join(file)).ok()?;
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            while let Some(w) = words.next() {
+                if w == "inuse" || w == "used" {
+                    counts.push(words.next()?.parse().ok()?);
+                }
+            }
+        }
+    }
+    Some(counts)
+}
+
+/// Whether the `i`-th of `n` namespaces is in the window that starts at `start`.
+fn in_window(i: usize, start: usize, n: usize) -> bool {
+    (i + n - start.min(n)) % n.max(1) < CHECK_PER_POLL
+}
+
+/// Where the window after the one at `start` starts.
+fn next_window(start: usize, n: usize) -> usize {
+    if n > CHECK_PER_POLL {
+        (start + CHECK_PER_POLL) % n
+    } else {
+        0
+    }
+}
+
 /// How the daemon may read another namespace.
 enum Reader {
     /// sock_diag, opened from inside the namespace.
@@ -286,12 +354,16 @@ pub struct MultiSource {
     table: Arc<NamespaceTable>,
     discovery: Discovery,
     readers: HashMap<u64, Reader>,
+    last: HashMap<u64, LastRead>,
     scope: Scope,
     /// Whether `setns` works (`None` until tried).
     may_enter: Option<bool>,
     proc_root: PathBuf,
     scratch: Vec<Socket>,
     failing: Latch,
+    polls: u64,
+    /// Where this poll's window of [`CHECK_PER_POLL`] namespaces starts.
+    check_at: usize,
 }
 
 impl std::fmt::Debug for MultiSource {
@@ -315,6 +387,7 @@ impl MultiSource {
             table,
             discovery: Discovery::new(proc_root),
             readers: HashMap::new(),
+            last: HashMap::new(),
             scope,
             may_enter: None,
             proc_root: proc_root.to_owned(),
@@ -324,6 +397,8 @@ impl MultiSource {
                 "its listeners are not seen until it can be read",
                 "network namespaces readable again",
             ),
+            polls: 0,
+            check_at: 0,
         }
     }
 
@@ -344,6 +419,7 @@ impl MultiSource {
                 }
             }
             self.readers.retain(|inode, _| entries.contains_key(inode));
+            self.last.retain(|inode, _| entries.contains_key(inode));
             self.table.replace(entries);
         }
     }
@@ -376,8 +452,66 @@ impl MultiSource {
         }
     }
 
-    /// Appends the listeners of one other namespace to `out`.
+    /// The namespace read through `/proc/PID/net` longest ago: read this poll whatever its
+    /// counts say.
+    fn oldest_proc_net(&self, others: &[(u64, NsEntry)]) -> Option<u64> {
+        others
+            .iter()
+            .filter(|(inode, _)| matches!(self.readers.get(inode), Some(Reader::ProcNet)))
+            .max_by_key(|(inode, _)| self.last.get(inode).map_or(u32::MAX, |l| l.age))
+            .map(|(inode, _)| *inode)
+    }
+
+    /// Appends the listeners of one other namespace to `out`: what was read before when
+    /// it is not in this poll's window, or its socket counts have not moved and it is not
+    /// `due` (or, on sock_diag, old).
     fn read_one(
+        &mut self,
+        inode: u64,
+        entry: &NsEntry,
+        (due, in_window): (bool, bool),
+        out: &mut Vec<Socket>,
+    ) -> Result<(), String> {
+        if !in_window
+            && !due
+            && let Some(last) = self.last.get_mut(&inode)
+        {
+            last.age = last.age.saturating_add(1);
+            out.extend_from_slice(&last.sockets);
+            return Ok(());
+        }
+        let counts = entry
+            .pid
+            .and_then(|pid| socket_counts(&self.proc_root.join(pid.to_string())));
+        let diag = matches!(self.readers.get(&inode), Some(Reader::Diag(_)));
+        if let (Some(counts), Some(last)) = (&counts, self.last.get_mut(&inode))
+            && last.counts == *counts
+            && !due
+            && (!diag || last.age + 1 < READ_EVERY)
+        {
+            last.age += 1;
+            out.extend_from_slice(&last.sockets);
+            return Ok(());
+        }
+        let at = out.len();
+        let read = self.read_now(inode, entry, out);
+        match (&read, counts) {
+            (Ok(()), Some(counts)) => {
+                let last = self.last.entry(inode).or_default();
+                last.counts = counts;
+                last.sockets.clear();
+                last.sockets.extend_from_slice(&out[at..]);
+                last.age = 0;
+            }
+            _ => {
+                self.last.remove(&inode);
+            }
+        }
+        read
+    }
+
+    /// Reads the listeners of one other namespace into `out`.
+    fn read_now(
         &mut self,
         inode: u64,
         entry: &NsEntry,
@@ -446,8 +580,18 @@ impl SocketSource for MultiSource {
         }
         self.discover();
         let mut failed = None;
-        for (inode, entry) in self.table.others() {
-            if let Err(e) = self.read_one(inode, &entry, out) {
+        let others = self.table.others();
+        self.polls += 1;
+        let due = if self.polls.is_multiple_of(PROC_NET_DUE_EVERY) {
+            self.oldest_proc_net(&others)
+        } else {
+            None
+        };
+        let (n, start) = (others.len(), self.check_at);
+        self.check_at = next_window(start, n);
+        for (i, (inode, entry)) in others.into_iter().enumerate() {
+            let in_window = in_window(i, start, n);
+            if let Err(e) = self.read_one(inode, &entry, (due == Some(inode), in_window), out) {
                 // A namespace whose last process just exited: its listeners close with it.
                 if entry.name.is_some()
                     || entry
@@ -483,6 +627,31 @@ mod tests {
         assert_eq!(ns_link_inode(b"net:[4026531840]"), Some(4026531840));
         assert_eq!(ns_link_inode(b"mnt:[4026531840]"), None);
         assert_eq!(ns_link_inode(b"net:[]"), None);
+    }
+
+    /// With more namespaces than a poll looks at, every one is looked at in turn: each
+    /// within ceil(n / CHECK_PER_POLL) polls, and as often as any other.
+    #[test]
+    fn windows_cover_every_namespace_in_turn() {
+        for n in [0, 1, CHECK_PER_POLL, CHECK_PER_POLL + 1, 1000, 10_000] {
+            let polls = n.div_ceil(CHECK_PER_POLL).max(1);
+            let mut looked = vec![0usize; n];
+            let mut start = 0;
+            for _ in 0..polls * 3 {
+                let window: Vec<usize> = (0..n).filter(|&i| in_window(i, start, n)).collect();
+                assert_eq!(window.len(), n.min(CHECK_PER_POLL), "n = {n}");
+                for i in window {
+                    looked[i] += 1;
+                }
+                start = next_window(start, n);
+            }
+            let (min, max) = (looked.iter().min(), looked.iter().max());
+            assert!(looked.iter().all(|&c| c >= 3), "n = {n}: {min:?}");
+            assert!(
+                max.zip(min).is_none_or(|(a, b)| a - b <= 3),
+                "n = {n}: {min:?}..{max:?}"
+            );
+        }
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub enum ProcNetError {
     },
 }
 
-/// Parses one `/proc/net/{tcp,udp}[6]` table, appending its listeners to `out`.
+/// Parses one `/proc/net/{tcp,udp}[6]` table, appending its listeners to `out`. A TCP
+/// table is read up to its first socket that is not listening: the kernel lists every
+/// listening socket before any other (an old kernel's half-open `SYN_RECV` requests among
+/// them), and the rest, every connection, can be long.
 ///
 /// Returns `(line, message)` for the first line that does not parse.
 pub fn parse_reader(
@@ -33,6 +36,7 @@ pub fn parse_reader(
     protocol: Protocol,
     out: &mut Vec<Socket>,
 ) -> Result<(), (usize, String)> {
+    const TCP_SYN_RECV: u8 = 0x03;
     let wanted = match protocol {
         Protocol::Tcp => TCP_LISTEN,
         Protocol::Udp => TCP_CLOSE,
@@ -42,11 +46,22 @@ pub fn parse_reader(
         if i == 0 || line.trim().is_empty() {
             continue; // header
         }
+        if protocol == Protocol::Tcp
+            && line_state(&line).is_some_and(|s| s != TCP_LISTEN && s != TCP_SYN_RECV)
+        {
+            break;
+        }
         if let Some(socket) = parse_line(&line, protocol, wanted).map_err(|m| (i + 1, m))? {
             out.push(socket);
         }
     }
     Ok(())
+}
+
+/// The `st` field of a line, if it has one.
+fn line_state(line: &str) -> Option<u8> {
+    let st = line.split_ascii_whitespace().nth(3)?;
+    u8::from_str_radix(st, 16).ok()
 }
 
 fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socket>, String> {
@@ -162,6 +177,29 @@ mod tests {
   100: 00000000000000000000000000000000:0363 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000   65534        0 777 2 0000000000000000 0
   101: 00000000000000000000000001000000:D431 00000000000000000000000001000000:0009 01 00000000:00000000 00:00000000 00000000     0        0 778 2 0000000000000000 0
 ";
+
+    /// Listeners come first; reading stops at the first connection.
+    #[test]
+    fn tcp_reading_stops_where_no_listener_can_follow() {
+        let listen = |n: u32| {
+            format!(
+                "   {n}: 00000000:{:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 {} 1 0 100 0 0 10 0\n",
+                800 + n,
+                100 + n
+            )
+        };
+        let established = "   9: 0100007F:0016 0100007F:A2B4 01 00000000:00000000 00:00000000 00000000  1000        0 31338 1 0 20 4 30 10 -1\n";
+        let mut text = String::from("  sl  local_address rem_address   st\n");
+        text += &listen(1);
+        // An old kernel's half-open request, listed under its listener.
+        text += "   2: 0100007F:0321 0100007F:B000 03 00000000:00000000 00:00000000 00000000     0        0 0 1 0 100 0 0 10 0\n";
+        text += &listen(3);
+        text += established;
+        text += &listen(4); // never there in a real table: shows where reading stopped
+        let mut out = Vec::new();
+        parse_reader(text.as_bytes(), Protocol::Tcp, &mut out).unwrap();
+        assert_eq!(out.iter().map(|s| s.port).collect::<Vec<_>>(), [801, 803]);
+    }
 
     #[test]
     fn keeps_only_listeners() {

@@ -343,10 +343,32 @@ impl Daemon {
         Daemon::launch(ns, args, dir, &[])
     }
 
+    /// Starts through a wrapper command (`setpriv ...`), which is given the binary.
+    pub fn start_wrapped(ns: &Netns, wrapper: &[&str], args: &[&str]) -> Daemon {
+        Daemon::launch_with(ns, wrapper, args, tempfile::tempdir().unwrap(), &[])
+    }
+
     fn launch(ns: &Netns, args: &[&str], dir: tempfile::TempDir, env: &[(&str, &str)]) -> Daemon {
+        Daemon::launch_with(ns, &[], args, dir, env)
+    }
+
+    fn launch_with(
+        ns: &Netns,
+        wrapper: &[&str],
+        args: &[&str],
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let mut c = ns.command(bin());
+        let mut c = match wrapper {
+            [] => ns.command(bin()),
+            [program, rest @ ..] => {
+                let mut c = ns.command(program);
+                c.args(rest).arg(bin());
+                c
+            }
+        };
         c.arg("run").args(args);
         // This namespace only, as for `portsentinel()`, unless the test asks.
         if !args.contains(&"--namespaces") {
