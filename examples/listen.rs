@@ -6,8 +6,9 @@
 //! cargo run --example listen -- --name 'evil<b>' tcp:127.0.0.1:0*50
 //! ```
 //!
-//! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`,
-//! `udp-connected` (a client socket bound to an ephemeral port and connected to ADDR:PORT);
+//! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`, `udplite`,
+//! `sctp`, `udp-connected` (a client socket bound to an ephemeral port and connected to
+//! ADDR:PORT);
 //! or `unix:PATH[*COUNT]`, connections to a Unix stream socket that are held and never read
 //! (idle subscribers of the daemon's event socket).
 //! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits until its
@@ -57,6 +58,8 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
         let (ty, proto) = match kind {
             "tcp" => (Type::STREAM, Protocol::TCP),
             "udp" | "udp-connected" => (Type::DGRAM, Protocol::UDP),
+            "udplite" => (Type::DGRAM, Protocol::from(libc::IPPROTO_UDPLITE)),
+            "sctp" => (Type::STREAM, Protocol::from(libc::IPPROTO_SCTP)),
             other => return Err(format!("{spec}: unknown protocol {other}")),
         };
         let domain = if addr.is_ipv6() {
@@ -79,7 +82,7 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
             }
             s.bind(&addr.into())
                 .map_err(|e| format!("{spec}: bind: {e}"))?;
-            if kind == "tcp" {
+            if kind == "tcp" || kind == "sctp" {
                 s.listen(128).map_err(|e| format!("{spec}: listen: {e}"))?;
             }
         }

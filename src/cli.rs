@@ -169,7 +169,7 @@ pub fn parse_port_arg(s: &str) -> Result<PortArg, String> {
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
     /// The port, or an IANA service name, optionally with its protocol: 867, 867/tcp,
-    /// 53/udp, ssh, http/udp.
+    /// 53/udp, ssh, http/udp; also 870/udplite and 867/sctp.
     #[arg(value_name = "PORT[/tcp|/udp]", value_parser = parse_port_arg)]
     pub port: PortArg,
     /// Print JSON instead of text.
@@ -244,6 +244,10 @@ mod tests {
                 protocol: Some(Protocol::Udp)
             }
         );
-        assert!(parse_port_arg("22/sctp").unwrap_err().contains("tcp"));
+        assert_eq!(
+            parse_port_arg("870/udplite").unwrap().protocol,
+            Some(Protocol::UdpLite)
+        );
+        assert!(parse_port_arg("22/dccp").unwrap_err().contains("tcp"));
     }
 }

@@ -184,7 +184,7 @@ pub fn write_stdout(
     }
 }
 
-/// `tcp` and `udp`, or just the one asked for.
+/// `tcp` and `udp`, or just the one asked for (`udplite` and `sctp` only when asked).
 pub fn protocols(only: Option<Protocol>) -> Vec<Protocol> {
-    only.map_or_else(|| Protocol::ALL.to_vec(), |p| vec![p])
+    only.map_or_else(|| Protocol::IANA.to_vec(), |p| vec![p])
 }

@@ -534,8 +534,8 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("registered-unassigned"), "{e}");
-        let e = err("[[allow]]\nprotocol = \"sctp\"\n");
-        assert!(e.contains(":2:12: allow.protocol: `sctp`"), "{e}");
+        let e = err("[[allow]]\nprotocol = \"dccp\"\n");
+        assert!(e.contains(":2:12: allow.protocol: `dccp`"), "{e}");
         let e = err("[[allow]]\nname = \"nothing\"\n");
         assert!(e.contains("matches every listener"), "{e}");
         let e = err("[[allow]]\nexe = \"sshd\"\n");

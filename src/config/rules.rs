@@ -160,13 +160,13 @@ fn place_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, place
             );
         }
         "protocol" => {
-            let allowed = "\"tcp\" or \"udp\"";
+            let allowed = "\"tcp\", \"udp\", \"udplite\" or \"sctp\"";
             if let Some(p) = doc.string(&k, v, allowed) {
                 match p.parse::<Protocol>() {
                     Ok(p) => place.protocol = Some(p),
                     Err(_) => doc.error(
                         Some(v.span()),
-                        format!("{k}: `{p}` is not a protocol; allowed: \"tcp\", \"udp\""),
+                        format!("{k}: `{p}` is not a protocol; allowed: {allowed}"),
                     ),
                 }
             }

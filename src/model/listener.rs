@@ -17,16 +17,45 @@ use serde::{Deserialize, Serialize};
 pub enum Protocol {
     Tcp,
     Udp,
+    /// UDP-Lite (RFC 3828): UDP's port numbers, a checksum that may cover part of a packet.
+    #[serde(rename = "udplite")]
+    UdpLite,
+    Sctp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+    /// Every protocol whose listeners the daemon watches.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Tcp,
+        Protocol::Udp,
+        Protocol::UdpLite,
+        Protocol::Sctp,
+    ];
+    /// The protocols the built-in IANA table has rows for.
+    pub const IANA: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
+            Protocol::UdpLite => "udplite",
+            Protocol::Sctp => "sctp",
         }
+    }
+
+    /// The registry table its ports are judged by: UDP-Lite uses UDP's port numbers (RFC
+    /// 3828); SCTP has no table built in, so every SCTP port counts as unassigned there.
+    pub fn registry_table(self) -> Option<Protocol> {
+        match self {
+            Protocol::Tcp => Some(Protocol::Tcp),
+            Protocol::Udp | Protocol::UdpLite => Some(Protocol::Udp),
+            Protocol::Sctp => None,
+        }
+    }
+
+    /// Whether an unconnected socket listens (UDP and UDP-Lite), rather than one in LISTEN.
+    pub fn is_datagram(self) -> bool {
+        matches!(self, Protocol::Udp | Protocol::UdpLite)
     }
 }
 
@@ -43,7 +72,11 @@ impl FromStr for Protocol {
         match s.to_ascii_lowercase().as_str() {
             "tcp" => Ok(Protocol::Tcp),
             "udp" => Ok(Protocol::Udp),
-            _ => Err(format!("unknown protocol `{s}` (expected `tcp` or `udp`)")),
+            "udplite" => Ok(Protocol::UdpLite),
+            "sctp" => Ok(Protocol::Sctp),
+            _ => Err(format!(
+                "unknown protocol `{s}` (expected `tcp`, `udp`, `udplite` or `sctp`)"
+            )),
         }
     }
 }
@@ -382,6 +415,7 @@ mod tests {
     #[test]
     fn protocol_parses_case_insensitively() {
         assert_eq!("TCP".parse::<Protocol>(), Ok(Protocol::Tcp));
-        assert!("sctp".parse::<Protocol>().is_err());
+        assert_eq!("SCTP".parse::<Protocol>(), Ok(Protocol::Sctp));
+        assert!("dccp".parse::<Protocol>().is_err());
     }
 }

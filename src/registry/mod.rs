@@ -273,16 +273,17 @@ impl Registry {
     }
 
     pub fn runs(&self, protocol: Protocol) -> &[Run] {
-        match protocol {
-            Protocol::Tcp => self.tcp.runs(),
-            Protocol::Udp => self.udp.runs(),
+        match protocol.registry_table() {
+            Some(Protocol::Tcp) => self.tcp.runs(),
+            Some(_) => self.udp.runs(),
+            None => &[],
         }
     }
 
     /// Every port IANA assigns to `service` (any case), for `protocol` or both.
     pub fn ports_named(&self, service: &str, protocol: Option<Protocol>) -> Vec<(Protocol, u16)> {
         let mut out = Vec::new();
-        for p in Protocol::ALL
+        for p in Protocol::IANA
             .into_iter()
             .filter(|p| protocol.is_none_or(|q| q == *p))
         {
@@ -299,7 +300,7 @@ impl Registry {
     /// The service names closest to `name` (by edit distance), for a hint.
     pub fn closest_names(&self, name: &str, n: usize) -> Vec<String> {
         let name = name.to_ascii_lowercase();
-        let mut all: Vec<(usize, &str)> = Protocol::ALL
+        let mut all: Vec<(usize, &str)> = Protocol::IANA
             .into_iter()
             .flat_map(|p| self.runs(p).iter())
             .flat_map(|r| r.services.iter())
@@ -339,7 +340,7 @@ mod tests {
     #[test]
     fn builtin_table_is_sorted_and_disjoint() {
         let r = Registry::builtin();
-        for proto in Protocol::ALL {
+        for proto in Protocol::IANA {
             let runs = r.runs(proto);
             assert!(runs.len() > 1000, "{proto}: only {} runs", runs.len());
             for run in runs {
@@ -382,7 +383,7 @@ mod tests {
         assert_eq!(names(&r, Protocol::Udp, 53), ["domain"]);
         assert_eq!(names(&r, Protocol::Tcp, 631), ["ipp", "ipps"]);
         assert_eq!(names(&r, Protocol::Udp, 631), ["ipp"]);
-        for proto in Protocol::ALL {
+        for proto in Protocol::IANA {
             let f = r.lookup(proto, 867);
             assert_eq!(f.status, Status::Unassigned, "867/{proto}");
             assert!(f.listed, "867/{proto} is an explicit Unassigned row");
@@ -394,6 +395,10 @@ mod tests {
         let f = r.lookup(Protocol::Tcp, 1008);
         assert_eq!((f.status, f.listed), (Status::Unassigned, false));
         assert_eq!(r.lookup(Protocol::Tcp, 65535).status, Status::Unassigned);
+        // UDP-Lite is judged by UDP's rows; SCTP has no table: no row, unassigned.
+        assert_eq!(names(&r, Protocol::UdpLite, 53), ["domain"]);
+        let sctp = r.lookup(Protocol::Sctp, 22);
+        assert_eq!((sctp.status, sctp.listed), (Status::Unassigned, false));
     }
 
     /// IANA's own counts for 0-1023 (see the registry notes shipped with the CSV).

@@ -37,9 +37,10 @@ pub fn parse_reader(
     out: &mut Vec<Socket>,
 ) -> Result<(), (usize, String)> {
     const TCP_SYN_RECV: u8 = 0x03;
-    let wanted = match protocol {
-        Protocol::Tcp => TCP_LISTEN,
-        Protocol::Udp => TCP_CLOSE,
+    let wanted = if protocol.is_datagram() {
+        TCP_CLOSE
+    } else {
+        TCP_LISTEN
     };
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| (i + 1, e.to_string()))?;
@@ -141,12 +142,19 @@ impl ProcNet {
             ("tcp6", Protocol::Tcp),
             ("udp", Protocol::Udp),
             ("udp6", Protocol::Udp),
+            ("udplite", Protocol::UdpLite),
+            ("udplite6", Protocol::UdpLite),
         ] {
             let path = self.net_dir.join(file);
             let f = match std::fs::File::open(&path) {
                 Ok(f) => f,
-                // No IPv6 in this kernel: nothing listens on it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && file.ends_with('6') => continue,
+                // No IPv6, or no UDP-Lite, in this kernel: nothing listens on it.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && (file.ends_with('6') || file.starts_with("udplite")) =>
+                {
+                    continue;
+                }
                 Err(source) => {
                     out.truncate(start);
                     return Err(ProcNetError::Read { path, source });

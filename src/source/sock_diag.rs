@@ -224,6 +224,37 @@ pub struct SockDiag {
     recv: Vec<u8>,
     send: Vec<u8>,
     sequence: u32,
+    /// Protocols the kernel has no sock_diag handler for.
+    unsupported: Vec<Protocol>,
+}
+
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
+
+/// Says, once per run of the daemon, that a protocol's listeners cannot be dumped.
+fn unsupported_once(protocol: Protocol, errno: &io::Error) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    let (said, proc_file) = match protocol {
+        Protocol::Sctp => (&SAID[0], "/proc/net/sctp"),
+        _ => (&SAID[1], "/proc/net/udplite"),
+    };
+    if said.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let protocol = protocol.as_str().to_uppercase();
+    let errno = errno.kind();
+    if std::path::Path::new(proc_file).exists() {
+        tracing::warn!(
+            "{protocol} listeners are not watched: this kernel has {protocol} but answers its \
+             sock_diag dump with {errno} (its diag module is missing)"
+        );
+    } else {
+        tracing::info!(
+            "{protocol} listeners are not watched: this kernel has no {protocol} \
+             (its sock_diag dump: {errno}), so nothing can listen on it"
+        );
+    }
 }
 
 impl SockDiag {
@@ -238,14 +269,33 @@ impl SockDiag {
             recv: vec![0; RECV_BUF],
             send: Vec::with_capacity(128),
             sequence: 0,
+            unsupported: Vec::new(),
         })
     }
 
     /// Appends every listening socket of the calling process's network namespace to `out`.
+    ///
+    /// A kernel without UDP-Lite or SCTP diagnostics answers their dumps with `ENOENT`:
+    /// that is said once (at warning when the kernel has the protocol, so listeners may
+    /// exist unseen; at info when it has not, so none can), and those dumps are not asked
+    /// for again.
     pub fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<(), DiagError> {
         for protocol in Protocol::ALL {
+            if self.unsupported.contains(&protocol) {
+                continue;
+            }
             for family in [AF_INET, AF_INET6] {
-                self.dump(family, protocol, out)?;
+                match self.dump(family, protocol, out) {
+                    Err(DiagError::Kernel { errno, .. })
+                        if matches!(protocol, Protocol::UdpLite | Protocol::Sctp)
+                            && errno.raw_os_error() == Some(libc::ENOENT) =>
+                    {
+                        self.unsupported.push(protocol);
+                        unsupported_once(protocol, &errno);
+                        break;
+                    }
+                    other => other?,
+                }
             }
         }
         Ok(())
@@ -277,6 +327,9 @@ impl SockDiag {
             Protocol::Tcp => (IPPROTO_TCP, StateFlags::LISTEN),
             // Unconnected UDP sockets are in TCP_CLOSE; connected ones are ESTABLISHED.
             Protocol::Udp => (IPPROTO_UDP, StateFlags::CLOSE),
+            Protocol::UdpLite => (IPPROTO_UDPLITE, StateFlags::CLOSE),
+            // Listening SCTP endpoints (SCTP_SS_LISTENING is TCP_LISTEN).
+            Protocol::Sctp => (IPPROTO_SCTP, StateFlags::LISTEN),
         };
         self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
