@@ -32,7 +32,8 @@ fuzz_target!(|data: &[u8]| {
                 shown.starts_with(&format!("{PATH}:")),
                 "error does not start with the path label: {shown:?}"
             );
-            if let Some(l) = &e.location {
+            assert!(!e.0.is_empty(), "an error without any: {shown:?}");
+            for l in e.0.iter().filter_map(|e| e.location.as_ref()) {
                 assert!(l.line >= 1 && l.column >= 1, "{l:?} in {shown:?}");
                 assert!(
                     l.line <= text.split('\n').count(),
