@@ -8,7 +8,8 @@
 //!
 //! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`, `udplite`,
 //! `sctp`, `udp-connected` (a client socket bound to an ephemeral port and connected to
-//! ADDR:PORT);
+//! ADDR:PORT); `packet:all[:filter]` and `raw:tcp[:filter]`, sockets with no port (with a
+//! classic BPF filter attached);
 //! or `unix:PATH[*COUNT]`, connections to a Unix stream socket that are held and never read
 //! (idle subscribers of the daemon's event socket).
 //! Prints `ready pid=PID ports=P1,P2,...` once every socket is open, then waits until its
@@ -44,6 +45,12 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
                 Ok(s)
             })
             .collect();
+    }
+    if let Some(rest) = spec
+        .strip_prefix("packet:")
+        .or_else(|| spec.strip_prefix("raw:"))
+    {
+        return (0..count).map(|_| portless(spec, rest)).collect();
     }
     let (kind, rest) = spec
         .split_once(':')
@@ -89,6 +96,51 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
         out.push(s);
     }
     Ok(out)
+}
+
+/// A socket with no port: `packet:all[:filter]` (AF_PACKET, SOCK_RAW, every ethertype) or
+/// `raw:tcp[:filter]` (a raw IPv4 socket for TCP); `:filter` attaches a classic BPF
+/// program of 4 instructions that passes IPv4 frames (a backdoor's would look for its magic
+/// packet).
+fn portless(spec: &str, rest: &str) -> Result<Socket, String> {
+    let (what, filter) = match rest.split_once(':') {
+        Some((w, "filter")) => (w, true),
+        Some(_) => {
+            return Err(format!(
+                "{spec}: expected packet:all[:filter] or raw:tcp[:filter]"
+            ));
+        }
+        None => (rest, false),
+    };
+    let s = match (spec.starts_with("packet:"), what) {
+        (true, "all") => {
+            let eth_p_all = (libc::ETH_P_ALL as u16).to_be();
+            Socket::new(
+                Domain::PACKET,
+                Type::RAW,
+                Some(Protocol::from(i32::from(eth_p_all))),
+            )
+        }
+        (false, "tcp") => Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::TCP)),
+        _ => {
+            return Err(format!(
+                "{spec}: expected packet:all[:filter] or raw:tcp[:filter]"
+            ));
+        }
+    }
+    .map_err(|e| format!("{spec}: socket: {e}"))?;
+    if filter {
+        use socket2::SockFilter;
+        let program = [
+            SockFilter::new(0x28, 0, 0, 12),          // ldh [12]: the ethertype
+            SockFilter::new(0x15, 0, 1, 0x0800),      // jeq #IPv4
+            SockFilter::new(0x06, 0, 0, 0x0004_0000), // ret: pass the frame
+            SockFilter::new(0x06, 0, 0, 0),           // ret: drop it
+        ];
+        s.attach_filter(&program)
+            .map_err(|e| format!("{spec}: SO_ATTACH_FILTER: {e}"))?;
+    }
+    Ok(s)
 }
 
 /// Removes `--flag` from `args`; true when it was there.

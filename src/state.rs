@@ -159,6 +159,7 @@ mod tests {
             pids: vec![],
             netns: 0,
             owner: Owner::Unknown(UnknownOwner::Kernel),
+            portless: None,
         }
     }
 

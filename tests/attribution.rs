@@ -19,6 +19,7 @@ fn socket_of(l: &TcpListener) -> Socket {
         uid: 0,
         inode,
         netns: 0,
+        portless: None,
     }
 }
 

@@ -55,7 +55,7 @@ fn explain_22_tcp_names_ssh() {
 
 #[test]
 fn explain_rejects_bad_ports_with_status_2() {
-    for bad in ["70000", "22/sctp"] {
+    for bad in ["70000", "22/dccp"] {
         let out = portsentinel(&["explain", bad]);
         assert_eq!(out.status.code(), Some(2), "explain {bad}");
         let err = stderr(&out);

@@ -73,3 +73,144 @@ fn an_sctp_listener_is_alerted_or_its_absence_said_once() {
     assert_eq!(said.len(), 1, "{said:?}");
     assert!(said[0].contains("nothing can listen on it"), "{}", said[0]);
 }
+
+/// A BPFDoor-like sniffer: named `kworker/0:1`, an `AF_PACKET` raw socket for every
+/// frame, a classic BPF filter attached. One high alert naming the real program and the
+/// filter's size; `scan` lists it; closing it clears the alert.
+#[test]
+fn a_packet_sniffer_with_a_filter_is_alerted_high() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let l = ns.listen(&["--name", "kworker/0:1", "packet:all:filter"]);
+    let alert = record(&mut d, "alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_KIND"], "packet", "{alert}");
+    assert_eq!(alert["PACKET_PROTOCOL"], "all (0x0003)", "{alert}");
+    assert_eq!(alert["FILTER_INSTRUCTIONS"], "4", "{alert}");
+    assert_eq!(alert["ALERT_SEVERITY"], "high", "{alert}");
+    assert_eq!(alert["LISTENER_COMM"], "kworker/0:1", "{alert}");
+    assert_eq!(
+        alert["LISTENER_EXE"],
+        util::listen_bin().display().to_string(),
+        "{alert}"
+    );
+    assert!(alert.get("LISTEN_PORT").is_none(), "{alert}");
+    let message = alert["MESSAGE"].as_str().unwrap();
+    assert!(
+        message.contains("packet socket (all (0x0003)) on all interfaces, with a filter of 4"),
+        "{message}"
+    );
+    let scan = scan_json(&ns, &[]);
+    let e = scan
+        .iter()
+        .find(|e| e["kind"] == "packet" && e["process"]["pid"] == l.pid)
+        .expect("scan lists the packet socket");
+    assert_eq!(e["ethertype"], 3, "{e}");
+    assert_eq!(e["filter"]["attached"], true, "{e}");
+    assert_eq!(e["filter"]["instructions"], 4, "{e}");
+    let table = util::stdout(&ns.portsentinel(&["scan"]));
+    assert!(table.contains("WITHOUT A PORT"), "{table}");
+    assert!(table.contains("kworker/0:1["), "{table}");
+    let pid = l.pid;
+    l.stop();
+    let cleared = record(&mut d, "alert-cleared", pid);
+    assert_eq!(cleared["LISTEN_KIND"], "packet", "{cleared}");
+    // Exactly one alert for it.
+    let (_, lines) = d.terminate_lines();
+    let alerts = lines
+        .iter()
+        .filter(|l| {
+            l.contains("alert-raised") && l.contains(&format!("\"LISTENER_PID\":\"{pid}\""))
+        })
+        .count();
+    assert_eq!(alerts, 1);
+}
+
+/// A raw socket for TCP (it sees every TCP segment to the machine): recorded and judged.
+/// Its filter cannot be read from `/proc/net/raw`, so it is judged as a sniffer.
+#[test]
+fn a_raw_tcp_socket_is_recorded_and_judged() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let l = ns.listen(&["raw:tcp"]);
+    let alert = record(&mut d, "alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_KIND"], "raw", "{alert}");
+    assert_eq!(alert["RAW_PROTOCOL"], "tcp (6)", "{alert}");
+    assert_eq!(alert["FILTER_INSTRUCTIONS"], "unknown", "{alert}");
+    assert_eq!(alert["ALERT_SEVERITY"], "high", "{alert}");
+    let scan = scan_json(&ns, &[]);
+    let e = scan
+        .iter()
+        .find(|e| e["kind"] == "raw" && e["process"]["pid"] == l.pid)
+        .expect("scan lists the raw socket");
+    assert_eq!(e["ip_protocol"], 6, "{e}");
+    assert!(e["filter"]["attached"].is_null(), "{e}");
+}
+
+/// Debian's real dhclient on a veth: its packet socket is allowed by the built-in rule
+/// (matched on its file), and alerted when the built-in rules are off. A program that
+/// only calls itself dhclient, with the same kind of socket, is alerted (high).
+#[test]
+fn dhclient_is_allowed_by_its_file_and_a_namesake_is_not() {
+    let dhclient = std::path::Path::new("/usr/sbin/dhclient");
+    if !dhclient.exists() {
+        panic!("/usr/sbin/dhclient is missing: tests/run-all.sh installs isc-dhcp-client");
+    }
+    for builtin in [true, false] {
+        let ns = Netns::new();
+        util::run_ok(
+            ns.command("ip")
+                .args(["link", "add", "v0", "type", "veth", "peer", "name", "v1"]),
+        );
+        for dev in ["v0", "v1"] {
+            util::run_ok(ns.command("ip").args(["link", "set", dev, "up"]));
+        }
+        let (_dir, config) = util::config_file(&format!("[policy]\nbuiltin_allow = {builtin}\n"));
+        let config = config.display().to_string();
+        let mut d = Daemon::start(
+            &ns,
+            &["--log", "json", "--interval", "200ms", "--config", &config],
+        );
+        d.wait_for("the start", |l| l.contains("starting"));
+        let state = tempfile::tempdir().unwrap();
+        let file = |name: &str| state.path().join(name).display().to_string();
+        let mut child = ns
+            .command(dhclient)
+            .args([
+                "-d",
+                "-sf",
+                "/bin/true",
+                "-pf",
+                &file("pid"),
+                "-lf",
+                &file("leases"),
+                "v0",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let line = d.wait_for("dhclient's packet socket", |l| {
+            l.contains("\"LISTEN_KIND\":\"packet\"") && l.contains("/usr/sbin/dhclient")
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["PACKET_INTERFACE"], "v0", "{v}");
+        if builtin {
+            assert_eq!(v["PORTSENTINEL_EVENT"], "listener-opened", "{v}");
+            let reason = v["VERDICT_REASON"].as_str().unwrap();
+            assert!(
+                reason.contains("built-in rule \"dhclient (DHCP client)\""),
+                "{reason}"
+            );
+            // The namesake.
+            let fake = ns.listen(&["--name", "dhclient", "packet:all:filter"]);
+            let alert = record(&mut d, "alert-raised", fake.pid);
+            assert_eq!(alert["LISTENER_COMM"], "dhclient", "{alert}");
+            assert_eq!(alert["ALERT_SEVERITY"], "high", "{alert}");
+        } else {
+            assert_eq!(v["PORTSENTINEL_EVENT"], "alert-raised", "{v}");
+            assert_eq!(v["ALERT_SEVERITY"], "high", "{v}");
+        }
+    }
+}

@@ -35,6 +35,8 @@ need=(
   "rpc.statd:nfs-common"
   "rpcbind:rpcbind"
   "ypbind:nis"
+  # The real DHCP client whose packet socket the built-in rule allows (tests/portless.rs).
+  "dhclient:isc-dhcp-client"
 )
 missing=()
 for pair in "${need[@]}"; do

@@ -1,4 +1,5 @@
-//! `portsentinel::source::procnet::parse_reader`: `/proc/net/{tcp,tcp6,udp,udp6}`.
+//! `portsentinel::source::procnet::parse_reader`: `/proc/net/{tcp,tcp6,udp,udp6}` (and
+//! `udplite`, `raw`), and `parse_packet`: `/proc/net/packet`.
 //!
 //! Invariants: no panic; only appends to `out`; at most one socket per line after the
 //! header; every socket carries the protocol asked for and `v6only: None`; an error
@@ -7,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portsentinel::model::Protocol;
-use portsentinel::source::procnet::parse_reader;
+use portsentinel::source::procnet::{parse_packet, parse_reader};
 
 fuzz_target!(|data: &[u8]| {
     // What BufRead::lines() counts: one per '\n', plus an unterminated last line.
@@ -33,5 +34,17 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(s.protocol, protocol);
             assert_eq!(s.v6only, None, "{s:?}");
         }
+    }
+    // `/proc/net/packet`: at most one socket per line after the header, each a packet
+    // socket whose filter is unknown (the file does not say).
+    let mut out = Vec::new();
+    if let Err((line, message)) = parse_packet(data, &mut out) {
+        assert!(line >= 1 && line <= lines, "error on line {line} of {lines}: {message}");
+    }
+    assert!(out.len() <= lines.saturating_sub(1));
+    for s in &out {
+        assert_eq!(s.protocol, Protocol::Packet);
+        let p = s.portless.as_deref().expect("a packet socket says what it listens to");
+        assert_eq!(p.filter, portsentinel::model::Filter::Unknown);
     }
 });

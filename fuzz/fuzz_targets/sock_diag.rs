@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             uid: 0,
             inode: portsentinel::model::Inode(1),
             netns: 0,
+            portless: None,
         };
         let mut out = vec![marker.clone()];
         let ours = parse_dump(data, protocol, &mut out);
@@ -50,5 +51,14 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(s.v6only, None, "{s:?}");
             }
         }
+    }
+    // The packet_diag reader, on the same bytes: no panic, a socket per message at most,
+    // each a packet socket that says what it listens to.
+    let mut out = Vec::new();
+    let _ = portsentinel::source::packet_diag::parse_dump(data, &mut out);
+    assert!(out.len() <= data.len() / 16);
+    for s in &out {
+        assert_eq!(s.protocol, Protocol::Packet);
+        assert!(s.portless.is_some());
     }
 });

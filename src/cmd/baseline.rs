@@ -21,7 +21,7 @@ use super::{Failure, snapshot, write_stdout};
 use crate::cli::BaselineArgs;
 use crate::model::rules::Host as _;
 use crate::model::rules::strip_deleted;
-use crate::model::{Listener, NetnsView, Owner, Reach};
+use crate::model::{Kind, Listener, NetnsView, Owner, Protocol, Reach};
 use crate::source::SourceMode;
 use crate::source::host::{ephemeral_ports, user_name};
 use crate::text::escape_control;
@@ -40,6 +40,8 @@ struct Entry {
     /// could not be read.
     owner: Option<(&'static str, String)>,
     user: Option<String>,
+    /// A packet socket's interface (`"any"` when bound to none); `None` for the others.
+    interface: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -87,7 +89,8 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
 }
 
 fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
-    let port = if (lo..=hi).contains(&l.port) {
+    let portless = l.portless.as_deref();
+    let port = if portless.is_none() && (lo..=hi).contains(&l.port) {
         PortKey::Ephemeral
     } else {
         PortKey::Port(l.port)
@@ -131,6 +134,13 @@ fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
         place,
         owner,
         user: Some(user_name(uid).unwrap_or_else(|| uid.to_string())),
+        interface: portless
+            .filter(|_| l.protocol == Protocol::Packet)
+            .map(|p| match (&p.interface, p.ifindex) {
+                (_, 0) => "any".to_owned(),
+                (Some(name), _) => name.clone(),
+                (None, i) => format!("ifindex {i}"),
+            }),
     }
 }
 
@@ -172,16 +182,43 @@ fn render(
         let _ = writeln!(out, "\n[[allow]]");
         // Names are the processes' own: escaped, so none can end the comment's line.
         let _ = writeln!(out, "# {}, seen {now}", escape_control(&seen.join(", ")));
-        let name = format!("{program} on {port}/{}", e.protocol);
-        let _ = writeln!(out, "name = {}", quoted(&name));
-        let _ = writeln!(out, "protocol = {}", quoted(&e.protocol));
+        let kind = match e.protocol.parse::<Protocol>() {
+            Ok(p) => p.kind(),
+            Err(_) if e.protocol == "packet" => Kind::Packet,
+            Err(_) => Kind::Raw,
+        };
+        if kind == Kind::Port {
+            let name = format!("{program} on {port}/{}", e.protocol);
+            let _ = writeln!(out, "name = {}", quoted(&name));
+            let _ = writeln!(out, "protocol = {}", quoted(&e.protocol));
+        } else {
+            // No port and no protocol key: its kind, and the ethertype or IP protocol.
+            let number = match e.port {
+                PortKey::Port(p) => p,
+                PortKey::Ephemeral => 0,
+            };
+            let proto = if kind == Kind::Packet {
+                Protocol::Packet
+            } else {
+                Protocol::Raw
+            };
+            let what = crate::model::listener::portless_protocol_name(proto, number);
+            let name = format!("{program}: {kind} socket ({what})");
+            let _ = writeln!(out, "name = {}", quoted(&name));
+            let _ = writeln!(out, "kind = {}", quoted(kind.as_str()));
+        }
         match e.port {
             PortKey::Port(p) => {
                 let _ = writeln!(out, "port = {p}");
             }
             PortKey::Ephemeral => out.push_str("port = \"ephemeral\"\n"),
         }
-        let _ = writeln!(out, "address = {}", quoted(&e.address));
+        if kind != Kind::Packet {
+            let _ = writeln!(out, "address = {}", quoted(&e.address));
+        }
+        if let Some(interface) = &e.interface {
+            let _ = writeln!(out, "interface = {}", quoted(interface));
+        }
         let _ = writeln!(out, "{} = {}", e.place.0, quoted(&e.place.1));
         if let Some((key, value)) = &e.owner {
             let _ = writeln!(out, "{key} = {}", quoted(value));
@@ -216,6 +253,7 @@ mod tests {
                 place: ("netns", "host".into()),
                 owner: Some(("exe", "/tmp/x\"\n[[allow]]\nport = 1".into())),
                 user: Some("root".into()),
+                interface: None,
             },
             vec!["evil\n[[allow]]".into()],
         );
@@ -227,22 +265,39 @@ mod tests {
                 place: ("container", "web".into()),
                 owner: Some(("process", "avahi".into())),
                 user: Some("avahi".into()),
+                interface: None,
             },
             vec!["avahi[9]".into()],
+        );
+        entries.insert(
+            Entry {
+                protocol: "packet".into(),
+                port: PortKey::Port(3),
+                address: "any".into(),
+                place: ("netns", "host".into()),
+                owner: Some(("exe", "/usr/sbin/dhclient".into())),
+                user: Some("root".into()),
+                interface: Some("eth0".into()),
+            },
+            vec!["dhclient[640]".into()],
         );
         let until = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
         let text = render(&entries, Some(until), SystemTime::UNIX_EPOCH);
         let (allow, expect, _) =
             crate::config::parse_drop_in(&text, Path::new("50-baseline.toml")).unwrap();
-        assert_eq!(allow.len(), 2, "{text}");
+        assert_eq!(allow.len(), 3, "{text}");
         assert!(expect.is_empty());
-        assert_eq!(allow[0].holder.exes, ["/tmp/x\"\n[[allow]]\nport = 1"]);
-        assert_eq!(allow[1].place.ports, [crate::model::PortMatch::Ephemeral]);
-        assert_eq!(allow[1].until, Some(until));
-        assert_eq!(
-            allow[0].place.netns,
-            [crate::model::rules::NetnsMatch::Host]
-        );
-        assert_eq!(allow[1].holder.containers, ["web"]);
+        // The packet socket: its kind and interface, no protocol and no address.
+        assert_eq!(allow[0].place.kinds, [Kind::Packet], "{text}");
+        assert_eq!(allow[0].place.interfaces, ["eth0"]);
+        assert_eq!(allow[0].place.protocol, None);
+        let [_, allow_1, allow_2] = &allow[..] else {
+            unreachable!()
+        };
+        assert_eq!(allow_1.holder.exes, ["/tmp/x\"\n[[allow]]\nport = 1"]);
+        assert_eq!(allow_2.place.ports, [crate::model::PortMatch::Ephemeral]);
+        assert_eq!(allow_2.until, Some(until));
+        assert_eq!(allow_1.place.netns, [crate::model::rules::NetnsMatch::Host]);
+        assert_eq!(allow_2.holder.containers, ["web"]);
     }
 }

@@ -96,6 +96,7 @@ fn hypothetical(protocol: Protocol, port: u16, address: IpAddr) -> Listener {
         pids: vec![],
         owner: Owner::Unknown(UnknownOwner::Kernel),
         netns: 0,
+        portless: None,
     }
 }
 

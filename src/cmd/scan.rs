@@ -164,8 +164,58 @@ fn verdict(r: &Report) -> String {
     }
 }
 
-/// The table: one row per listener, columns sized to their content.
+/// The table: one row per listener, columns sized to their content; packet and raw
+/// sockets, which have no port, in a table of their own after it.
 pub fn render_table(reports: &[Report]) -> String {
+    let (ports, portless): (Vec<&Report>, Vec<&Report>) =
+        reports.iter().partition(|r| r.portless.is_none());
+    let mut out = port_table(&ports);
+    if !portless.is_empty() {
+        out.push_str("\nWITHOUT A PORT (packet and raw sockets)\n");
+        out.push_str(&portless_table(&portless));
+    }
+    out
+}
+
+/// Packet and raw sockets: what they receive, on which interface, through which filter.
+fn portless_table(reports: &[&Report]) -> String {
+    let header = [
+        "NETNS",
+        "KIND",
+        "TYPE",
+        "PROTOCOL",
+        "INTERFACE",
+        "FILTER",
+        "PROGRAM",
+        "USER",
+        "VERDICT",
+    ];
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .filter_map(|r| {
+            let p = r.portless.as_ref()?;
+            Some(vec![
+                clip(&r.netns.label(), 24).into_owned(),
+                r.kind.to_string(),
+                p.socket_type.clone(),
+                crate::model::listener::portless_protocol_name(r.protocol, r.port),
+                p.interface.clone().unwrap_or_else(|| "*".to_owned()),
+                match (p.filter.attached, p.filter.instructions) {
+                    (Some(true), Some(n)) => format!("{n} insns"),
+                    (Some(true), None) => "yes".to_owned(),
+                    (Some(false), _) => "none".to_owned(),
+                    (None, _) => "unknown".to_owned(),
+                },
+                program(r),
+                user(r),
+                verdict(r),
+            ])
+        })
+        .collect();
+    columns(&header, &rows)
+}
+
+fn port_table(reports: &[&Report]) -> String {
     let with_container = reports.iter().any(|r| r.container.is_some());
     let mut header = vec![
         "NETNS", "PROTO", "ADDRESS", "PORT", "REACH", "IANA", "RANGE", "PROGRAM", "USER", "UNIT",
@@ -239,15 +289,21 @@ fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn render_alerts(reports: &[Report]) -> String {
     let mut out = String::new();
     for r in reports.iter().filter(|r| r.verdict.alert) {
-        let _ = writeln!(
-            out,
-            "\nALERT ({}) {}/{} on {}: {}",
-            r.verdict.severity,
-            r.port,
-            r.protocol,
-            r.endpoint(),
-            crate::model::classify::reach_words(r.reach, &r.netns, r.container.as_ref())
-        );
+        let place = crate::model::classify::reach_words(r.reach, &r.netns, r.container.as_ref());
+        let what = match &r.portless {
+            None => format!("{}/{} on {}: {place}", r.port, r.protocol, r.endpoint()),
+            Some(p) => {
+                format!(
+                    "{} socket ({}) on {}",
+                    r.kind,
+                    crate::model::listener::portless_protocol_name(r.protocol, r.port),
+                    p.interface.as_deref().unwrap_or("all interfaces"),
+                ) + &crate::model::classify::place_words(&r.netns, r.container.as_ref())
+                    .map(|w| format!(", {w}"))
+                    .unwrap_or_default()
+            }
+        };
+        let _ = writeln!(out, "\nALERT ({}) {what}", r.verdict.severity);
         let _ = writeln!(out, "  why:     {}", r.verdict.reason);
         match &r.process {
             Some(p) => {

@@ -9,10 +9,10 @@ use toml::de::{DeTable, DeValue};
 use super::file::{Doc, Value, integer};
 use crate::model::rules::NetnsMatch;
 use crate::model::{
-    AddressMatch, AllowRule, ExpectRule, Holder, Place, PortMatch, Protocol, UserMatch,
+    AddressMatch, AllowRule, ExpectRule, Holder, Kind, Place, PortMatch, Protocol, UserMatch,
 };
 
-const PLACE_KEYS: [&str; 4] = ["port", "protocol", "address", "netns"];
+const PLACE_KEYS: [&str; 6] = ["port", "protocol", "address", "netns", "kind", "interface"];
 const HOLDER_KEYS: [&str; 5] = ["process", "exe", "user", "unit", "container"];
 
 /// Every `[[allow]]` and `[[expect]]` entry of one file. `allow` and `expect` are the
@@ -170,6 +170,22 @@ fn place_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, place
                     ),
                 }
             }
+        }
+        "kind" => {
+            place.kinds = doc.each(&k, v, "\"port\", \"packet\" or \"raw\", or a list", |v| {
+                text(v).as_deref().and_then(Kind::parse).ok_or(None)
+            });
+        }
+        "interface" => {
+            place.interfaces = doc.each(
+                &k,
+                v,
+                "an interface name, or \"any\" (bound to none), or a list",
+                |v| match text(v) {
+                    Some(name) if !name.is_empty() => Ok(name),
+                    _ => Err(None),
+                },
+            );
         }
         "netns" => {
             place.netns = doc.each(

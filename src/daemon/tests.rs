@@ -38,6 +38,7 @@ impl World {
             uid: 0,
             inode: Inode(inode),
             netns: 0,
+            portless: None,
         });
         let process = Process {
             pid: Pid(pid),

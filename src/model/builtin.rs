@@ -8,11 +8,15 @@
 //! others take a port from `bindresvport()` (600 + pid % 424), which lands on a port IANA
 //! never assigned or reserved in more than half of the starts. `[policy] builtin_allow =
 //! false` turns them off.
+//!
+//! Packet sockets are allowed, also by their file, for the programs that need them to do
+//! their job: DHCP clients, LLDP, EAPOL (wpa_supplicant, hostapd), and the capture tools
+//! when root runs them.
 
 use std::sync::LazyLock;
 
-use super::listener::Protocol;
-use super::rules::{AddressMatch, AllowRule, BUILT_IN, Holder, Place, PortMatch};
+use super::listener::{Kind, Protocol};
+use super::rules::{AddressMatch, AllowRule, BUILT_IN, Holder, Place, PortMatch, UserMatch};
 
 /// The ports `bindresvport()` hands out.
 const BINDRESVPORT: PortMatch = PortMatch::Range(600, 1023);
@@ -40,7 +44,7 @@ fn bindresvport(name: &str, exe: &str) -> AllowRule {
 
 /// The built-in rules, tried after the config's own.
 pub static RULES: LazyLock<Vec<AllowRule>> = LazyLock::new(|| {
-    vec![
+    let mut rules = vec![
         rule(
             "chronyd command port",
             "/usr/sbin/chronyd",
@@ -48,7 +52,7 @@ pub static RULES: LazyLock<Vec<AllowRule>> = LazyLock::new(|| {
                 ports: vec![PortMatch::Range(323, 323)],
                 protocol: Some(Protocol::Udp),
                 addresses: vec![AddressMatch::Loopback],
-                netns: Vec::new(),
+                ..Place::default()
             },
         ),
         bindresvport(
@@ -69,5 +73,86 @@ pub static RULES: LazyLock<Vec<AllowRule>> = LazyLock::new(|| {
             "rpc.ypxfrd (NIS, port from bindresvport)",
             "/usr/sbin/rpc.ypxfrd",
         ),
-    ]
+    ];
+    rules.extend(
+        PACKET_PROGRAMS
+            .iter()
+            .map(|&(name, exes)| packet(name, exes, false)),
+    );
+    rules.extend(
+        CAPTURE_TOOLS
+            .iter()
+            .map(|&(name, exes)| packet(name, exes, true)),
+    );
+    rules
 });
+
+/// Programs that need packet sockets to do their job, each with the paths Debian and
+/// others install it at.
+const PACKET_PROGRAMS: [(&str, &[&str]); 7] = [
+    (
+        "dhclient (DHCP client)",
+        &["/usr/sbin/dhclient", "/sbin/dhclient"],
+    ),
+    (
+        "dhcpcd (DHCP client)",
+        &["/usr/sbin/dhcpcd", "/sbin/dhcpcd"],
+    ),
+    (
+        "NetworkManager (DHCP, link checks)",
+        &[
+            "/usr/sbin/NetworkManager",
+            "/usr/lib/NetworkManager/nm-dhcp-helper",
+        ],
+    ),
+    (
+        "systemd-networkd (DHCP, LLDP)",
+        &[
+            "/usr/lib/systemd/systemd-networkd",
+            "/lib/systemd/systemd-networkd",
+        ],
+    ),
+    ("lldpd (LLDP)", &["/usr/sbin/lldpd"]),
+    (
+        "wpa_supplicant (EAPOL)",
+        &["/usr/sbin/wpa_supplicant", "/sbin/wpa_supplicant"],
+    ),
+    ("hostapd (EAPOL)", &["/usr/sbin/hostapd"]),
+];
+
+/// Capture tools, allowed when root runs them (anyone else is alerted).
+const CAPTURE_TOOLS: [(&str, &[&str]); 3] = [
+    (
+        "tcpdump run by root (capture)",
+        &["/usr/bin/tcpdump", "/usr/sbin/tcpdump"],
+    ),
+    ("tshark run by root (capture)", &["/usr/bin/tshark"]),
+    ("dumpcap run by root (capture)", &["/usr/bin/dumpcap"]),
+];
+
+/// A rule for the packet sockets of one program (by its file, never its name).
+fn packet(name: &str, exes: &[&str], root_only: bool) -> AllowRule {
+    AllowRule {
+        name: Some(name.to_owned()),
+        origin: BUILT_IN.to_owned(),
+        place: Place {
+            // Network managers also hold raw ICMPv6 sockets (router solicitations).
+            kinds: if root_only {
+                vec![Kind::Packet]
+            } else {
+                vec![Kind::Packet, Kind::Raw]
+            },
+            ..Place::default()
+        },
+        holder: Holder {
+            exes: exes.iter().map(|&e| e.to_owned()).collect(),
+            users: if root_only {
+                vec![UserMatch::Uid(0)]
+            } else {
+                Vec::new()
+            },
+            ..Holder::default()
+        },
+        until: None,
+    }
+}

@@ -101,6 +101,10 @@ fn reach_words(e: &WireEvent) -> String {
     let reach = match l.reach {
         Reach::Loopback => format!("loopback only ({addr})"),
         Reach::Address => format!("address {addr}"),
+        Reach::Link => match l.portless.as_ref().and_then(|p| p.interface.as_deref()) {
+            Some(interface) => format!("frames off {interface}"),
+            None => "frames off every interface".to_owned(),
+        },
         other => format!("{} ({addr})", other.describe()),
     };
     // Its addresses are a container's or a namespace's, not the host's: say so.
@@ -116,7 +120,15 @@ fn reach_words(e: &WireEvent) -> String {
 
 fn iana_words(e: &WireEvent) -> String {
     let l = &e.listener;
-    format!("IANA: {}, {}", l.iana.words(), l.range.words())
+    match &l.portless {
+        None => format!("IANA: {}, {}", l.iana.words(), l.range.words()),
+        // No port: what it reads, and through which filter.
+        Some(p) => match (p.filter.attached, p.filter.instructions) {
+            (Some(true), Some(n)) => format!("no port; a filter of {n} instructions"),
+            (Some(false), _) => "no port; no filter".to_owned(),
+            _ => "no port; its filter could not be read".to_owned(),
+        },
+    }
 }
 
 fn program_words(e: &WireEvent) -> String {
@@ -148,6 +160,19 @@ fn program_words(e: &WireEvent) -> String {
 }
 
 /// The notification for one alert.
+/// `867/tcp`, or `packet socket (all (0x0003))`.
+fn what(e: &WireEvent) -> String {
+    let l = &e.listener;
+    match l.portless {
+        None => format!("{}/{}", l.port, l.protocol),
+        Some(_) => format!(
+            "{} socket ({})",
+            l.kind,
+            super::listener::portless_protocol_name(l.protocol, l.port)
+        ),
+    }
+}
+
 pub fn alert_note(e: &WireEvent) -> Note {
     let l = &e.listener;
     let body = format!(
@@ -157,7 +182,10 @@ pub fn alert_note(e: &WireEvent) -> Note {
         reach_words(e)
     );
     Note {
-        summary: format!("Unexpected listener on {}/{}", l.port, l.protocol),
+        summary: match l.portless {
+            None => format!("Unexpected listener on {}", what(e)),
+            Some(_) => format!("Unexpected {}", what(e)),
+        },
         body,
         urgency: if is_critical(e) {
             Urgency::Critical
@@ -169,11 +197,10 @@ pub fn alert_note(e: &WireEvent) -> Note {
 
 /// The update when an alerted listener goes away or is allowed.
 pub fn cleared_note(e: &WireEvent) -> Note {
-    let l = &e.listener;
     let why = e.detail.as_deref().unwrap_or("listener closed");
     let body = format!("{}\n{}\n{why}", program_words(e), iana_words(e));
     Note {
-        summary: format!("No longer alerting: {}/{}", l.port, l.protocol),
+        summary: format!("No longer alerting: {}", what(e)),
         body,
         urgency: Urgency::Low,
     }
@@ -230,7 +257,7 @@ impl Planner {
         if self.shown.contains_key(&e.alert_id) {
             return Vec::new(); // shown before this reconnect or daemon restart
         }
-        let port = format!("{}/{}", e.listener.port, e.listener.protocol);
+        let port = what(e);
         let critical = is_critical(e);
         let in_burst = self
             .burst
@@ -339,6 +366,8 @@ mod tests {
                     host: true,
                 },
                 container: None,
+                kind: crate::model::Kind::Port,
+                portless: None,
             },
             detail: None,
             previous_pid: None,
@@ -350,6 +379,36 @@ mod tests {
         e.kind = EventKind::AlertCleared;
         e.detail = Some("listener closed".into());
         e
+    }
+
+    /// A sniffer's notification says what it is, with no port and no IANA words.
+    #[test]
+    fn a_packet_socket_note_says_what_it_reads() {
+        use crate::model::report::{FilterReport, PortLessReport};
+        let mut e = alert("p", 3, "0.0.0.0", "kworker/0:1");
+        e.listener.protocol = Protocol::Packet;
+        e.listener.kind = crate::model::Kind::Packet;
+        e.listener.reach = Reach::Link;
+        e.listener.portless = Some(PortLessReport {
+            ethertype: Some(3),
+            ip_protocol: None,
+            socket_type: "raw".into(),
+            interface: Some("eth0".into()),
+            filter: FilterReport {
+                attached: Some(true),
+                instructions: Some(4),
+            },
+            fanout: None,
+        });
+        let note = alert_note(&e);
+        assert_eq!(note.summary, "Unexpected packet socket (all (0x0003))");
+        assert!(
+            note.body.contains("a filter of 4 instructions"),
+            "{}",
+            note.body
+        );
+        assert!(note.body.contains("frames off eth0"), "{}", note.body);
+        assert!(!note.body.contains("IANA"), "{}", note.body);
     }
 
     #[test]

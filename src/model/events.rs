@@ -655,6 +655,7 @@ mod tests {
                 container: None,
                 ns_pid: None,
             })),
+            portless: None,
         }
     }
 

@@ -21,10 +21,127 @@ pub enum Protocol {
     #[serde(rename = "udplite")]
     UdpLite,
     Sctp,
+    /// A raw IP socket: it receives every packet of its IP protocol (the `port` field holds
+    /// that protocol's number), whatever the port.
+    Raw,
+    /// An `AF_PACKET` socket: it receives frames off the link (the `port` field holds the
+    /// ethertype it asked for; 3 is `ETH_P_ALL`, every frame).
+    Packet,
+}
+
+/// What kind of receiver a listener is: on a port, or below ports altogether.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Port,
+    Raw,
+    Packet,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Port => "port",
+            Kind::Raw => "raw",
+            Kind::Packet => "packet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        [Kind::Port, Kind::Raw, Kind::Packet]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a socket filter (classic BPF) is attached, as the kernel tells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Filter {
+    None,
+    /// A classic BPF program of this many instructions.
+    Attached(u32),
+    /// The kernel would not say: sock_diag reports filters only to `CAP_NET_ADMIN`, and
+    /// `/proc/net` never does. Judged as if one were attached.
+    Unknown,
+}
+
+impl Filter {
+    /// Attached, or possibly so: an unknown filter is never taken for none.
+    pub fn may_be_attached(self) -> bool {
+        self != Filter::None
+    }
+
+    /// `filter of 6 instructions`, `no filter`, `filter unknown`.
+    pub fn words(self) -> String {
+        match self {
+            Filter::None => "no filter".to_owned(),
+            Filter::Attached(n) => format!("a filter of {n} instructions"),
+            Filter::Unknown => "a filter that could not be read".to_owned(),
+        }
+    }
+}
+
+/// What a socket with no port listens to: packet and raw sockets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortLess {
+    /// `SOCK_RAW` (whole frames) or `SOCK_DGRAM` (link header removed): `raw` or `dgram`.
+    pub socket_type: String,
+    /// The interface it is bound to: 0 for every interface.
+    pub ifindex: u32,
+    /// Its name, where the source could tell it.
+    pub interface: Option<String>,
+    pub filter: Filter,
+    /// The fanout group (`PACKET_FANOUT`), id and mode, if it joined one.
+    pub fanout: Option<u32>,
+}
+
+impl PortLess {
+    /// `eth0`, `ifindex 7`, or `all interfaces`.
+    pub fn interface_words(&self) -> String {
+        match (&self.interface, self.ifindex) {
+            (_, 0) => "all interfaces".to_owned(),
+            (Some(name), _) => name.clone(),
+            (None, i) => format!("ifindex {i}"),
+        }
+    }
+}
+
+/// The name of an ethertype (packet sockets) or IP protocol (raw sockets) people know.
+pub fn portless_protocol_name(protocol: Protocol, number: u16) -> String {
+    let known = match (protocol, number) {
+        (Protocol::Packet, 0x0003) => "all",
+        (Protocol::Packet, 0x0800) => "ip",
+        (Protocol::Packet, 0x0806) => "arp",
+        (Protocol::Packet, 0x86dd) => "ipv6",
+        (Protocol::Packet, 0x88cc) => "lldp",
+        (Protocol::Packet, 0x888e) => "eapol",
+        (Protocol::Packet, 0) => "none",
+        (Protocol::Raw, 1) => "icmp",
+        (Protocol::Raw, 2) => "igmp",
+        (Protocol::Raw, 6) => "tcp",
+        (Protocol::Raw, 17) => "udp",
+        (Protocol::Raw, 58) => "icmpv6",
+        (Protocol::Raw, 112) => "vrrp",
+        (Protocol::Raw, 255) => "raw",
+        _ => "",
+    };
+    match (known, protocol) {
+        ("", Protocol::Packet) => format!("0x{number:04x}"),
+        ("", _) => number.to_string(),
+        (name, Protocol::Packet) => format!("{name} (0x{number:04x})"),
+        (name, _) => format!("{name} ({number})"),
+    }
 }
 
 impl Protocol {
-    /// Every protocol whose listeners the daemon watches.
+    /// Every protocol with ports whose listeners the daemon watches.
     pub const ALL: [Protocol; 4] = [
         Protocol::Tcp,
         Protocol::Udp,
@@ -40,6 +157,16 @@ impl Protocol {
             Protocol::Udp => "udp",
             Protocol::UdpLite => "udplite",
             Protocol::Sctp => "sctp",
+            Protocol::Raw => "raw",
+            Protocol::Packet => "packet",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Protocol::Raw => Kind::Raw,
+            Protocol::Packet => Kind::Packet,
+            _ => Kind::Port,
         }
     }
 
@@ -49,7 +176,7 @@ impl Protocol {
         match self {
             Protocol::Tcp => Some(Protocol::Tcp),
             Protocol::Udp | Protocol::UdpLite => Some(Protocol::Udp),
-            Protocol::Sctp => None,
+            Protocol::Sctp | Protocol::Raw | Protocol::Packet => None,
         }
     }
 
@@ -113,6 +240,8 @@ pub struct Socket {
     pub inode: Inode,
     /// The inode of the network namespace it lives in (0 until the source says).
     pub netns: u64,
+    /// For packet and raw sockets: what they listen to.
+    pub portless: Option<Box<PortLess>>,
 }
 
 /// Where a listener can be reached from.
@@ -136,6 +265,9 @@ pub enum Reach {
     /// Bound to one specific non-loopback address.
     #[serde(rename = "address")]
     Address,
+    /// A packet socket: frames off the link of its interface (or every interface).
+    #[serde(rename = "link")]
+    Link,
 }
 
 impl Reach {
@@ -164,6 +296,7 @@ impl Reach {
             Reach::AllIpv6 => "ipv6-only",
             Reach::AllIpv6MaybeIpv4 => "ipv6-v4-unknown",
             Reach::Address => "address",
+            Reach::Link => "link",
         }
     }
 
@@ -181,6 +314,7 @@ impl Reach {
             Reach::AllIpv6 => "all IPv6 interfaces, IPv6 only",
             Reach::AllIpv6MaybeIpv4 => "all IPv6 interfaces, IPv4 unknown",
             Reach::Address => "one specific address",
+            Reach::Link => "frames off the link",
         }
     }
 }
@@ -372,16 +506,28 @@ pub struct Listener {
     /// The inode of its network namespace.
     #[serde(default)]
     pub netns: u64,
+    /// For packet and raw sockets: what they listen to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portless: Option<Box<PortLess>>,
 }
 
 impl Listener {
     pub fn reach(&self) -> Reach {
-        Reach::of(self.address, self.v6only)
+        match self.protocol {
+            Protocol::Packet => Reach::Link,
+            _ => Reach::of(self.address, self.v6only),
+        }
     }
 
-    /// `867/tcp` style.
+    /// `867/tcp` style; `packet socket (all (0x0003))`, `raw socket (tcp (6))`.
     pub fn port_proto(&self) -> String {
-        format!("{}/{}", self.port, self.protocol)
+        match self.protocol.kind() {
+            Kind::Port => format!("{}/{}", self.port, self.protocol),
+            kind => format!(
+                "{kind} socket ({})",
+                portless_protocol_name(self.protocol, self.port)
+            ),
+        }
     }
 }
 

@@ -15,8 +15,8 @@ pub mod wire;
 pub use classify::{Classification, Classifier, Iana, PortRange, Status, alert_id};
 pub use events::{Event, EventKind, Now, Timing, Tracker};
 pub use listener::{
-    Container, Inode, Listener, NetnsView, Owner, Pid, Process, Protocol, Reach, Socket,
-    UnknownOwner, display_address,
+    Container, Filter, Inode, Kind, Listener, NetnsView, Owner, Pid, PortLess, Process, Protocol,
+    Reach, Socket, UnknownOwner, display_address,
 };
 pub use policy::{Condition, Policy, Severity, Verdict};
 pub use report::Report;

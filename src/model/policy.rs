@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{Iana, registry_clause};
-use super::listener::{Listener, Reach};
+use super::listener::{Kind, Listener};
 pub use super::rules::{
     AddressMatch, AllowRule, ExpectRule, Holder, Host, Place, PortMatch, RuleMatch, UserMatch,
     held_by, strip_deleted,
@@ -33,18 +33,22 @@ pub enum Condition {
     RegisteredUnassigned,
     /// Every listener.
     Any,
+    /// A packet socket, or a raw socket with a filter (or whose filter cannot be read):
+    /// something that reads traffic without a port.
+    Sniffer,
     /// A port an `[[expect]]` entry covers, held by another program than the one expected.
     /// Not an `alert_on` condition: it applies whenever such an entry exists.
     UnexpectedOwner,
 }
 
 impl Condition {
-    pub const ALL: [Condition; 5] = [
+    pub const ALL: [Condition; 6] = [
         Condition::WellKnownUnassigned,
         Condition::WellKnownReserved,
         Condition::WellKnown,
         Condition::RegisteredUnassigned,
         Condition::Any,
+        Condition::Sniffer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl Condition {
             Condition::WellKnown => "well-known",
             Condition::RegisteredUnassigned => "registered-unassigned",
             Condition::Any => "any",
+            Condition::Sniffer => "sniffer",
             Condition::UnexpectedOwner => "unexpected-owner",
         }
     }
@@ -62,10 +67,23 @@ impl Condition {
         Condition::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
-    pub const DEFAULT: [Condition; 2] =
-        [Condition::WellKnownUnassigned, Condition::WellKnownReserved];
+    pub const DEFAULT: [Condition; 3] = [
+        Condition::WellKnownUnassigned,
+        Condition::WellKnownReserved,
+        Condition::Sniffer,
+    ];
 
-    fn holds(self, range: PortRange, facts: &Iana) -> bool {
+    fn holds(self, l: &Listener, range: PortRange, facts: &Iana) -> bool {
+        let filter = l.portless.as_deref().map(|p| p.filter);
+        match l.protocol.kind() {
+            _ if self == Condition::Any => return true,
+            Kind::Packet => return self == Condition::Sniffer,
+            Kind::Raw => {
+                return self == Condition::Sniffer && filter.is_some_and(|f| f.may_be_attached());
+            }
+            Kind::Port if self == Condition::Sniffer => return false,
+            Kind::Port => {}
+        }
         match self {
             Condition::WellKnownUnassigned => {
                 range == PortRange::WellKnown && facts.status == Status::Unassigned
@@ -78,14 +96,25 @@ impl Condition {
                 range == PortRange::Registered && facts.status == Status::Unassigned
             }
             Condition::Any => true,
-            Condition::UnexpectedOwner => false,
+            Condition::UnexpectedOwner | Condition::Sniffer => false,
         }
     }
 
-    /// How bad a listener that meets this condition is, by where it can be reached from.
-    fn severity(self, reach: Reach) -> Severity {
-        let external = reach.is_external();
+    /// How bad a listener that meets this condition is, by where it can be reached from
+    /// (for a sniffer, by whether a filter picks its packets).
+    fn severity(self, l: &Listener) -> Severity {
+        let external = l.reach().is_external();
+        // A sniffer is as grave under `any` as under `sniffer`.
+        let sniffer = match (l.protocol.kind(), l.portless.as_deref()) {
+            (Kind::Port, _) => None,
+            (_, Some(p)) if p.filter.may_be_attached() => Some(Severity::High),
+            (Kind::Packet, _) => Some(Severity::Medium),
+            (Kind::Raw, _) => None,
+        };
         match self {
+            Condition::Sniffer | Condition::Any if sniffer.is_some() => {
+                sniffer.unwrap_or(Severity::High)
+            }
             Condition::WellKnownUnassigned
             | Condition::WellKnownReserved
             | Condition::UnexpectedOwner
@@ -186,15 +215,29 @@ impl Verdict {
         }
     }
 
-    fn alert(condition: Condition, reach: Reach, reason: String) -> Verdict {
+    fn alert(condition: Condition, l: &Listener, reason: String) -> Verdict {
         Verdict {
             alert: true,
-            severity: condition.severity(reach),
+            severity: condition.severity(l),
             reason,
             condition: Some(condition),
             rule: None,
             expect: None,
         }
+    }
+}
+
+/// What a packet or raw socket is, for verdict reasons: `packet socket (all (0x0003)) on
+/// all interfaces, with a filter of 6 instructions`.
+pub fn portless_clause(l: &Listener) -> String {
+    match l.portless.as_deref() {
+        Some(p) => format!(
+            "{} on {}, with {}",
+            l.port_proto(),
+            p.interface_words(),
+            p.filter.words()
+        ),
+        None => l.port_proto(),
     }
 }
 
@@ -229,14 +272,25 @@ impl Policy {
             }
         }
         let range = PortRange::of(l.port);
-        let mut fact = registry_clause(l, iana);
+        let mut fact = match l.protocol.kind() {
+            Kind::Port => registry_clause(l, iana),
+            _ => portless_clause(l),
+        };
         if let Some(why) = near_miss {
             fact = format!("{why}; {fact}");
         }
-        match self.alert_on.iter().find(|c| c.holds(range, iana)) {
+        // Of the conditions that hold, the gravest decides (a sniffer under `any` is still
+        // a sniffer); among equals, the first.
+        let fired = self
+            .alert_on
+            .iter()
+            .filter(|c| c.holds(l, range, iana))
+            .rev()
+            .max_by_key(|c| c.severity(l));
+        match fired {
             Some(&condition) => Verdict::alert(
                 condition,
-                l.reach(),
+                l,
                 format!("{fact}; no [[allow]] rule matches (alert_on {condition})"),
             ),
             None => Verdict::allowed(format!("{fact}; no alert_on condition applies")),
@@ -268,7 +322,7 @@ impl Policy {
                 if let RuleMatch::ExeNotHost(why) = outcome {
                     reason.push_str(&format!(" ({why})"));
                 }
-                Verdict::alert(Condition::UnexpectedOwner, l.reach(), reason)
+                Verdict::alert(Condition::UnexpectedOwner, l, reason)
             }
         };
         Some(verdict)
@@ -308,6 +362,7 @@ mod tests {
             pids: vec![],
             netns: 0,
             owner,
+            portless: None,
         }
     }
 
@@ -484,7 +539,7 @@ mod tests {
                     AddressMatch::Loopback,
                     AddressMatch::Net("10.0.0.0/8".parse().unwrap()),
                 ],
-                netns: Vec::new(),
+                ..Place::default()
             },
             holder: Holder {
                 exes: vec!["/usr/bin/nc".into()],
@@ -643,5 +698,105 @@ mod tests {
             &listener(Protocol::Udp, "127.0.0.1", 60000, process("a", "/a")),
         );
         assert_eq!((v.alert, v.severity), (true, Severity::Low));
+    }
+
+    fn portless(
+        protocol: Protocol,
+        number: u16,
+        filter: crate::model::Filter,
+        owner: Owner,
+    ) -> Listener {
+        Listener {
+            portless: Some(Box::new(crate::model::PortLess {
+                socket_type: "raw".into(),
+                ifindex: 2,
+                interface: Some("eth0".into()),
+                filter,
+                fanout: None,
+            })),
+            ..listener(protocol, "0.0.0.0", number, owner)
+        }
+    }
+
+    /// Packet sockets and filtered raw sockets are sniffers: alerted unless the program's
+    /// file is one the built-in rules or a `kind` rule allow; a name proves nothing, and a
+    /// rule written for ports never allows one.
+    #[test]
+    fn sniffers() {
+        use crate::model::Filter;
+        let reg = Registry::builtin();
+        let p = Policy::default();
+        let judge = |p: &Policy, l: &Listener| p.judge_with(&reg, l);
+        let bpfdoor = process("dhclient", "/tmp/.x");
+        for (filter, severity) in [
+            (Filter::Attached(6), Severity::High),
+            (Filter::Unknown, Severity::High),
+            (Filter::None, Severity::Medium),
+        ] {
+            let v = judge(&p, &portless(Protocol::Packet, 3, filter, bpfdoor.clone()));
+            assert_eq!((v.alert, v.severity), (true, severity), "{v:?}");
+            assert_eq!(v.condition, Some(Condition::Sniffer));
+        }
+        let v = judge(
+            &p,
+            &portless(Protocol::Packet, 3, Filter::Attached(6), bpfdoor.clone()),
+        );
+        assert!(
+            v.reason
+                .contains("packet socket (all (0x0003)) on eth0, with a filter of 6 instructions"),
+            "{}",
+            v.reason
+        );
+        // The real dhclient, by its file.
+        let dhclient = process("dhclient", "/usr/sbin/dhclient");
+        let v = judge(
+            &p,
+            &portless(Protocol::Packet, 3, Filter::Attached(6), dhclient.clone()),
+        );
+        assert!(
+            !v.alert && v.reason.contains("built-in rule \"dhclient"),
+            "{v:?}"
+        );
+        let off = Policy {
+            builtin_allow: false,
+            ..Policy::default()
+        };
+        assert!(judge(&off, &portless(Protocol::Packet, 3, Filter::None, dhclient)).alert);
+        // Raw sockets: a sniffer when a filter is (or may be) attached.
+        let raw = |f| portless(Protocol::Raw, 6, f, bpfdoor.clone());
+        assert!(judge(&p, &raw(Filter::Unknown)).alert);
+        assert!(!judge(&p, &raw(Filter::None)).alert);
+        // A rule for ports does not allow a sniffer; one with `kind` does.
+        let mut by_exe = AllowRule {
+            name: Some("x".into()),
+            origin: "c.toml:1".into(),
+            holder: Holder {
+                exes: vec!["/tmp/.x".into()],
+                ..Holder::default()
+            },
+            ..AllowRule::default()
+        };
+        let with = |rule: &AllowRule| Policy {
+            allow: vec![rule.clone()],
+            ..Policy::default()
+        };
+        let sniffer = portless(Protocol::Packet, 3, Filter::None, bpfdoor.clone());
+        assert!(judge(&with(&by_exe), &sniffer).alert);
+        by_exe.place.kinds = vec![crate::model::Kind::Packet];
+        by_exe.place.interfaces = vec!["eth1".into()];
+        assert!(judge(&with(&by_exe), &sniffer).alert, "another interface");
+        by_exe.place.interfaces = vec!["eth0".into()];
+        assert!(!judge(&with(&by_exe), &sniffer).alert);
+        // Port conditions say nothing of sniffers; `any` covers them too.
+        let any = Policy {
+            alert_on: [Condition::Any].into_iter().collect(),
+            ..Policy::default()
+        };
+        assert!(judge(&any, &raw(Filter::None)).alert);
+        let v = judge(&any, &raw(Filter::Unknown));
+        assert_eq!(
+            (v.condition, v.severity),
+            (Some(Condition::Any), Severity::High)
+        );
     }
 }

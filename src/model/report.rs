@@ -8,7 +8,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::classify::{Classification, Iana, PortRange};
-use super::listener::{Container, Listener, NetnsView, Owner, Process, Reach, display_address};
+use super::listener::{
+    Container, Filter, Kind, Listener, NetnsView, Owner, Process, Protocol, Reach, display_address,
+};
 use super::policy::Verdict;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,70 @@ pub struct Report {
     pub netns: NetnsView,
     /// The container of its program: `runtime`, `id`, `name`, `pod` (or null).
     pub container: Option<Container>,
+    /// `port`, `packet` or `raw`.
+    #[serde(default = "port_kind")]
+    pub kind: Kind,
+    /// For packet and raw sockets: what they listen to.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub portless: Option<PortLessReport>,
+}
+
+fn port_kind() -> Kind {
+    Kind::Port
+}
+
+/// A packet or raw socket's own fields in `scan --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLessReport {
+    /// A packet socket's ethertype (3: every frame, `ETH_P_ALL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// A raw socket's IP protocol (6: TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol: Option<u16>,
+    /// `raw` or `dgram`.
+    pub socket_type: String,
+    /// The interface it is bound to, by name where known (`ifindex N` otherwise); null
+    /// when bound to none (every interface).
+    pub interface: Option<String>,
+    /// `attached` (null: the kernel would not say) and `instructions`.
+    pub filter: FilterReport,
+    /// Its `PACKET_FANOUT` group, if any.
+    pub fanout: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilterReport {
+    pub attached: Option<bool>,
+    pub instructions: Option<u32>,
+}
+
+impl PortLessReport {
+    fn of(l: &Listener) -> Option<PortLessReport> {
+        let p = l.portless.as_deref()?;
+        let packet = l.protocol == Protocol::Packet;
+        Some(PortLessReport {
+            ethertype: packet.then_some(l.port),
+            ip_protocol: (!packet).then_some(l.port),
+            socket_type: p.socket_type.clone(),
+            interface: (p.ifindex != 0).then(|| p.interface_words()),
+            filter: match p.filter {
+                Filter::None => FilterReport {
+                    attached: Some(false),
+                    instructions: None,
+                },
+                Filter::Attached(n) => FilterReport {
+                    attached: Some(true),
+                    instructions: Some(n),
+                },
+                Filter::Unknown => FilterReport {
+                    attached: None,
+                    instructions: None,
+                },
+            },
+            fanout: p.fanout,
+        })
+    }
 }
 
 impl Report {
@@ -61,6 +127,8 @@ impl Report {
             verdict: class.verdict.clone(),
             netns: class.netns.clone(),
             container: class.container.clone(),
+            kind: l.protocol.kind(),
+            portless: PortLessReport::of(l),
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
-use super::listener::{FileId, Listener, NetnsView, Owner, Process, Protocol, Reach};
+use super::listener::{FileId, Kind, Listener, NetnsView, Owner, Process, Protocol, Reach};
 
 /// What a policy needs to know about the host: the files an `exe` path names, the
 /// daemon's mount namespace, the kernel's ephemeral port range, the user database, and
@@ -124,11 +124,35 @@ pub struct Place {
     pub addresses: Vec<AddressMatch>,
     /// Without it, a rule matches in every network namespace.
     pub netns: Vec<NetnsMatch>,
+    /// `packet`, `raw` or `port`. Without it, a rule matches port listeners only: a rule
+    /// written for ports never allows a sniffer.
+    pub kinds: Vec<Kind>,
+    /// The interface a packet socket is bound to (`"any"`: bound to none, every interface).
+    pub interfaces: Vec<String>,
 }
 
 impl Place {
     fn matches(&self, l: &Listener, host: &dyn Host) -> bool {
-        (self.ports.is_empty() || self.ports.iter().any(|p| p.matches(l.port, l.netns, host)))
+        let kind = l.protocol.kind();
+        let kind_ok = if self.kinds.is_empty() {
+            kind == Kind::Port
+        } else {
+            self.kinds.contains(&kind)
+        };
+        kind_ok
+            && (self.interfaces.is_empty() || {
+                let bound = l
+                    .portless
+                    .as_deref()
+                    .map(|p| (p.ifindex, p.interface.as_deref()));
+                self.interfaces.iter().any(|want| match bound {
+                    Some((0, _)) => want == "any",
+                    Some((_, Some(name))) => want == name,
+                    _ => false,
+                })
+            })
+            && (self.ports.is_empty()
+                || self.ports.iter().any(|p| p.matches(l.port, l.netns, host)))
             && self.protocol.is_none_or(|p| p == l.protocol)
             && (self.addresses.is_empty() || self.addresses.iter().any(|a| a.matches(l.address)))
             && (self.netns.is_empty() || {
@@ -139,7 +163,8 @@ impl Place {
 
     /// Whether these keys could ever match this port and protocol (for `explain`).
     pub fn covers_port(&self, protocol: Protocol, port: u16) -> bool {
-        self.protocol.is_none_or(|p| p == protocol)
+        (self.kinds.is_empty() || self.kinds.contains(&protocol.kind()))
+            && self.protocol.is_none_or(|p| p == protocol)
             && (self.ports.is_empty() || self.ports.iter().any(|p| p.may_cover(port)))
     }
 
@@ -148,6 +173,8 @@ impl Place {
             && self.protocol.is_none()
             && self.addresses.is_empty()
             && self.netns.is_empty()
+            && self.kinds.is_empty()
+            && self.interfaces.is_empty()
     }
 }
 

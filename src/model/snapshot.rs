@@ -121,6 +121,7 @@ pub fn group_listeners(
                     pids: owner.process().map(|p| vec![p.pid]).unwrap_or_default(),
                     owner,
                     netns: s.netns,
+                    portless: s.portless.clone(),
                 });
             }
         }
@@ -149,6 +150,7 @@ mod tests {
             uid: 33,
             inode: Inode(inode),
             netns: 0,
+            portless: None,
         }
     }
 

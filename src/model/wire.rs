@@ -140,6 +140,7 @@ mod tests {
                 container: None,
                 ns_pid: None,
             })),
+            portless: None,
         };
         raise(l)
     }

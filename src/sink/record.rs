@@ -88,15 +88,23 @@ impl Record {
         f.push(("MESSAGE_ID", e.kind.message_id().to_owned()));
         f.push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
         f.push(("LISTEN_PROTO", l.protocol.to_string()));
-        f.push(("LISTEN_ADDRESS", l.address.to_string()));
-        f.push(("LISTEN_PORT", l.port.to_string()));
+        f.push(("LISTEN_KIND", l.protocol.kind().to_string()));
+        match l.portless.as_deref() {
+            None => {
+                f.push(("LISTEN_ADDRESS", l.address.to_string()));
+                f.push(("LISTEN_PORT", l.port.to_string()));
+            }
+            Some(p) => portless_fields(l, p, &mut f),
+        }
         f.push(("LISTEN_REACH", class.reach.as_str().to_owned()));
         container_fields(e, &mut f);
-        f.push(("IANA_STATUS", class.iana.status.to_string()));
-        if !class.iana.services.is_empty() {
-            f.push(("IANA_SERVICE", class.iana.services.join(",")));
+        if l.portless.is_none() {
+            f.push(("IANA_STATUS", class.iana.status.to_string()));
+            if !class.iana.services.is_empty() {
+                f.push(("IANA_SERVICE", class.iana.services.join(",")));
+            }
+            f.push(("PORT_RANGE", class.range.to_string()));
         }
-        f.push(("PORT_RANGE", class.range.to_string()));
         owner_fields(e, &mut f);
         if let Some(pid) = e.previous_pid {
             f.push(("LISTENER_PREVIOUS_PID", pid.to_string()));
@@ -243,6 +251,32 @@ impl Record {
     }
 }
 
+/// What a packet or raw socket listens to; no port and no IANA facts, which it has not.
+fn portless_fields(
+    l: &crate::model::Listener,
+    p: &crate::model::PortLess,
+    f: &mut Vec<(&'static str, String)>,
+) {
+    use crate::model::{Filter, Protocol};
+    let name = crate::model::listener::portless_protocol_name(l.protocol, l.port);
+    if l.protocol == Protocol::Packet {
+        f.push(("PACKET_PROTOCOL", name));
+        f.push(("PACKET_TYPE", p.socket_type.clone()));
+        f.push(("PACKET_INTERFACE", p.interface_words()));
+    } else {
+        f.push(("LISTEN_ADDRESS", l.address.to_string()));
+        f.push(("RAW_PROTOCOL", name));
+    }
+    match p.filter {
+        Filter::Attached(n) => f.push(("FILTER_INSTRUCTIONS", n.to_string())),
+        Filter::None => f.push(("FILTER_INSTRUCTIONS", "0".to_owned())),
+        Filter::Unknown => f.push(("FILTER_INSTRUCTIONS", "unknown".to_owned())),
+    }
+    if let Some(group) = p.fanout {
+        f.push(("PACKET_FANOUT", group.to_string()));
+    }
+}
+
 /// Where the listener is: its network namespace (and its name), its container.
 fn container_fields(e: &Event, f: &mut Vec<(&'static str, String)>) {
     let ns = &e.class.netns;
@@ -384,14 +418,27 @@ fn owner_words(owner: &Owner, socket_uid: u32) -> String {
 
 fn event_message(e: &Event) -> String {
     let l = &e.listener;
-    let at = format!(
-        "{}/{} on {} ({})",
-        l.port,
-        l.protocol,
-        display_address(l.address),
-        e.class.reach_words()
-    );
-    let iana = format!("IANA: {}", e.class.iana.words());
+    let at = match l.portless.as_deref() {
+        None => format!(
+            "{}/{} on {} ({})",
+            l.port,
+            l.protocol,
+            display_address(l.address),
+            e.class.reach_words()
+        ),
+        Some(_) => {
+            let place = e
+                .class
+                .place_words()
+                .map(|w| format!(", {w}"))
+                .unwrap_or_default();
+            format!("{}{place}", crate::model::policy::portless_clause(l))
+        }
+    };
+    let iana = match l.portless {
+        None => format!("IANA: {}", e.class.iana.words()),
+        Some(_) => "no port".to_owned(),
+    };
     let verdict = &e.class.verdict;
     let whom = who(e);
     match e.kind {
@@ -463,6 +510,7 @@ mod tests {
                 container: None,
                 ns_pid: None,
             })),
+            portless: None,
         };
         crate::model::events::first_event(l)
     }

@@ -10,6 +10,7 @@ pub mod fds;
 pub mod host;
 pub mod netns;
 pub mod owners;
+pub mod packet_diag;
 pub mod procfs;
 pub mod procnet;
 pub mod sock_diag;
@@ -111,12 +112,46 @@ impl KernelSource {
             // A socket that saw an error may hold stale replies: start afresh next time.
             self.diag = None;
             e.to_string()
-        })
+        })?;
+        // Raw sockets: sock_diag has them only with the `raw_diag` module.
+        self.procnet.raw(out).map_err(|e| e.to_string())
+    }
+}
+
+/// Names the interface each packet socket of this namespace is bound to.
+fn name_interfaces(sockets: &mut [Socket]) {
+    let mut probe = None;
+    for s in sockets.iter_mut() {
+        if let Some(p) = s.portless.as_deref_mut()
+            && p.ifindex != 0
+            && p.interface.is_none()
+        {
+            // Any socket will do for SIOCGIFNAME; a Unix one is allowed under the unit.
+            let fd = probe.get_or_insert_with(|| {
+                rustix::net::socket(
+                    rustix::net::AddressFamily::UNIX,
+                    rustix::net::SocketType::DGRAM,
+                    None,
+                )
+                .ok()
+            });
+            p.interface = fd
+                .as_ref()
+                .and_then(|fd| rustix::net::netdevice::index_to_name(fd, p.ifindex).ok());
+        }
     }
 }
 
 impl SocketSource for KernelSource {
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
+        let backend = self.read(out)?;
+        name_interfaces(out);
+        Ok(backend)
+    }
+}
+
+impl KernelSource {
+    fn read(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
         out.clear();
         let diag = match self.try_diag(out) {
             Ok(()) => {

@@ -437,7 +437,13 @@ impl MultiSource {
                 self.may_enter = Some(true);
                 Reader::Diag(diag)
             }
-            Err(e) => {
+            // This namespace is gone, or its process: read it as best as can be, and try
+            // entering the next one as usual.
+            Err((false, e)) => {
+                tracing::debug!("cannot enter a network namespace: {e}");
+                Reader::ProcNet
+            }
+            Err((true, e)) => {
                 // The shipped unit's way (no CAP_SYS_ADMIN): said once, not as a problem.
                 if self.may_enter.is_none() {
                     tracing::info!(
@@ -523,9 +529,22 @@ impl MultiSource {
         }
         self.scratch.clear();
         let diag_result = match self.readers.get_mut(&inode) {
-            Some(Reader::Diag(d)) => {
-                Some(d.listeners(&mut self.scratch).map_err(|e| e.to_string()))
-            }
+            Some(Reader::Diag(d)) => Some(
+                d.listeners(&mut self.scratch)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| match entry.pid {
+                        // Raw sockets come from /proc, through a process in it. One that
+                        // has just exited fails no read: the next look finds another.
+                        Some(pid) => {
+                            let dir = self.proc_root.join(pid.to_string());
+                            match ProcNet::new(&dir).raw(&mut self.scratch) {
+                                Err(_) if !dir.exists() => Ok(()),
+                                other => other.map_err(|e| e.to_string()),
+                            }
+                        }
+                        None => Ok(()),
+                    }),
+            ),
             _ => None,
         };
         match diag_result {
@@ -535,11 +554,22 @@ impl MultiSource {
                 return Err(e);
             }
             None => {
-                let pid = entry.pid.ok_or("no process in it to read it through")?;
-                let dir = self.proc_root.join(pid.to_string());
-                ProcNet::new(&dir)
-                    .listeners(&mut self.scratch)
-                    .map_err(|e| e.to_string())?;
+                let read = entry
+                    .pid
+                    .ok_or_else(|| "no process in it to read it through".to_owned())
+                    .and_then(|pid| {
+                        let dir = self.proc_root.join(pid.to_string());
+                        ProcNet::new(&dir)
+                            .listeners(&mut self.scratch)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = read {
+                    // Where the daemon may enter namespaces, the next look tries again.
+                    if self.may_enter != Some(false) {
+                        self.readers.remove(&inode);
+                    }
+                    return Err(e);
+                }
             }
         }
         out.extend(self.scratch.drain(..).map(|mut s| {
@@ -553,19 +583,26 @@ impl MultiSource {
 /// Opens a sock_diag socket inside the namespace at `path`, from a thread of its own
 /// (`setns` changes the calling thread's namespace; the socket stays in the namespace it
 /// was made in).
-fn open_inside(path: &Path) -> Result<SockDiag, String> {
+///
+/// The error says whether entering was refused (`true`: the daemon may not enter any
+/// namespace) or this one could not be opened (it went away, its process exited).
+fn open_inside(path: &Path) -> Result<SockDiag, (bool, String)> {
     let path = path.to_owned();
     std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file =
+            std::fs::File::open(&path).map_err(|e| (false, format!("{}: {e}", path.display())))?;
         rustix::thread::move_into_link_name_space(
             std::os::fd::AsFd::as_fd(&file),
             Some(rustix::thread::LinkNameSpaceType::Network),
         )
-        .map_err(|e| format!("setns: {e}"))?;
-        SockDiag::open().map_err(|e| e.to_string())
+        .map_err(|e| {
+            let refused = matches!(e, rustix::io::Errno::PERM | rustix::io::Errno::ACCESS);
+            (refused, format!("setns: {e}"))
+        })?;
+        SockDiag::open().map_err(|e| (false, e.to_string()))
     })
     .join()
-    .unwrap_or_else(|_| Err("the thread that enters namespaces failed".to_owned()))
+    .unwrap_or_else(|_| Err((false, "the thread that enters namespaces failed".to_owned())))
 }
 
 impl SocketSource for MultiSource {

@@ -629,6 +629,7 @@ mod tests {
             uid: 0,
             inode: Inode(inode),
             netns: 0,
+            portless: None,
         }
     }
 

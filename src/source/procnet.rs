@@ -8,7 +8,7 @@ use std::io::{self, BufRead};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use crate::model::{Inode, Protocol, Socket};
+use crate::model::{Filter, Inode, PortLess, Protocol, Socket};
 
 const TCP_LISTEN: u8 = 0x0A;
 const TCP_CLOSE: u8 = 0x07;
@@ -37,10 +37,11 @@ pub fn parse_reader(
     out: &mut Vec<Socket>,
 ) -> Result<(), (usize, String)> {
     const TCP_SYN_RECV: u8 = 0x03;
-    let wanted = if protocol.is_datagram() {
-        TCP_CLOSE
-    } else {
-        TCP_LISTEN
+    // Every raw socket receives its protocol's packets, in whatever state.
+    let wanted = match protocol {
+        Protocol::Raw => None,
+        p if p.is_datagram() => Some(TCP_CLOSE),
+        _ => Some(TCP_LISTEN),
     };
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| (i + 1, e.to_string()))?;
@@ -65,7 +66,11 @@ fn line_state(line: &str) -> Option<u8> {
     u8::from_str_radix(st, 16).ok()
 }
 
-fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socket>, String> {
+fn parse_line(
+    line: &str,
+    protocol: Protocol,
+    wanted: Option<u8>,
+) -> Result<Option<Socket>, String> {
     // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
     let mut fields = line.split_ascii_whitespace();
     let mut next = |what: &str| fields.next().ok_or_else(|| format!("no {what} field"));
@@ -73,7 +78,7 @@ fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socke
     let local = next("local_address")?;
     next("rem_address")?;
     let state = u8::from_str_radix(next("st")?, 16).map_err(|e| format!("bad state: {e}"))?;
-    if state != wanted {
+    if wanted.is_some_and(|w| w != state) {
         return Ok(None);
     }
     next("tx_queue:rx_queue")?;
@@ -95,7 +100,59 @@ fn parse_line(line: &str, protocol: Protocol, wanted: u8) -> Result<Option<Socke
         uid,
         inode: Inode(inode),
         netns: 0,
+        // /proc/net/raw says neither the device a raw socket is bound to nor its filter.
+        portless: (protocol == Protocol::Raw).then(|| {
+            Box::new(PortLess {
+                socket_type: "raw".to_owned(),
+                ifindex: 0,
+                interface: None,
+                filter: Filter::Unknown,
+                fanout: None,
+            })
+        }),
     }))
+}
+
+/// Parses `/proc/net/packet`: `sk RefCnt Type Proto Iface R Rmem User Inode`, the
+/// ethertype in hex. It does not say whether a filter is attached.
+pub fn parse_packet(reader: impl BufRead, out: &mut Vec<Socket>) -> Result<(), (usize, String)> {
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| (i + 1, e.to_string()))?;
+        if i == 0 || line.trim().is_empty() {
+            continue; // header
+        }
+        let f: Vec<&str> = line.split_ascii_whitespace().collect();
+        let bad = |what: &str| (i + 1, format!("bad {what}"));
+        if f.len() < 9 {
+            return Err((i + 1, format!("{} fields, not 9", f.len())));
+        }
+        let socket_type = match f[2] {
+            "3" => "raw",
+            "2" => "dgram",
+            _ => "other",
+        };
+        let ethertype = u16::from_str_radix(f[3], 16).map_err(|_| bad("Proto"))?;
+        let ifindex = f[4].parse::<u32>().map_err(|_| bad("Iface"))?;
+        let uid = f[7].parse::<u32>().map_err(|_| bad("User"))?;
+        let inode = f[8].parse::<u64>().map_err(|_| bad("Inode"))?;
+        out.push(Socket {
+            protocol: Protocol::Packet,
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: ethertype,
+            v6only: None,
+            uid,
+            inode: Inode(inode),
+            netns: 0,
+            portless: Some(Box::new(PortLess {
+                socket_type: socket_type.to_owned(),
+                ifindex,
+                interface: None,
+                filter: Filter::Unknown,
+                fanout: None,
+            })),
+        });
+    }
+    Ok(())
 }
 
 /// `0100007F:0016` or a 32-digit IPv6 address; each 32-bit word in host byte order.
@@ -135,16 +192,57 @@ impl ProcNet {
         }
     }
 
+    /// Every listener: port listeners, raw and packet sockets.
     pub fn listeners(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
         let start = out.len();
-        for (file, protocol) in [
-            ("tcp", Protocol::Tcp),
-            ("tcp6", Protocol::Tcp),
-            ("udp", Protocol::Udp),
-            ("udp6", Protocol::Udp),
-            ("udplite", Protocol::UdpLite),
-            ("udplite6", Protocol::UdpLite),
-        ] {
+        let result = self.ports(out).and_then(|()| self.raw(out)).and_then(|()| {
+            let path = self.net_dir.join("packet");
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                // No AF_PACKET in this kernel: no packet socket either.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(source) => return Err(ProcNetError::Read { path, source }),
+            };
+            parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| {
+                ProcNetError::Parse {
+                    path,
+                    line,
+                    message,
+                }
+            })
+        });
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    /// Raw sockets (`raw`, `raw6`), which sock_diag gives only with `raw_diag`.
+    pub fn raw(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        self.tables(&[("raw", Protocol::Raw), ("raw6", Protocol::Raw)], out)
+    }
+
+    fn ports(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        self.tables(
+            &[
+                ("tcp", Protocol::Tcp),
+                ("tcp6", Protocol::Tcp),
+                ("udp", Protocol::Udp),
+                ("udp6", Protocol::Udp),
+                ("udplite", Protocol::UdpLite),
+                ("udplite6", Protocol::UdpLite),
+            ],
+            out,
+        )
+    }
+
+    fn tables(
+        &self,
+        files: &[(&str, Protocol)],
+        out: &mut Vec<Socket>,
+    ) -> Result<(), ProcNetError> {
+        let start = out.len();
+        for &(file, protocol) in files {
             let path = self.net_dir.join(file);
             let f = match std::fs::File::open(&path) {
                 Ok(f) => f,
@@ -185,6 +283,38 @@ mod tests {
   100: 00000000000000000000000000000000:0363 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000   65534        0 777 2 0000000000000000 0
   101: 00000000000000000000000001000000:D431 00000000000000000000000001000000:0009 01 00000000:00000000 00:00000000 00000000     0        0 778 2 0000000000000000 0
 ";
+
+    /// Real `/proc/net/packet` and `/proc/net/raw` lines: a packet socket for every
+    /// ethertype, a raw TCP socket (its "port" is the protocol, in any state); neither file
+    /// says whether a filter is attached.
+    #[test]
+    fn packet_and_raw_sockets() {
+        let packet = "sk               RefCnt Type Proto  Iface R Rmem   User   Inode
+00000000efd5ab87 3      3    0003   2     1 0      1000   2543643
+000000005281bb04 3      2    0800   0     1 0      0      2543644
+";
+        let mut out = Vec::new();
+        parse_packet(packet.as_bytes(), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        let p = out[0].portless.as_deref().unwrap();
+        assert_eq!(
+            (out[0].port, out[0].uid, out[0].inode),
+            (3, 1000, Inode(2543643))
+        );
+        assert_eq!(
+            (p.socket_type.as_str(), p.ifindex, p.filter),
+            ("raw", 2, Filter::Unknown)
+        );
+        assert_eq!(out[1].port, 0x0800);
+        assert!(parse_packet("h\n0 3 3 zz 0 1 0 0 1\n".as_bytes(), &mut out).is_err());
+        let raw = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  33: 00000000:0006 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2543645 2 0000000011ca7a6c 0
+";
+        let mut out = Vec::new();
+        parse_reader(raw.as_bytes(), Protocol::Raw, &mut out).unwrap();
+        assert_eq!((out[0].protocol, out[0].port), (Protocol::Raw, 6));
+        assert_eq!(out[0].portless.as_deref().unwrap().filter, Filter::Unknown);
+    }
 
     /// Listeners come first; reading stops at the first connection.
     #[test]

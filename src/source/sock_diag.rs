@@ -149,12 +149,13 @@ fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> S
         uid: h.uid,
         inode: Inode(u64::from(h.inode)),
         netns: 0,
+        portless: None,
     }
 }
 
 /// Any message other than a socket: the end of the dump, an error, or one that has no place
 /// in a dump. `None` means "go on".
-fn parse_control(message: &[u8]) -> Result<Option<Progress>, ParseFailure> {
+pub(crate) fn parse_control(message: &[u8]) -> Result<Option<Progress>, ParseFailure> {
     let msg = NetlinkMessage::<SockDiagMessage>::deserialize(message)
         .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
     match msg.payload {
@@ -234,9 +235,10 @@ const IPPROTO_UDPLITE: u8 = 136;
 /// Says, once per run of the daemon, that a protocol's listeners cannot be dumped.
 fn unsupported_once(protocol: Protocol, errno: &io::Error) {
     use std::sync::atomic::{AtomicBool, Ordering};
-    static SAID: [AtomicBool; 2] = [AtomicBool::new(false), AtomicBool::new(false)];
+    static SAID: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
     let (said, proc_file) = match protocol {
         Protocol::Sctp => (&SAID[0], "/proc/net/sctp"),
+        Protocol::Packet => (&SAID[2], "/proc/net/packet"),
         _ => (&SAID[1], "/proc/net/udplite"),
     };
     if said.swap(true, Ordering::Relaxed) {
@@ -298,6 +300,17 @@ impl SockDiag {
                 }
             }
         }
+        if !self.unsupported.contains(&Protocol::Packet) {
+            match super::packet_diag::dump(self, out) {
+                Err(DiagError::Kernel { errno, .. })
+                    if errno.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    self.unsupported.push(Protocol::Packet);
+                    unsupported_once(Protocol::Packet, &errno);
+                }
+                other => other?,
+            }
+        }
         Ok(())
     }
 
@@ -330,11 +343,13 @@ impl SockDiag {
             Protocol::UdpLite => (IPPROTO_UDPLITE, StateFlags::CLOSE),
             // Listening SCTP endpoints (SCTP_SS_LISTENING is TCP_LISTEN).
             Protocol::Sctp => (IPPROTO_SCTP, StateFlags::LISTEN),
+            Protocol::Raw | Protocol::Packet => {
+                return Err(DiagError::Malformed(format!("no inet dump of {protocol}")));
+            }
         };
-        self.sequence = self.sequence.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = self.sequence;
+        header.sequence_number = self.next_sequence();
         let mut packet = NetlinkMessage::new(
             header,
             SockDiagMessage::InetRequest(InetRequest {
@@ -351,16 +366,37 @@ impl SockDiag {
             .into(),
         );
         packet.finalize();
-        self.send.clear();
-        self.send.resize(packet.buffer_len(), 0);
-        packet.serialize(&mut self.send);
+        let mut request = std::mem::take(&mut self.send);
+        request.clear();
+        request.resize(packet.buffer_len(), 0);
+        packet.serialize(&mut request);
+        let result = self.dump_with(&request, (family_name, protocol), |bytes| {
+            parse_dump(bytes, protocol, out)
+        });
+        self.send = request;
+        result
+    }
+
+    /// The next sequence number for a request.
+    pub(crate) fn next_sequence(&mut self) -> u32 {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.sequence
+    }
+
+    /// Sends one dump request and reads its replies through `parse` until the dump ends.
+    /// `what` names the dump in errors.
+    pub(crate) fn dump_with(
+        &mut self,
+        request: &[u8],
+        (family_name, protocol): (&'static str, Protocol),
+        mut parse: impl FnMut(&[u8]) -> Result<Progress, ParseFailure>,
+    ) -> Result<(), DiagError> {
         self.socket
-            .send(&self.send, 0)
+            .send(request, 0)
             .map_err(|source| DiagError::Io {
                 what: "send",
                 source,
             })?;
-
         loop {
             let n = self
                 .socket
@@ -372,7 +408,7 @@ impl SockDiag {
             if n == 0 {
                 return Err(DiagError::Malformed("empty reply".into()));
             }
-            match parse_dump(&self.recv[..n], protocol, out) {
+            match parse(&self.recv[..n]) {
                 Ok(Progress::More) => continue,
                 Ok(Progress::Done) => return Ok(()),
                 Err(ParseFailure::Errno(errno)) => {
