@@ -20,11 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
 use portsentinel::cmd::run::open_edges;
 use portsentinel::config::Layers;
 use portsentinel::daemon::Daemon;
 use portsentinel::model::{
-    Classifier, Listener, Now, Policy, Socket, Timing, Tracker, group_listeners,
+    Classifier, Listener, Now, Policy, Protocol, Socket, Timing, Tracker, group_listeners,
 };
 use portsentinel::registry::Registry;
 use portsentinel::sink::{Record, RecordSink};
@@ -141,6 +142,44 @@ fn bench_size(c: &mut Criterion, n: usize) {
         b.iter(|| {
             out.clear();
             diag.listeners(&mut out).unwrap();
+            out.len()
+        })
+    });
+
+    // What the dump is made of: the TCP and UDP dumps it always had, and what the
+    // listeners without a port add (UDP-Lite's dumps, the packet dump, the raw tables).
+    g.bench_with_input(BenchmarkId::new("dump_tcp_udp", n), &n, |b, _| {
+        b.iter(|| {
+            out.clear();
+            for protocol in [Protocol::Tcp, Protocol::Udp] {
+                for family in [AF_INET, AF_INET6] {
+                    diag.dump(family, protocol, &mut out).unwrap();
+                }
+            }
+            out.len()
+        })
+    });
+    g.bench_with_input(BenchmarkId::new("dump_udplite", n), &n, |b, _| {
+        b.iter(|| {
+            out.clear();
+            for family in [AF_INET, AF_INET6] {
+                diag.dump(family, Protocol::UdpLite, &mut out).unwrap();
+            }
+            out.len()
+        })
+    });
+    g.bench_with_input(BenchmarkId::new("dump_packet", n), &n, |b, _| {
+        b.iter(|| {
+            out.clear();
+            portsentinel::source::packet_diag::dump(&mut diag, &mut out).unwrap();
+            out.len()
+        })
+    });
+    let procnet = portsentinel::source::ProcNet::new(proc_root);
+    g.bench_with_input(BenchmarkId::new("read_raw", n), &n, |b, _| {
+        b.iter(|| {
+            out.clear();
+            procnet.raw(&mut out).unwrap();
             out.len()
         })
     });

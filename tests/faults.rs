@@ -199,9 +199,21 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
             assert_eq!(alerts, 1, "{addr}: {alerts} alerts");
         }
     }
+    // The reloads raced the bursts: some took effect between the first alert and the
+    // last. (How many of the 40 signals each reload absorbs depends on the machine's load:
+    // a reload in progress takes the signals that arrive meanwhile.)
+    let first = seen
+        .iter()
+        .position(|l| l.contains("alert-raised"))
+        .unwrap();
+    let last = seen
+        .iter()
+        .rposition(|l| l.contains("alert-raised"))
+        .unwrap();
+    let raced = count(&seen[first..=last], "config reloaded");
     assert!(
-        count(&seen, "config reloaded") >= 10,
-        "the reloads happened"
+        raced >= 1 && count(&seen, "config reloaded") >= 2,
+        "the reloads happened, and between the alerts: {raced}"
     );
     assert_eq!(count(&seen, "alert-cleared"), 0);
     drop(held);
