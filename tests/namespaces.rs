@@ -41,15 +41,6 @@ fn daemon(ns: &Netns) -> Daemon {
     d
 }
 
-/// Waits for the record of `event` about the listener of `pid`, parsed.
-fn record(d: &mut Daemon, event: &str, pid: u32) -> serde_json::Value {
-    let line = d.wait_for(&format!("{event} of pid {pid}"), |l| {
-        l.contains(&format!("\"PORTSENTINEL_EVENT\":\"{event}\""))
-            && l.contains(&format!("\"LISTENER_PID\":\"{pid}\""))
-    });
-    serde_json::from_str(&line).unwrap()
-}
-
 /// The scan entries of every namespace held by `pid`.
 fn scanned(ns: &Netns, pid: u32) -> Vec<serde_json::Value> {
     scan_json(ns, &["--netns", "all"])
@@ -68,7 +59,7 @@ fn a_listener_in_a_fresh_namespace_is_alerted_with_its_namespace() {
     let l = Listen::start(c);
     let inode = netns_inode(l.pid);
 
-    let alert = record(&mut d, "alert-raised", l.pid);
+    let alert = d.record("alert-raised", l.pid);
     assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
     assert_eq!(alert["LISTEN_PORT"], "867");
     assert_eq!(
@@ -118,7 +109,7 @@ fn a_named_namespace_is_named_and_forgotten_when_deleted() {
     let l = vpn.listen(&["tcp:0.0.0.0:867"]);
     let inode = netns_inode(l.pid);
 
-    let alert = record(&mut d, "alert-raised", l.pid);
+    let alert = d.record("alert-raised", l.pid);
     assert_eq!(alert["LISTEN_NETNS"], inode.to_string());
     assert_eq!(alert["LISTEN_NETNS_NAME"], vpn.name, "{alert}");
     let message = alert["MESSAGE"].as_str().unwrap();
@@ -138,7 +129,7 @@ fn a_named_namespace_is_named_and_forgotten_when_deleted() {
     let pid = l.pid;
     drop(l);
     // An alerted listener's close is its alert's end.
-    let closed = record(&mut d, "alert-cleared", pid);
+    let closed = d.record("alert-cleared", pid);
     assert_eq!(closed["EVENT_DETAIL"], "listener closed", "{closed}");
     assert_eq!(closed["LISTEN_NETNS_NAME"], vpn.name, "{closed}");
     let name = vpn.name.clone();
@@ -279,7 +270,7 @@ fn a_container_is_named(made: &mut Made, hierarchy: &Path, path: &str, id: &str)
     let (l, pid) = containerised(&cgroup, "tcp:0.0.0.0:867");
     let inode = netns_inode(pid);
 
-    let alert = record(&mut d, "alert-raised", pid);
+    let alert = d.record("alert-raised", pid);
     assert_eq!(alert["CONTAINER_RUNTIME"], "docker", "{alert}");
     assert_eq!(alert["CONTAINER_ID"], &id[..12], "{alert}");
     assert_eq!(alert["CONTAINER_NAME"], "web-1", "{alert}");

@@ -11,15 +11,6 @@ fn daemon(ns: &Netns) -> Daemon {
     d
 }
 
-/// Waits for the record of `event` about the listener of `pid`, parsed.
-fn record(d: &mut Daemon, event: &str, pid: u32) -> serde_json::Value {
-    let line = d.wait_for(&format!("{event} of pid {pid}"), |l| {
-        l.contains(&format!("\"PORTSENTINEL_EVENT\":\"{event}\""))
-            && l.contains(&format!("\"LISTENER_PID\":\"{pid}\""))
-    });
-    serde_json::from_str(&line).unwrap()
-}
-
 /// A UDP-Lite socket bound to 870 (unassigned, well-known): alerted, named, shown by scan,
 /// cleared when it closes.
 #[test]
@@ -27,7 +18,7 @@ fn a_udplite_listener_is_alerted_like_any_port_listener() {
     let ns = Netns::new();
     let mut d = daemon(&ns);
     let l = ns.listen(&["udplite:0.0.0.0:870"]);
-    let alert = record(&mut d, "alert-raised", l.pid);
+    let alert = d.record("alert-raised", l.pid);
     assert_eq!(alert["LISTEN_PROTO"], "udplite", "{alert}");
     assert_eq!(alert["LISTEN_PORT"], "870", "{alert}");
     assert_eq!(alert["ALERT_SEVERITY"], "high", "{alert}");
@@ -36,7 +27,7 @@ fn a_udplite_listener_is_alerted_like_any_port_listener() {
     assert_eq!(e["process"]["pid"], l.pid, "{e}");
     let pid = l.pid;
     l.stop();
-    record(&mut d, "alert-cleared", pid);
+    d.record("alert-cleared", pid);
 }
 
 /// SCTP: a listener on 867 is alerted where the kernel has SCTP; where it has not, the
@@ -53,17 +44,17 @@ fn an_sctp_listener_is_alerted_or_its_absence_said_once() {
         )
         .is_ok();
     let tcp = ns.listen(&["tcp:127.0.0.1:867"]);
-    record(&mut d, "alert-raised", tcp.pid);
+    d.record("alert-raised", tcp.pid);
     if has_sctp {
         let l = ns.listen(&["sctp:127.0.0.1:867"]);
-        let alert = record(&mut d, "alert-raised", l.pid);
+        let alert = d.record("alert-raised", l.pid);
         assert_eq!(alert["LISTEN_PROTO"], "sctp", "{alert}");
         return;
     }
     // More polls, and a listener that opens after them: still one word about SCTP.
     d.lines.drain_for(std::time::Duration::from_secs(1));
     let udp = ns.listen(&["udp:127.0.0.1:868"]);
-    record(&mut d, "alert-raised", udp.pid);
+    d.record("alert-raised", udp.pid);
     let (status, lines) = d.terminate_lines();
     assert!(status.success());
     let said: Vec<&String> = lines
@@ -82,7 +73,7 @@ fn a_packet_sniffer_with_a_filter_is_alerted_high() {
     let ns = Netns::new();
     let mut d = daemon(&ns);
     let l = ns.listen(&["--name", "kworker/0:1", "packet:all:filter"]);
-    let alert = record(&mut d, "alert-raised", l.pid);
+    let alert = d.record("alert-raised", l.pid);
     assert_eq!(alert["LISTEN_KIND"], "packet", "{alert}");
     assert_eq!(alert["PACKET_PROTOCOL"], "all (0x0003)", "{alert}");
     assert_eq!(alert["FILTER_INSTRUCTIONS"], "4", "{alert}");
@@ -112,7 +103,7 @@ fn a_packet_sniffer_with_a_filter_is_alerted_high() {
     assert!(table.contains("kworker/0:1["), "{table}");
     let pid = l.pid;
     l.stop();
-    let cleared = record(&mut d, "alert-cleared", pid);
+    let cleared = d.record("alert-cleared", pid);
     assert_eq!(cleared["LISTEN_KIND"], "packet", "{cleared}");
     // Exactly one alert for it.
     let (_, lines) = d.terminate_lines();
@@ -132,7 +123,7 @@ fn a_raw_tcp_socket_is_recorded_and_judged() {
     let ns = Netns::new();
     let mut d = daemon(&ns);
     let l = ns.listen(&["raw:tcp"]);
-    let alert = record(&mut d, "alert-raised", l.pid);
+    let alert = d.record("alert-raised", l.pid);
     assert_eq!(alert["LISTEN_KIND"], "raw", "{alert}");
     assert_eq!(alert["RAW_PROTOCOL"], "tcp (6)", "{alert}");
     assert_eq!(alert["FILTER_INSTRUCTIONS"], "unknown", "{alert}");
@@ -209,7 +200,7 @@ fn dhclient_is_allowed_by_its_file_and_a_namesake_is_not() {
             );
             // The namesake.
             let fake = ns.listen(&["--name", "dhclient", "packet:all:filter"]);
-            let alert = record(&mut d, "alert-raised", fake.pid);
+            let alert = d.record("alert-raised", fake.pid);
             assert_eq!(alert["LISTENER_COMM"], "dhclient", "{alert}");
             assert_eq!(alert["ALERT_SEVERITY"], "high", "{alert}");
         } else {

@@ -12,11 +12,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netlink_packet_core::NlasIterator;
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NlasIterator};
 use netlink_packet_sock_diag::SOCK_DIAG_BY_FAMILY;
 
-use super::sock_diag::{DiagError, ParseFailure, Progress, SockDiag, parse_control};
+use super::sock_diag::{DiagError, ParseFailure, Progress, SockDiag, parse_messages};
 use crate::model::{Filter, Inode, PortLess, Protocol, Socket};
 
 const AF_PACKET: u8 = 17;
@@ -53,22 +52,11 @@ pub fn request(sequence: u32) -> Vec<u8> {
 }
 
 /// Parses one `recv` worth of a `packet_diag` dump, appending its sockets to `out`.
-pub fn parse_dump(mut bytes: &[u8], out: &mut Vec<Socket>) -> Result<Progress, ParseFailure> {
-    while !bytes.is_empty() {
-        let buffer = NetlinkBuffer::new_checked(bytes)
-            .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
-        let len = buffer.length() as usize;
-        if buffer.flags() & NLM_F_DUMP_INTR != 0 {
-            return Err(ParseFailure::Interrupted);
-        }
-        if buffer.message_type() == SOCK_DIAG_BY_FAMILY {
-            out.push(parse_socket(buffer.payload())?);
-        } else if let Some(progress) = parse_control(&bytes[..len])? {
-            return Ok(progress);
-        }
-        bytes = bytes.get((len + 3) & !3..).unwrap_or(&[]);
-    }
-    Ok(Progress::More)
+pub fn parse_dump(bytes: &[u8], out: &mut Vec<Socket>) -> Result<Progress, ParseFailure> {
+    parse_messages(bytes, |payload| {
+        out.push(parse_socket(payload)?);
+        Ok(())
+    })
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {

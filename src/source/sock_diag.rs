@@ -83,9 +83,21 @@ pub enum ParseFailure {
 /// for once per socket every interval. The few control messages (`NLMSG_DONE`,
 /// `NLMSG_ERROR`, ...) go through the crate's full parser.
 pub fn parse_dump(
-    mut bytes: &[u8],
+    bytes: &[u8],
     protocol: Protocol,
     out: &mut Vec<Socket>,
+) -> Result<Progress, ParseFailure> {
+    parse_messages(bytes, |payload| {
+        out.push(parse_socket(payload, protocol)?);
+        Ok(())
+    })
+}
+
+/// Walks one `recv` worth of any sock_diag dump: each socket message's payload goes to
+/// `socket`, and the control messages say whether the dump goes on, ended or failed.
+pub(crate) fn parse_messages(
+    mut bytes: &[u8],
+    mut socket: impl FnMut(&[u8]) -> Result<(), ParseFailure>,
 ) -> Result<Progress, ParseFailure> {
     while !bytes.is_empty() {
         let buffer = NetlinkBuffer::new_checked(bytes)
@@ -96,7 +108,7 @@ pub fn parse_dump(
             return Err(ParseFailure::Interrupted);
         }
         if buffer.message_type() == SOCK_DIAG_BY_FAMILY {
-            out.push(parse_socket(buffer.payload(), protocol)?);
+            socket(buffer.payload())?;
         } else if let Some(progress) = parse_control(&bytes[..len])? {
             return Ok(progress);
         }
@@ -155,7 +167,7 @@ fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> S
 
 /// Any message other than a socket: the end of the dump, an error, or one that has no place
 /// in a dump. `None` means "go on".
-pub(crate) fn parse_control(message: &[u8]) -> Result<Option<Progress>, ParseFailure> {
+fn parse_control(message: &[u8]) -> Result<Option<Progress>, ParseFailure> {
     let msg = NetlinkMessage::<SockDiagMessage>::deserialize(message)
         .map_err(|e| ParseFailure::Malformed(e.to_string()))?;
     match msg.payload {

@@ -391,6 +391,15 @@ impl Daemon {
         self.lines.wait_for(what, pred)
     }
 
+    /// Waits for the `--log json` record of `event` about the listener of `pid`, parsed.
+    pub fn record(&mut self, event: &str, pid: u32) -> serde_json::Value {
+        let line = self.wait_for(&format!("{event} of pid {pid}"), |l| {
+            l.contains(&format!("\"PORTSENTINEL_EVENT\":\"{event}\""))
+                && l.contains(&format!("\"LISTENER_PID\":\"{pid}\""))
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("events.sock")
     }
