@@ -431,3 +431,31 @@ fn a_listener_in_another_namespace_is_recorded_by_the_shipped_unit() {
     let alerts = sd.journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"]);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
+
+/// A sniffer under the shipped unit: without `CAP_NET_ADMIN` the kernel will not say how
+/// long its filter is, so the filter is unknown, and that is judged as high as an attached
+/// one; a raw TCP socket is recorded as well.
+#[test]
+fn a_packet_sniffer_is_alerted_by_the_shipped_unit() {
+    let sd = installed();
+    sd.wait_journal(&["-u", "portsentinel", "SYSLOG_IDENTIFIER=portsentinel"], 1);
+    let listen = format!("{SHARE}/listen");
+    let pid = sd.spawn(&[
+        &listen,
+        "--wait",
+        "--name",
+        "kworker/0:1",
+        "packet:all:filter",
+        "raw:tcp",
+    ]);
+    let alerts = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_KIND=packet"], 1);
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let a = &alerts[0];
+    assert_eq!(field(a, "LISTENER_PID"), pid.to_string());
+    assert_eq!(field(a, "LISTENER_EXE"), listen);
+    assert_eq!(field(a, "LISTENER_COMM"), "kworker/0:1");
+    assert_eq!(field(a, "FILTER_INSTRUCTIONS"), "unknown");
+    assert_eq!(field(a, "ALERT_SEVERITY"), "high");
+    let raw = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_KIND=raw"], 1);
+    assert_eq!(field(&raw[0], "RAW_PROTOCOL"), "tcp (6)", "{raw:#?}");
+}
