@@ -184,12 +184,7 @@ impl Daemon {
         );
         let r = Record::plain(priority::NOTICE, Some(message_id::CONFIG_RELOADED), message);
         self.outputs.records.send(r);
-        let mut events = Vec::new();
-        let (tracker, c) = self.tracker_and_classifier();
-        tracker.rejudge(now(), &|l| c.classify(l), &mut events);
-        let budget = self.interval();
-        self.outputs.dispatch(events, &self.tracker, budget);
-        self.check_expectations();
+        self.rejudge_all();
         for warning in self.config.lint(&*self.host) {
             self.outputs
                 .send(priority::WARNING, format!("config: {warning}"));
@@ -223,6 +218,12 @@ impl Daemon {
 
     /// An `until` has passed: every listener is judged again.
     pub fn expired(&mut self) {
+        self.rejudge_all();
+    }
+
+    /// Every listener judged again, what that changes dispatched, and the required ones
+    /// checked.
+    fn rejudge_all(&mut self) {
         let mut events = Vec::new();
         let (tracker, c) = self.tracker_and_classifier();
         tracker.rejudge(now(), &|l| c.classify(l), &mut events);

@@ -94,8 +94,9 @@ fn allow_rule<'t>(
         doc.error(
             Some(span),
             format!(
-                "[[allow]] entry {} matches every listener: give at least one of port, protocol, address, netns, process, exe, user, unit, container",
-                index + 1
+                "[[allow]] entry {} matches every listener: give at least one of {}",
+                index + 1,
+                [&PLACE_KEYS[..], &HOLDER_KEYS[..]].concat().join(", ")
             ),
         );
     }

@@ -82,6 +82,9 @@ pub struct KernelSource {
     /// sock_diag's failure, said once, not every poll; and its return.
     degraded: Latch,
     mode: SourceMode,
+    /// A Unix socket to ask interface names through (`SIOCGIFNAME`), opened at the first
+    /// packet socket bound to an interface and kept.
+    probe: Option<std::os::fd::OwnedFd>,
 }
 
 impl KernelSource {
@@ -95,6 +98,7 @@ impl KernelSource {
                 "sock_diag works again, back to netlink",
             ),
             mode,
+            probe: None,
         }
     }
 
@@ -119,23 +123,22 @@ impl KernelSource {
 }
 
 /// Names the interface each packet socket of this namespace is bound to.
-fn name_interfaces(sockets: &mut [Socket]) {
-    let mut probe = None;
+fn name_interfaces(probe: &mut Option<std::os::fd::OwnedFd>, sockets: &mut [Socket]) {
     for s in sockets.iter_mut() {
         if let Some(p) = s.portless.as_deref_mut()
             && p.ifindex != 0
             && p.interface.is_none()
         {
-            // Any socket will do for SIOCGIFNAME; a Unix one is allowed under the unit.
-            let fd = probe.get_or_insert_with(|| {
-                rustix::net::socket(
+            if probe.is_none() {
+                // Any socket will do for SIOCGIFNAME; a Unix one is allowed under the unit.
+                *probe = rustix::net::socket(
                     rustix::net::AddressFamily::UNIX,
                     rustix::net::SocketType::DGRAM,
                     None,
                 )
-                .ok()
-            });
-            p.interface = fd
+                .ok();
+            }
+            p.interface = probe
                 .as_ref()
                 .and_then(|fd| rustix::net::netdevice::index_to_name(fd, p.ifindex).ok());
         }
@@ -145,7 +148,7 @@ fn name_interfaces(sockets: &mut [Socket]) {
 impl SocketSource for KernelSource {
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
         let backend = self.read(out)?;
-        name_interfaces(out);
+        name_interfaces(&mut self.probe, out);
         Ok(backend)
     }
 }

@@ -250,8 +250,8 @@ fn unsupported_once(protocol: Protocol, errno: &io::Error) {
     static SAID: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
     let (said, proc_file) = match protocol {
         Protocol::Sctp => (&SAID[0], "/proc/net/sctp"),
-        Protocol::Packet => (&SAID[2], "/proc/net/packet"),
-        _ => (&SAID[1], "/proc/net/udplite"),
+        Protocol::UdpLite => (&SAID[1], "/proc/net/udplite"),
+        _ => (&SAID[2], "/proc/net/packet"),
     };
     if said.swap(true, Ordering::Relaxed) {
         return;
@@ -299,29 +299,15 @@ impl SockDiag {
                 continue;
             }
             for family in [AF_INET, AF_INET6] {
-                match self.dump(family, protocol, out) {
-                    Err(DiagError::Kernel { errno, .. })
-                        if matches!(protocol, Protocol::UdpLite | Protocol::Sctp)
-                            && errno.raw_os_error() == Some(libc::ENOENT) =>
-                    {
-                        self.unsupported.push(protocol);
-                        unsupported_once(protocol, &errno);
-                        break;
-                    }
-                    other => other?,
+                let dumped = self.dump(family, protocol, out);
+                if !self.handled(protocol, dumped)? {
+                    break;
                 }
             }
         }
         if !self.unsupported.contains(&Protocol::Packet) {
-            match super::packet_diag::dump(self, out) {
-                Err(DiagError::Kernel { errno, .. })
-                    if errno.raw_os_error() == Some(libc::ENOENT) =>
-                {
-                    self.unsupported.push(Protocol::Packet);
-                    unsupported_once(Protocol::Packet, &errno);
-                }
-                other => other?,
-            }
+            let dumped = super::packet_diag::dump(self, out);
+            self.handled(Protocol::Packet, dumped)?;
         }
         Ok(())
     }
@@ -387,6 +373,26 @@ impl SockDiag {
         });
         self.send = request;
         result
+    }
+
+    /// `Ok(false)` when the kernel has no sock_diag handler for `protocol` (`ENOENT`; TCP
+    /// and UDP always have one): said once, and not asked for again.
+    fn handled(
+        &mut self,
+        protocol: Protocol,
+        dumped: Result<(), DiagError>,
+    ) -> Result<bool, DiagError> {
+        match dumped {
+            Err(DiagError::Kernel { errno, .. })
+                if !matches!(protocol, Protocol::Tcp | Protocol::Udp)
+                    && errno.raw_os_error() == Some(libc::ENOENT) =>
+            {
+                self.unsupported.push(protocol);
+                unsupported_once(protocol, &errno);
+                Ok(false)
+            }
+            other => other.map(|()| true),
+        }
     }
 
     /// The next sequence number for a request.
