@@ -168,6 +168,30 @@ mod tests {
         );
     }
 
+    /// A packet socket's own fields reach the agent and read back the same.
+    #[test]
+    fn a_packet_socket_round_trips() {
+        let mut l = event().listener;
+        l.protocol = Protocol::Packet;
+        l.port = 3;
+        l.portless = Some(Box::new(crate::model::PortLess {
+            socket_type: "raw".into(),
+            ifindex: 2,
+            interface: Some("eth0".into()),
+            filter: crate::model::Filter::Attached(4),
+            fanout: None,
+        }));
+        let w = WireEvent::new(&raise(l));
+        let line = Message::Event(Box::new(w.clone())).to_line();
+        assert!(line.contains("\"kind\":\"packet\""), "{line}");
+        assert!(
+            line.contains("\"filter\":{\"attached\":true,\"instructions\":4}"),
+            "{line}"
+        );
+        let back = Message::from_line(line.trim_end()).unwrap();
+        assert_eq!(back, Message::Event(Box::new(w)));
+    }
+
     #[test]
     fn alert_id_is_stable_and_ignores_the_pid() {
         let a = event();
