@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod fds;
 pub mod host;
+pub mod instant;
 pub mod netns;
 pub mod owners;
 pub mod packet_diag;
