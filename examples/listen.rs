@@ -18,6 +18,9 @@
 //! sets it to any bytes (`fffe` is not UTF-8). `--nondumpable` makes the process
 //! non-dumpable (its fd links unreadable without `CAP_SYS_PTRACE`).
 //!
+//! `--for MS` opens each spec in turn, holds it MS milliseconds, closes it, and exits once
+//! all have been: short-lived listeners, from a process gone before anyone looks.
+//!
 //! `--decoy PROGRAM` plays the decoy an attacker sets up: the sockets are handed to PROGRAM
 //! (started with them inherited, and `3600` as its argument) and closed here, so PROGRAM
 //! is their only holder; `ready` then also says `decoy=PID`. A line `take` on standard
@@ -206,6 +209,31 @@ fn raise_fd_limit() {
     let _ = setrlimit(Resource::Nofile, limit);
 }
 
+/// `--for MS`: each spec in turn is opened, held for MS milliseconds and closed; then the
+/// process prints `done pid=PID ports=...` and exits at once (a listener that lives
+/// between two polls, and a process gone before anyone looks at it).
+fn short_lived(specs: &[String], ms: &str) {
+    let hold = std::time::Duration::from_millis(ms.parse().expect("--for MS"));
+    let mut ports = Vec::new();
+    for spec in specs {
+        let sockets = open(spec).unwrap_or_else(|e| {
+            eprintln!("listen: {e}");
+            std::process::exit(1);
+        });
+        for s in &sockets {
+            let port = s
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.port());
+            ports.push(port.map_or_else(|| "-".into(), |p| p.to_string()));
+        }
+        std::thread::sleep(hold);
+        drop(sockets);
+    }
+    println!("done pid={} ports={}", std::process::id(), ports.join(","));
+}
+
 fn main() {
     raise_fd_limit();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -222,6 +250,9 @@ fn main() {
         rustix::thread::set_name(&c).expect("prctl(PR_SET_NAME)");
     }
     let decoy = option(&mut args, "--decoy");
+    if let Some(ms) = option(&mut args, "--for") {
+        return short_lived(&args, &ms);
+    }
     let mut sockets = Vec::new();
     for spec in &args {
         match open(spec) {

@@ -97,6 +97,18 @@ pub struct RunArgs {
     /// [default: daemon.namespaces from the config, else all].
     #[arg(long, value_enum, value_name = "SCOPE")]
     pub namespaces: Option<crate::source::netns::Scope>,
+    /// Instant detection: `auto` (the kernel's listen and bind events, where the daemon may
+    /// load eBPF) or `off` (polls alone) [default: daemon.instant from the config, else auto].
+    #[arg(long, value_name = "auto|off", value_parser = parse_instant)]
+    pub instant: Option<bool>,
+}
+
+fn parse_instant(s: &str) -> Result<bool, String> {
+    match s {
+        "auto" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("`{s}`: expected `auto` or `off`")),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@
 
 mod dispatch;
 mod edges;
+mod kernel;
 mod poll;
 mod reload;
 mod status;
@@ -31,6 +32,8 @@ use crate::sink::record::{Record, message_id, priority};
 
 pub use dispatch::Outputs;
 pub use edges::{DaemonError, Edges, Request};
+use kernel::KernelWatch;
+pub use kernel::{InstantDetection, KernelStats, SHORT_LIVED_PER_POLL};
 pub use poll::{Look, Poller};
 pub use reload::RELOAD_LIMIT;
 use reload::{Reloading, start_reload};
@@ -51,6 +54,10 @@ pub struct Daemon {
     pub stats: PollStats,
     /// When to give a flood's memory back.
     trim: crate::memory::TrimAfterDrop,
+    /// What the kernel's events left to settle.
+    pub kernel: KernelWatch,
+    /// Until the loop takes it: instant detection as opened.
+    instant: Option<InstantDetection>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -93,6 +100,8 @@ impl Daemon {
             outputs,
             stats: PollStats::default(),
             trim: crate::memory::TrimAfterDrop::default(),
+            kernel: KernelWatch::default(),
+            instant: Some(edges.instant),
         }
     }
 
@@ -109,6 +118,9 @@ impl Daemon {
         for warning in self.config.lint(&*self.host) {
             self.outputs
                 .send(priority::WARNING, format!("config: {warning}"));
+        }
+        if let Some(instant) = &self.instant {
+            self.outputs.records.send(self.instant_note(instant));
         }
     }
 
@@ -130,17 +142,28 @@ impl Daemon {
     pub fn poll(&mut self, scheduled: Instant) {
         let started = Instant::now();
         let force = self.tracker.has_pending();
-        if let Look::Listeners(listeners) = self.poller.look(force, &*self.outputs.records) {
-            let mut events = Vec::new();
+        let mut events = Vec::new();
+        let look = self.poller.look(force, &*self.outputs.records);
+        let (changed, failed) = (
+            matches!(look, Look::Listeners(_)),
+            matches!(look, Look::Failed),
+        );
+        if let Look::Listeners(listeners) = look {
             let (tracker, c) = self.tracker_and_classifier();
             tracker.update(now(), listeners, &|l| c.classify(l), &mut events);
+        }
+        if !failed {
+            // What the kernel's events announced: the poll's, or gone before it looked.
+            self.settle_sightings(&mut events);
+        }
+        if !events.is_empty() {
             // Queued events count as held memory until they are written.
             self.trim.note(self.tracker.listener_count() + events.len());
             self.stats.events += events.len() as u64;
             let budget = self.interval();
             self.outputs.dispatch(events, &self.tracker, budget);
-            self.check_expectations();
-        } else if self.watch.pending() {
+        }
+        if changed || self.watch.pending() {
             self.check_expectations();
         }
         if self.trim.observe(self.tracker.listener_count(), 1024) {
@@ -269,13 +292,35 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     let mut status = ticker(Duration::from_secs(10));
     let mut last_counts = daemon.counts();
     let mut reload: Option<Reloading> = None;
+    let mut kernel = daemon.take_probe();
+    // A poll the kernel's events asked for, no sooner than a fraction of the interval
+    // after the last one: a flood of events costs a bounded number of polls.
+    let mut triggered: Option<Instant> = None;
+    let mut last_poll = Instant::now();
     loop {
         let expiry = daemon.next_expiry();
         tokio::select! {
             _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => {
                 daemon.expired();
             }
+            ready = async { kernel.as_mut().expect("guarded").readable_mut().await }, if kernel.is_some() => {
+                let Ok(mut ready) = ready else { continue };
+                let (wants, more) = daemon.heard(ready.get_inner_mut());
+                if !more {
+                    ready.clear_ready();
+                }
+                if wants && triggered.is_none() {
+                    triggered = Some((last_poll + daemon.trigger_gap()).max(Instant::now()));
+                }
+            }
+            _ = tokio::time::sleep_until(triggered.unwrap_or_else(Instant::now)), if triggered.is_some() => {
+                triggered = None;
+                last_poll = Instant::now();
+                daemon.kernel.stats.triggered_polls += 1;
+                daemon.poll(last_poll);
+            }
             tick = poll.tick() => {
+                last_poll = Instant::now();
                 daemon.poll(tick);
                 // Counts changed: say so now; timing figures follow every 10 s.
                 if daemon.counts() != last_counts {

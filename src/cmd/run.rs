@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::{Failure, exit};
 use crate::cli::RunArgs;
 use crate::config::{Config, Layers, Overrides};
-use crate::daemon::{self, Daemon, DaemonError, Edges, Request, SdNotify};
+use crate::daemon::{self, Daemon, DaemonError, Edges, InstantDetection, Request, SdNotify};
 use crate::sink::fanout::{Delivery, Fanout};
 use crate::sink::record::{Record, priority};
 use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
@@ -57,6 +57,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 interval: args.interval,
                 log: args.log,
                 namespaces: args.namespaces,
+                instant: args.instant,
             },
         };
         let loaded = layers.load();
@@ -165,7 +166,20 @@ pub fn open_edges(
         delivery,
         state: StateStore::new(state_dir, state::boot_id(&proc_root), netns),
         supervisor: Box::new(SdNotify),
+        instant: open_instant(config, &proc_root),
     })
+}
+
+/// Instant detection as the config asks: the eBPF program loaded and attached, or why not.
+fn open_instant(config: &Config, proc_root: &std::path::Path) -> InstantDetection {
+    if !config.daemon.instant {
+        return InstantDetection::Off;
+    }
+    let cgroup2 = source::instant::cgroup2_root(proc_root);
+    match source::instant::KernelProbe::open(cgroup2.as_deref()) {
+        Ok(probe) => InstantDetection::On(Box::new(probe)),
+        Err(why) => InstantDetection::Refused(why),
+    }
 }
 
 /// The tasks beside the loop, and what opening them had to say.

@@ -62,6 +62,9 @@ pub struct DaemonSettings {
     pub log: LogMode,
     /// Every network namespace on the machine, or the daemon's own.
     pub namespaces: crate::source::netns::Scope,
+    /// Instant detection (`instant = "auto"`): the kernel's events make the daemon poll at
+    /// once, and listeners that live between two polls are still recorded. `false`: `"off"`.
+    pub instant: bool,
 }
 
 /// The event socket (`[events]`).
@@ -143,6 +146,7 @@ pub struct Overrides {
     pub interval: Option<Duration>,
     pub log: Option<LogMode>,
     pub namespaces: Option<crate::source::netns::Scope>,
+    pub instant: Option<bool>,
 }
 
 /// Where the daemon's config comes from, in layers: built-in defaults, then the file,
@@ -168,6 +172,9 @@ impl Layers {
         if let Some(scope) = self.overrides.namespaces {
             config.daemon.namespaces = scope;
         }
+        if let Some(instant) = self.overrides.instant {
+            config.daemon.instant = instant;
+        }
         let registry = config.registry()?;
         Ok((config, registry))
     }
@@ -188,6 +195,7 @@ impl Default for DaemonSettings {
             state_directory: None,
             log: LogMode::Auto,
             namespaces: crate::source::netns::Scope::All,
+            instant: true,
         }
     }
 }
@@ -221,6 +229,9 @@ impl Config {
         let mut later = Vec::new();
         if new.daemon.log != self.daemon.log {
             later.push("daemon.log");
+        }
+        if new.daemon.instant != self.daemon.instant {
+            later.push("daemon.instant");
         }
         if new.daemon.state_directory != self.daemon.state_directory {
             later.push("daemon.state_directory");

@@ -30,6 +30,7 @@ pub fn read_table<'t>(
             "state_directory",
             "log",
             "namespaces",
+            "instant",
         ],
         "events" => &[
             "socket",
@@ -89,6 +90,22 @@ fn daemon_key<'t>(doc: &mut Doc<'t>, key: &str, v: &Value<'t>, config: &mut Conf
                     );
                 }
             }
+        }
+        "instant" => {
+            d.instant = match doc.string("daemon.instant", v, "\"auto\" or \"off\"") {
+                Some("auto") => true,
+                Some("off") => false,
+                Some(other) => {
+                    doc.error(
+                        Some(v.span()),
+                        format!(
+                            "daemon.instant: `{other}` is not allowed; allowed: \"auto\", \"off\""
+                        ),
+                    );
+                    d.instant
+                }
+                None => d.instant,
+            };
         }
         "namespaces" => {
             d.namespaces = match doc.string("daemon.namespaces", v, "\"all\" or \"host\"") {

@@ -45,6 +45,8 @@ pub struct Edges {
     pub delivery: Option<mpsc::UnboundedSender<Delivery>>,
     pub state: StateStore,
     pub supervisor: Box<dyn Supervisor>,
+    /// The kernel's listen and bind events, when they could be had.
+    pub instant: super::InstantDetection,
 }
 
 impl std::fmt::Debug for Edges {

@@ -7,7 +7,9 @@
 //! grouping, no diff.
 
 use crate::latch::Latch;
-use crate::model::{Inode, Listener, Socket, group_listeners};
+use std::sync::Arc;
+
+use crate::model::{Inode, Listener, Pid, Process, Socket, group_listeners};
 use crate::sink::RecordSink;
 use crate::sink::record::{Record, priority};
 use crate::source::{OwnerSource, SocketSource};
@@ -60,6 +62,16 @@ impl Poller {
                 "listening sockets readable again",
             ),
         }
+    }
+
+    /// The sockets of the last look.
+    pub fn sockets(&self) -> &[Socket] {
+        &self.sockets
+    }
+
+    /// A running process's details, if `pid` still names the one started at `start_time`.
+    pub fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
+        self.owners.process(pid, start_time)
     }
 
     /// Takes a snapshot. With `force`, the listeners are worked out even when the socket

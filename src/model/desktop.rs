@@ -372,6 +372,8 @@ mod tests {
             detail: None,
             previous_pid: None,
             alert_suppressed: false,
+            source: None,
+            lifetime_ms: None,
         }
     }
 

@@ -97,6 +97,9 @@ pub struct Event {
     /// True for a listener the policy does not allow whose alert is held back because it
     /// flapped within the quiet time.
     pub alert_suppressed: bool,
+    /// Set when the kernel's events told of this listener (instant detection): its
+    /// records say `EVENT_SOURCE=ebpf`.
+    pub announced: Option<Announced>,
     /// For an alert: its line on the event socket when replayed to a new subscriber,
     /// serialized once and shared by every subscriber (filled by the event socket).
     pub replay_line: OnceLock<Arc<str>>,
@@ -113,6 +116,7 @@ impl Event {
             previous_pid: None,
             previous_owner: None,
             alert_suppressed: false,
+            announced: None,
             replay_line: OnceLock::new(),
         }
     }
@@ -121,6 +125,14 @@ impl Event {
         self.detail = Some(detail.into());
         self
     }
+}
+
+/// What the kernel's events said of a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announced {
+    /// How long it listened, from the kernel's own times of its opening and closing; on
+    /// the records that close it, and on both records of a listener no poll saw.
+    pub lifetime: Option<Duration>,
 }
 
 /// The moment of an update: the monotonic clock for grace and quiet times, the wall clock
@@ -551,6 +563,52 @@ impl Tracker {
             }
         }
         self.recount();
+    }
+
+    /// A listener that opened and closed between two polls, known from the kernel's events
+    /// alone: judged like any new one, and recorded as opened (or alerted) at `opened`, then
+    /// closed (or cleared) at `closed`. The quiet time applies as for any alert. Nothing is
+    /// recorded when its identity is listening now: the polls already speak of it.
+    pub fn short_lived(
+        &mut self,
+        (opened, closed): (Now, Now),
+        l: Listener,
+        classify: Classify<'_>,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let key = ListenerKey::of(&l);
+        if self.entries.contains_key(&key) {
+            return;
+        }
+        let class = Arc::new(classify(&l));
+        let lifetime = closed.at.saturating_duration_since(opened.at);
+        let event = |kind, now| {
+            let mut e = Event::new(kind, now, &l, &class);
+            e.announced = Some(Announced {
+                lifetime: Some(lifetime),
+            });
+            e
+        };
+        let recent = self
+            .last_alert
+            .get(&fingerprint(&key))
+            .is_some_and(|&t| closed.at.saturating_duration_since(t) < self.timing.realert_after);
+        let (first, last) = if class.verdict.alert && !recent {
+            self.last_alert.insert(fingerprint(&key), opened.at);
+            let last = event(EventKind::AlertCleared, closed).with_detail("listener closed");
+            (event(EventKind::AlertRaised, opened), last)
+        } else {
+            let mut first = event(EventKind::ListenerOpened, opened);
+            let mut last = event(EventKind::ListenerClosed, closed).with_detail("listener closed");
+            if class.verdict.alert {
+                first.detail = Some("alerted within the quiet time already (realert_after)".into());
+                first.alert_suppressed = true;
+                last.alert_suppressed = true;
+            }
+            (first, last)
+        };
+        out.push(Arc::new(first));
+        out.push(Arc::new(last));
     }
 
     /// True while some vanished listener waits out its grace window: the next poll must

@@ -13,7 +13,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::listener::{FileId, Protocol};
+use super::events::Announced;
+use super::listener::{FileId, Listener, Protocol};
 
 /// What happened to a socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,10 +226,17 @@ pub const MAX_SIGHTINGS: usize = 4096;
 /// listener in a namespace the daemon does not read.
 pub const FORGET_AFTER_NS: u64 = 30_000_000_000;
 
-/// The sockets events announced that no poll has seen yet.
+/// Where a UDP socket listens: namespace, protocol, address, port.
+type Place = (u64, Protocol, IpAddr, u16);
+
+/// The sockets events announced: those no poll has seen yet, and those a poll has seen,
+/// until the records that close them are written (they carry the kernel's lifetime).
 #[derive(Debug, Default)]
 pub struct Sightings {
     pending: HashMap<(Table, u64), Sighting>,
+    seen: HashMap<(Table, u64), Sighting>,
+    /// The seen UDP sockets by place: the poll's listeners have no cookie.
+    seen_udp: HashMap<Place, u64>,
     /// Announced sockets not remembered: the table was full.
     pub overflowed: u64,
     /// Announced sockets forgotten: never seen by a poll, never closed.
@@ -257,10 +265,19 @@ impl Sightings {
                     s.closed_ns = Some(event.at_ns);
                     Wants::Poll
                 }
-                _ => Wants::Nothing,
+                Some(_) => Wants::Nothing,
+                None => {
+                    // A poll has it: the close record, when the poll sees it gone, tells
+                    // how long it listened.
+                    if let Some(s) = self.seen.get_mut(&slot) {
+                        s.closed_ns.get_or_insert(event.at_ns);
+                    }
+                    Wants::Nothing
+                }
             },
             Happened::Connect => {
                 self.pending.remove(&slot);
+                self.forget_seen(slot);
                 Wants::Nothing
             }
         }
@@ -284,8 +301,10 @@ impl Sightings {
     ) -> Vec<Sighting> {
         let mut gone = Vec::new();
         let mut unconfirmed = 0;
-        self.pending.retain(|_, s| {
+        let mut seen = Vec::new();
+        self.pending.retain(|slot, s| {
             if present(&s.opened) {
+                seen.push((*slot, s.clone()));
                 return false;
             }
             if s.closed_ns.is_some() {
@@ -297,11 +316,80 @@ impl Sightings {
             keep
         });
         self.unconfirmed += unconfirmed;
+        // Seen ones stay until their close is recorded; closed ones the poll never closed
+        // (it saw them come back as a restart) are forgotten in time.
+        let stale: Vec<(Table, u64)> = self
+            .seen
+            .iter()
+            .filter(|(_, s)| {
+                s.closed_ns
+                    .is_some_and(|c| now_ns.saturating_sub(c) >= FORGET_AFTER_NS)
+            })
+            .map(|(slot, _)| *slot)
+            .collect();
+        for slot in stale {
+            self.forget_seen(slot);
+        }
+        for (slot, s) in seen {
+            if self.seen.len() < MAX_SIGHTINGS {
+                if slot.0 == Table::Udp {
+                    let o = &s.opened;
+                    self.seen_udp
+                        .insert((o.netns, o.protocol, o.address, o.port), slot.1);
+                }
+                self.seen.insert(slot, s);
+            }
+        }
         gone.sort_by_key(|s| (s.opened.at_ns, s.opened.key));
         if self.pending.capacity() > 1024 && self.pending.capacity() > 4 * self.pending.len() {
             self.pending.shrink_to(self.pending.len() * 2);
         }
         gone
+    }
+
+    fn forget_seen(&mut self, slot: (Table, u64)) {
+        if let Some(s) = self.seen.remove(&slot)
+            && slot.0 == Table::Udp
+        {
+            let o = &s.opened;
+            self.seen_udp
+                .remove(&(o.netns, o.protocol, o.address, o.port));
+        }
+    }
+
+    fn seen_slot(&self, l: &Listener) -> Option<(Table, u64)> {
+        if l.protocol == Protocol::Tcp {
+            l.inodes
+                .iter()
+                .map(|i| (Table::Tcp, i.0))
+                .find(|slot| self.seen.contains_key(slot))
+        } else {
+            let cookie = self
+                .seen_udp
+                .get(&(l.netns, l.protocol, l.address, l.port))?;
+            Some((Table::Udp, *cookie))
+        }
+    }
+
+    /// What the kernel's events said of a listener a poll found: `None` when no event
+    /// announced it. With `closing`, the record closes it: its lifetime, by the kernel's
+    /// times, if the kernel said it closed; and it is forgotten.
+    pub fn announced(&mut self, l: &Listener, closing: bool) -> Option<Announced> {
+        if self.seen.is_empty() {
+            return None;
+        }
+        let slot = self.seen_slot(l)?;
+        let lifetime = self.seen.get(&slot)?.lifetime();
+        if !closing {
+            return Some(Announced { lifetime: None });
+        }
+        self.forget_seen(slot);
+        Some(Announced { lifetime })
+    }
+
+    /// Whether nothing at all is remembered (no announced listener waits for a record).
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.seen.is_empty()
     }
 }
 

@@ -51,6 +51,13 @@ pub struct WireEvent {
     pub previous_pid: Option<u32>,
     #[serde(default)]
     pub alert_suppressed: bool,
+    /// `ebpf` when the kernel's events told of this listener (instant detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// How long it listened, in milliseconds, by the kernel's times: on the events that
+    /// close it, and on both events of a listener that no poll saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime_ms: Option<u64>,
 }
 
 impl WireEvent {
@@ -65,6 +72,11 @@ impl WireEvent {
             detail: e.detail.clone(),
             previous_pid: e.previous_pid.map(|p| p.0),
             alert_suppressed: e.alert_suppressed,
+            source: e.announced.map(|_| "ebpf".to_owned()),
+            lifetime_ms: e
+                .announced
+                .and_then(|a| a.lifetime)
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }

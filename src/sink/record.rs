@@ -131,6 +131,12 @@ impl Record {
         if let Some(d) = &e.detail {
             f.push(("EVENT_DETAIL", d.clone()));
         }
+        if let Some(a) = e.announced {
+            f.push(("EVENT_SOURCE", "ebpf".to_owned()));
+            if let Some(t) = a.lifetime {
+                f.push(("LISTEN_LIFETIME_MS", t.as_millis().to_string()));
+            }
+        }
         Record {
             time: e.time,
             priority: Self::priority_of(e),
@@ -417,6 +423,18 @@ fn owner_words(owner: &Owner, socket_uid: u32) -> String {
 }
 
 fn event_message(e: &Event) -> String {
+    let text = event_words(e);
+    match e.announced.and_then(|a| a.lifetime) {
+        // Between two polls: say so, and for how long.
+        Some(t) if matches!(e.kind, EventKind::AlertRaised | EventKind::ListenerOpened) => {
+            format!("{text} (listened {} ms, between two polls)", t.as_millis())
+        }
+        Some(t) => format!("{text} (listened {} ms)", t.as_millis()),
+        None => text,
+    }
+}
+
+fn event_words(e: &Event) -> String {
     let l = &e.listener;
     let at = match l.portless.as_deref() {
         None => format!(

@@ -158,10 +158,19 @@ fn attach_udp(ebpf: &mut Ebpf, root: &Path) -> Result<(), String> {
 }
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
-/// under systemd's hybrid layout), from `/proc/self/mountinfo`.
+/// under systemd's hybrid layout), from `/proc/self/mountinfo`; where the daemon's own
+/// mounts lack it (`ip netns exec` mounts a /sys of its own), through pid 1's root.
 pub fn cgroup2_root(proc_root: &Path) -> Option<PathBuf> {
-    let info = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok()?;
-    cgroup2_in_mountinfo(&info)
+    let mounted = |pid: &str| {
+        let info = std::fs::read_to_string(proc_root.join(pid).join("mountinfo")).ok()?;
+        cgroup2_in_mountinfo(&info)
+    };
+    if let Some(own) = mounted("self") {
+        return Some(own);
+    }
+    let init = mounted("1")?;
+    let path = proc_root.join("1/root").join(init.strip_prefix("/").ok()?);
+    path.is_dir().then_some(path)
 }
 
 fn cgroup2_in_mountinfo(info: &str) -> Option<PathBuf> {

@@ -28,6 +28,12 @@ pub trait OwnerSource {
     fn attribute(&mut self, sockets: &[Socket], table_changed: bool) -> AttributionStats;
     /// The owner of a socket [`attribute`](Self::attribute) has seen.
     fn owner_of(&self, socket: &Socket) -> Owner;
+    /// The details of the process `pid` names now, if it is still the one that started at
+    /// `start_time` (clock ticks after boot): what a kernel event's pid can be trusted for.
+    fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
+        let _ = (pid, start_time);
+        None
+    }
 }
 
 impl<D: ProcessDetails> OwnerSource for Attributor<D> {
@@ -37,6 +43,25 @@ impl<D: ProcessDetails> OwnerSource for Attributor<D> {
 
     fn owner_of(&self, socket: &Socket) -> Owner {
         Attributor::owner_of(self, socket)
+    }
+
+    fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
+        let same = |root: &Path| {
+            super::procfs::stat(root, pid.0).is_some_and(|s| s.start_time == start_time)
+        };
+        if !same(&self.root) {
+            return None;
+        }
+        let details = self.details.details(&[pid]).remove(&pid)?;
+        // Read before and after: the pid must not have been reused in between.
+        let stat = super::procfs::stat(&self.root, pid.0).filter(|s| s.start_time == start_time)?;
+        let mut details = details;
+        let p = Arc::make_mut(&mut details);
+        let name = String::from_utf8_lossy(&stat.comm);
+        p.name_lossy = matches!(name, std::borrow::Cow::Owned(_));
+        p.name = name.into_owned();
+        p.start_time = start_time;
+        Some(details)
     }
 }
 

@@ -352,6 +352,20 @@ impl Daemon {
         Daemon::launch_with(ns, &[], args, dir, env)
     }
 
+    /// Starts in the namespace's network only (`nsenter --net`), keeping this process's
+    /// mounts: `ip netns exec` mounts a /sys of its own, without the cgroup hierarchy that
+    /// instant detection's UDP hooks attach to.
+    pub fn start_in_net(ns: &Netns, args: &[&str]) -> Daemon {
+        let netns = format!("--net=/run/netns/{}", ns.name);
+        Daemon::launch_with(
+            ns,
+            &["nsenter", &netns, "--"],
+            args,
+            tempfile::tempdir().unwrap(),
+            &[],
+        )
+    }
+
     fn launch_with(
         ns: &Netns,
         wrapper: &[&str],
@@ -363,6 +377,11 @@ impl Daemon {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = match wrapper {
             [] => ns.command(bin()),
+            ["nsenter", rest @ ..] => {
+                let mut c = Command::new("nsenter");
+                c.args(rest).arg(bin());
+                c
+            }
             [program, rest @ ..] => {
                 let mut c = ns.command(program);
                 c.args(rest).arg(bin());

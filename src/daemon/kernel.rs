@@ -1,0 +1,337 @@
+//! Instant detection in the loop: the kernel's events make the daemon poll at once, and a
+//! socket they announced that closed before any poll saw it is recorded from what the
+//! event carried: a short-lived listener (`EVENT_SOURCE=ebpf`, `LISTEN_LIFETIME_MS`).
+//!
+//! The snapshot stays the truth for what listens: an event never makes a listener by
+//! itself while its socket is there for a poll to see.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+
+use super::Daemon;
+use crate::model::instant::{KernelEvent, Sightings, Wants};
+use crate::model::{Event, EventKind, Inode, Listener, Now, Owner, Pid, Process, Protocol};
+use crate::sink::record::{Record, priority};
+use crate::source::instant::KernelProbe;
+use crate::source::netns::Scope;
+
+/// The most short-lived listeners recorded after one poll; more are counted and said in
+/// one record (a flood must not become a flood of records).
+pub const SHORT_LIVED_PER_POLL: usize = 1000;
+
+/// Processes kept from the moment of their events (a process that exits before its
+/// listener is judged is still named in full): at most this many.
+const PROCESSES_KEPT: usize = 1024;
+
+/// Instant detection as the daemon was given it.
+#[derive(Debug)]
+pub enum InstantDetection {
+    /// `instant = "off"`.
+    Off,
+    /// Loaded and attached.
+    On(Box<KernelProbe>),
+    /// Asked for, and refused: why.
+    Refused(String),
+}
+
+/// Counts of what the kernel's events did, for the status line and benchmarks.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KernelStats {
+    pub events: u64,
+    /// Polls run at once because of an event.
+    pub triggered_polls: u64,
+    /// Listeners recorded that no poll saw.
+    pub short_lived: u64,
+    /// Events the kernel had no room for in the ring buffer.
+    pub lost: u64,
+}
+
+/// What the daemon keeps of the kernel's events between polls.
+#[derive(Debug, Default)]
+pub struct KernelWatch {
+    sightings: Sightings,
+    batch: Vec<KernelEvent>,
+    processes: HashMap<(u32, u64), Arc<Process>>,
+    pub stats: KernelStats,
+    /// What was last said of losses, so each is said once.
+    said: KernelStats,
+    said_overflow: (u64, u64),
+    /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`], and UDP ones on ephemeral
+    /// ports that the policy allows (clients that bound port 0 and sent), not recorded.
+    pub not_recorded: u64,
+}
+
+/// `CLOCK_BOOTTIME`, the kernel's clock for events.
+fn boottime_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// The moment a kernel timestamp names, on the daemon's clocks.
+fn moment(at_ns: u64, now_ns: u64, now: Now) -> Now {
+    let ago = Duration::from_nanos(now_ns.saturating_sub(at_ns));
+    Now {
+        at: now.at.checked_sub(ago).unwrap_or(now.at),
+        wall: now.wall.checked_sub(ago).unwrap_or(now.wall),
+    }
+}
+
+/// Clock ticks after boot, as `/proc/PID/stat` counts a process's start.
+fn start_ticks(start_ns: u64) -> u64 {
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    start_ns / (1_000_000_000 / hz)
+}
+
+impl Daemon {
+    /// The kernel's event source, for the loop to wait on; `None` without one.
+    pub(super) fn take_probe(&mut self) -> Option<AsyncFd<KernelProbe>> {
+        match self.instant.take()? {
+            // `new` is deprecated for `register`, which is `unsafe` because a registered
+            // descriptor must outlive its registration: here the AsyncFd owns the probe,
+            // and so the ring buffer's descriptor, for as long as it is registered.
+            #[allow(deprecated)]
+            InstantDetection::On(probe) => match AsyncFd::new(*probe) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    let message = format!(
+                        "instant detection unavailable: cannot wait on its ring buffer: {e}"
+                    );
+                    self.outputs.send(priority::WARNING, message);
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// The least time between two polls when events ask for them: a tenth of the
+    /// interval, at most 100 ms.
+    pub(super) fn trigger_gap(&self) -> Duration {
+        (self.interval() / 10).min(Duration::from_millis(100))
+    }
+
+    /// Reads what the kernel said: sightings noted, each new process read while it may
+    /// still run. Returns whether a poll is wanted, and whether more records wait.
+    pub fn heard(&mut self, probe: &mut KernelProbe) -> (bool, bool) {
+        let mut batch = std::mem::take(&mut self.kernel.batch);
+        let more = probe.drain(&mut batch);
+        self.kernel.stats.lost = probe.lost();
+        let mut wants = false;
+        for e in batch.drain(..) {
+            // With `namespaces = "host"`, other namespaces are not the daemon's to watch.
+            if self.config.daemon.namespaces == Scope::Host && !self.host.netns(e.netns).host {
+                continue;
+            }
+            let w = &mut self.kernel;
+            w.stats.events += 1;
+            let who = (e.pid, e.start_ns);
+            if e.happened.opens()
+                && !w.processes.contains_key(&who)
+                && w.processes.len() < PROCESSES_KEPT
+                && let Some(p) = self.poller.process(Pid(e.pid), start_ticks(e.start_ns))
+            {
+                self.kernel.processes.insert(who, p);
+            }
+            wants |= self.kernel.sightings.note(e) == Wants::Poll;
+        }
+        self.kernel.batch = batch;
+        (wants, more)
+    }
+
+    /// After a look at the socket table, with the events it caused: sightings the table
+    /// has are the poll's (its records say the kernel announced them, and the closing
+    /// ones how long they listened); those that closed unseen are recorded now, appended
+    /// to `events`. Losses are said once each.
+    pub(super) fn settle_sightings(&mut self, events: &mut Vec<Arc<Event>>) {
+        self.say_losses();
+        if self.kernel.sightings.is_idle() {
+            self.kernel.processes.clear();
+            return;
+        }
+        let sockets = self.poller.sockets();
+        let inodes: HashSet<Inode> = sockets
+            .iter()
+            .filter(|s| s.protocol == Protocol::Tcp)
+            .map(|s| s.inode)
+            .collect();
+        let places: HashSet<(u64, Protocol, IpAddr, u16)> = sockets
+            .iter()
+            .filter(|s| s.protocol.is_datagram())
+            .map(|s| (s.netns, s.protocol, s.address, s.port))
+            .collect();
+        let now_ns = boottime_ns();
+        let gone = self
+            .kernel
+            .sightings
+            .resolve(now_ns, &|e| match e.protocol {
+                Protocol::Tcp => inodes.contains(&Inode(e.key)),
+                _ => places.contains(&(e.netns, e.protocol, e.address, e.port)),
+            });
+        self.annotate(events);
+        let now = super::now();
+        let mut recorded = 0;
+        for s in gone {
+            let l = self.listener_of(&s.opened);
+            if recorded == SHORT_LIVED_PER_POLL || self.is_udp_client_noise(&l) {
+                self.kernel.not_recorded += 1;
+                continue;
+            }
+            recorded += 1;
+            let closed = s.closed_ns.unwrap_or(now_ns);
+            let times = (
+                moment(s.opened.at_ns, now_ns, now),
+                moment(closed, now_ns, now),
+            );
+            let (tracker, c) = self.tracker_and_classifier();
+            tracker.short_lived(times, l, &|l| c.classify(l), events);
+        }
+        self.kernel.stats.short_lived += recorded as u64;
+        if self.kernel.sightings.is_empty() {
+            self.kernel.processes.clear();
+        }
+    }
+
+    /// Marks the poll's events of listeners the kernel announced.
+    fn annotate(&mut self, events: &mut [Arc<Event>]) {
+        for e in events.iter_mut() {
+            let closing = e.detail.as_deref() == Some("listener closed")
+                && matches!(e.kind, EventKind::ListenerClosed | EventKind::AlertCleared);
+            if let Some(a) = self.kernel.sightings.announced(&e.listener, closing) {
+                Arc::make_mut(e).announced = Some(a);
+            }
+        }
+    }
+
+    /// A UDP socket on a port of the ephemeral range, which the policy allows: a client
+    /// that bound port 0 and sent without connecting. Its short life is not recorded (a
+    /// resolver would write one every query); one the policy alerts on always is.
+    fn is_udp_client_noise(&self, l: &Listener) -> bool {
+        if !l.protocol.is_datagram() {
+            return false;
+        }
+        let (low, high) = self.host.ephemeral_ports(l.netns);
+        if !(low..=high).contains(&l.port) {
+            return false;
+        }
+        let c = crate::model::Classifier {
+            registry: &self.registry,
+            policy: &self.config.policy,
+            host: &*self.host,
+        };
+        !c.classify(l).verdict.alert
+    }
+
+    /// The listener an event announced, with what the event carried: the process as read
+    /// when the event arrived if it was still running, else its pid, name, uid and the
+    /// program file (with the path only when that path is the same file here).
+    fn listener_of(&self, e: &KernelEvent) -> Listener {
+        let process = match self.kernel.processes.get(&(e.pid, e.start_ns)) {
+            Some(p) => Arc::clone(p),
+            None => {
+                let name = String::from_utf8_lossy(&e.comm);
+                let exe = e.exe.as_ref();
+                Arc::new(Process {
+                    pid: Pid(e.pid),
+                    name_lossy: matches!(name, std::borrow::Cow::Owned(_)),
+                    name: name.into_owned(),
+                    exe: exe.and_then(|x| {
+                        let path = x.path.as_deref()?;
+                        (self.host.file_id(path) == Some(x.file)).then(|| path.to_owned())
+                    }),
+                    exe_file: exe.map(|x| x.file),
+                    mount_ns: None,
+                    cmdline: Vec::new(),
+                    uid: Some(e.uid),
+                    user: None,
+                    unit: None,
+                    start_time: start_ticks(e.start_ns),
+                    container: None,
+                    ns_pid: None,
+                })
+            }
+        };
+        Listener {
+            protocol: e.protocol,
+            address: e.address,
+            port: e.port,
+            v6only: None,
+            uid: e.uid,
+            inodes: match e.protocol {
+                Protocol::Tcp => vec![Inode(e.key)],
+                _ => Vec::new(),
+            },
+            pids: vec![Pid(e.pid)],
+            owner: Owner::Process(process),
+            netns: e.netns,
+            portless: None,
+        }
+    }
+
+    /// Events lost to a full ring buffer, sightings beyond the table's room, and
+    /// short-lived listeners not recorded: each new count said once, at warning.
+    fn say_losses(&mut self) {
+        let w = &mut self.kernel;
+        let mut said = Vec::new();
+        if w.stats.lost > w.said.lost {
+            said.push(format!(
+                "{} kernel events lost (the ring buffer was full); the polls see what stays open",
+                w.stats.lost - w.said.lost
+            ));
+            w.said.lost = w.stats.lost;
+        }
+        let overflow = (w.sightings.overflowed, w.not_recorded);
+        if overflow.0 > w.said_overflow.0 {
+            said.push(format!(
+                "{} listeners announced by the kernel were not followed (more than {} at once)",
+                overflow.0 - w.said_overflow.0,
+                crate::model::instant::MAX_SIGHTINGS
+            ));
+        }
+        if overflow.1 > w.said_overflow.1 && w.said_overflow.1 == 0 {
+            said.push(format!(
+                "short-lived listeners not recorded one by one: {} so far (more than {SHORT_LIVED_PER_POLL} at one poll, or UDP clients on ephemeral ports)",
+                overflow.1
+            ));
+        }
+        w.said_overflow = overflow;
+        for message in said {
+            let message = format!("instant detection: {message}");
+            self.outputs.send(priority::WARNING, message);
+        }
+    }
+
+    /// The record that says whether instant detection runs, and if not, why.
+    pub(super) fn instant_note(&self, instant: &InstantDetection) -> Record {
+        let interval = humantime::format_duration(self.interval());
+        let (priority, message) = match instant {
+            InstantDetection::Off => (
+                priority::INFO,
+                format!(
+                    "instant detection off (daemon.instant = \"off\"): polling every {interval}"
+                ),
+            ),
+            InstantDetection::Refused(why) => (
+                priority::WARNING,
+                format!("instant detection unavailable: {why}; polling every {interval} as before"),
+            ),
+            InstantDetection::On(probe) => match &probe.udp_refused {
+                None => (
+                    priority::INFO,
+                    "instant detection on: the kernel reports TCP listens and UDP binds (eBPF)"
+                        .to_owned(),
+                ),
+                Some(why) => (
+                    priority::WARNING,
+                    format!(
+                        "instant detection for TCP only: UDP binds are seen by the polls alone: {why}"
+                    ),
+                ),
+            },
+        };
+        Record::plain(priority, None, message)
+    }
+}
