@@ -30,7 +30,6 @@ typedef int __s32;
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
-static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)14;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)16;
 static long (*bpf_probe_read_kernel)(void *dst, __u32 size, const void *src) = (void *)113;
 static long (*bpf_probe_read_kernel_str)(void *dst, __u32 size, const void *src) = (void *)115;
@@ -91,14 +90,51 @@ struct path { struct vfsmount *mnt; struct dentry *dentry; } CORE;
 struct file { struct path f_path; struct inode *f_inode; } CORE;
 struct mm_struct { struct file *exe_file; } CORE;
 struct nsproxy { struct net *net_ns; } CORE;
+struct pid_namespace { struct ns_common ns; } CORE;
+struct upid { int nr; struct pid_namespace *ns; }; // an array element: its layout is fixed
+struct pid { unsigned int level; struct upid numbers[1]; } CORE;
 struct task_struct {
 	struct nsproxy *nsproxy;
+	struct pid *thread_pid;
 	struct mm_struct *mm;
 	struct task_struct *group_leader;
 	__u64 start_boottime;
 } CORE;
 
 #define READ(dst, src) bpf_probe_read_kernel(&(dst), sizeof(dst), &(src))
+
+// The daemon's PID namespace (its inode), set by the loader: pids are reported as the
+// daemon sees them, or as 0 for a process it cannot see.
+const volatile __u32 PIDNS_INUM = 0;
+#define PIDNS_LEVELS 8 // namespaces nested deeper than this report pid 0
+
+// The current process's pid in the daemon's PID namespace.
+static __u32 daemon_pid(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = 0;
+	struct pid *pid = 0;
+	unsigned int level = 0;
+	READ(leader, task->group_leader);
+	if (!leader)
+		return 0;
+	READ(pid, leader->thread_pid);
+	if (!pid)
+		return 0;
+	READ(level, pid->level);
+	for (int i = 0; i < PIDNS_LEVELS; i++) {
+		if (i > level)
+			break;
+		struct upid u = {};
+		unsigned int inum = 0;
+		bpf_probe_read_kernel(&u, sizeof(u), &pid->numbers[i]);
+		if (u.ns)
+			READ(inum, u.ns->ns.inum);
+		if (inum == PIDNS_INUM)
+			return u.nr;
+	}
+	return 0;
+}
 
 // What happened (the daemon's src/source/instant.rs reads the same layout).
 #define EV_LISTEN 1   // a TCP socket entered LISTEN
@@ -118,7 +154,7 @@ struct event {
 	__u64 exe_ino;        // the file the process runs, whatever its path says
 	__u32 exe_dev;        // ... and its device, in the kernel's encoding
 	__u32 netns;
-	__u32 pid;            // the thread group (what ps calls the pid)
+	__u32 pid;            // the thread group (what ps calls the pid), in the daemon's PID namespace; 0: not there
 	__u32 uid;            // the socket's uid
 	__u16 port;
 	__u16 pad0;
@@ -223,8 +259,7 @@ static void fill_socket(struct event *e, struct sock *sk)
 		READ(e->netns, net->ns.inum);
 	READ(e->uid, sk->sk_uid.val);
 	e->key = socket_inode(sk);
-	__u64 id = bpf_get_current_pid_tgid();
-	e->pid = id >> 32;
+	e->pid = daemon_pid();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
@@ -367,7 +402,7 @@ static void fill_current(struct event *e)
 	struct nsproxy *nsproxy = 0;
 	struct net *net = 0;
 	e->time_ns = bpf_ktime_get_boot_ns();
-	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->pid = daemon_pid();
 	e->uid = (__u32)bpf_get_current_uid_gid();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	READ(nsproxy, task->nsproxy);

@@ -268,7 +268,11 @@ impl Daemon {
     fn stop(&mut self) {
         self.supervisor.stopping();
         self.outputs.save_state(&self.tracker);
-        let message = format!("portsentinel stopping: {}", self.status_line());
+        let message = format!(
+            "portsentinel stopping: {}{}",
+            self.status_line(),
+            self.kernel.summary()
+        );
         self.outputs.send(priority::INFO, message);
     }
 }

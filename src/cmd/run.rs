@@ -176,7 +176,11 @@ fn open_instant(config: &Config, proc_root: &std::path::Path) -> InstantDetectio
         return InstantDetection::Off;
     }
     let cgroup2 = source::instant::cgroup2_root(proc_root);
-    match source::instant::KernelProbe::open(cgroup2.as_deref()) {
+    // The initial PID namespace's inode (PROC_PID_INIT_INO) when /proc does not say.
+    let pidns = source::ns_inode(proc_root, "self", "pid")
+        .and_then(|i| u32::try_from(i).ok())
+        .unwrap_or(0xEFFF_FFFC);
+    match source::instant::KernelProbe::open(cgroup2.as_deref(), pidns) {
         Ok(probe) => InstantDetection::On(Box::new(probe)),
         Err(why) => InstantDetection::Refused(why),
     }

@@ -57,12 +57,32 @@ pub struct KernelWatch {
     batch: Vec<KernelEvent>,
     processes: HashMap<(u32, u64), Arc<Process>>,
     pub stats: KernelStats,
-    /// What was last said of losses, so each is said once.
-    said: KernelStats,
-    said_overflow: (u64, u64),
-    /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`], and UDP ones on ephemeral
-    /// ports that the policy allows (clients that bound port 0 and sent), not recorded.
-    pub not_recorded: u64,
+    /// Losses as last said (events lost, sightings not followed, short-lived listeners
+    /// beyond [`SHORT_LIVED_PER_POLL`]), and when: said at most once every 10 s.
+    said: (u64, u64, u64),
+    said_at: Option<std::time::Instant>,
+    /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`] at one poll, not recorded.
+    pub flood_skipped: u64,
+    /// Short-lived UDP sockets on ephemeral ports the policy allows (clients that bound
+    /// port 0 and sent), not recorded.
+    pub clients_skipped: u64,
+    /// Whether the loop waits on the kernel's events.
+    on: bool,
+}
+
+impl KernelWatch {
+    /// `; instant detection: 12 events, 3 polls asked for, 1 short-lived listener(s), 0
+    /// lost`, for the record that ends a run; empty when it was not on.
+    pub fn summary(&self) -> String {
+        if !self.on {
+            return String::new();
+        }
+        let s = &self.stats;
+        format!(
+            "; instant detection: {} events, {} polls asked for, {} short-lived listener(s) recorded, {} UDP client(s) not, {} lost",
+            s.events, s.triggered_polls, s.short_lived, self.clients_skipped, s.lost
+        )
+    }
 }
 
 /// `CLOCK_BOOTTIME`, the kernel's clock for events.
@@ -95,7 +115,10 @@ impl Daemon {
             // and so the ring buffer's descriptor, for as long as it is registered.
             #[allow(deprecated)]
             InstantDetection::On(probe) => match AsyncFd::new(*probe) {
-                Ok(fd) => Some(fd),
+                Ok(fd) => {
+                    self.kernel.on = true;
+                    Some(fd)
+                }
                 Err(e) => {
                     let message = format!(
                         "instant detection unavailable: cannot wait on its ring buffer: {e}"
@@ -122,8 +145,13 @@ impl Daemon {
         self.kernel.stats.lost = probe.lost();
         let mut wants = false;
         for e in batch.drain(..) {
-            // With `namespaces = "host"`, other namespaces are not the daemon's to watch.
-            if self.config.daemon.namespaces == Scope::Host && !self.host.netns(e.netns).host {
+            // With `namespaces = "host"`, other namespaces are not the daemon's to watch;
+            // a process outside its PID namespace (pid 0 in the event) is not in its world
+            // at all (a daemon in a container must not report its host).
+            let outside = e.happened.opens() && e.pid == 0;
+            if outside
+                || self.config.daemon.namespaces == Scope::Host && !self.host.netns(e.netns).host
+            {
                 continue;
             }
             let w = &mut self.kernel;
@@ -176,8 +204,12 @@ impl Daemon {
         let mut recorded = 0;
         for s in gone {
             let l = self.listener_of(&s.opened);
-            if recorded == SHORT_LIVED_PER_POLL || self.is_udp_client_noise(&l) {
-                self.kernel.not_recorded += 1;
+            if self.is_udp_client_noise(&l) {
+                self.kernel.clients_skipped += 1;
+                continue;
+            }
+            if recorded == SHORT_LIVED_PER_POLL {
+                self.kernel.flood_skipped += 1;
                 continue;
             }
             recorded += 1;
@@ -272,36 +304,45 @@ impl Daemon {
     }
 
     /// Events lost to a full ring buffer, sightings beyond the table's room, and
-    /// short-lived listeners not recorded: each new count said once, at warning.
+    /// short-lived listeners beyond what one poll records: said at warning, what is new
+    /// since the last word, at most once every 10 s (a sustained flood is one warning
+    /// every 10 s, not one a poll).
     fn say_losses(&mut self) {
         let w = &mut self.kernel;
-        let mut said = Vec::new();
-        if w.stats.lost > w.said.lost {
-            said.push(format!(
-                "{} kernel events lost (the ring buffer was full); the polls see what stays open",
-                w.stats.lost - w.said.lost
-            ));
-            w.said.lost = w.stats.lost;
+        let now = (w.stats.lost, w.sightings.overflowed, w.flood_skipped);
+        if now == w.said
+            || w.said_at
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
         }
-        let overflow = (w.sightings.overflowed, w.not_recorded);
-        if overflow.0 > w.said_overflow.0 {
-            said.push(format!(
-                "{} listeners announced by the kernel were not followed (more than {} at once)",
-                overflow.0 - w.said_overflow.0,
+        let mut parts = Vec::new();
+        if now.0 > w.said.0 {
+            parts.push(format!(
+                "{} kernel events lost (the ring buffer was full)",
+                now.0 - w.said.0
+            ));
+        }
+        if now.1 > w.said.1 {
+            parts.push(format!(
+                "{} announced sockets not followed (more than {} at once)",
+                now.1 - w.said.1,
                 crate::model::instant::MAX_SIGHTINGS
             ));
         }
-        if overflow.1 > w.said_overflow.1 && w.said_overflow.1 == 0 {
-            said.push(format!(
-                "short-lived listeners not recorded one by one: {} so far (more than {SHORT_LIVED_PER_POLL} at one poll, or UDP clients on ephemeral ports)",
-                overflow.1
+        if now.2 > w.said.2 {
+            parts.push(format!(
+                "{} short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)",
+                now.2 - w.said.2
             ));
         }
-        w.said_overflow = overflow;
-        for message in said {
-            let message = format!("instant detection: {message}");
-            self.outputs.send(priority::WARNING, message);
-        }
+        w.said = now;
+        w.said_at = Some(std::time::Instant::now());
+        let message = format!(
+            "instant detection: {}; the polls still see what stays open",
+            parts.join("; ")
+        );
+        self.outputs.send(priority::WARNING, message);
     }
 
     /// The record that says whether instant detection runs, and if not, why.

@@ -64,11 +64,15 @@ fn refusal(what: &str, e: &dyn std::error::Error) -> String {
 impl KernelProbe {
     /// Loads and attaches the program. `cgroup2` is the root of the cgroup v2 tree (from
     /// [`cgroup2_root`]). The error says why nothing could be attached.
-    pub fn open(cgroup2: Option<&Path>) -> Result<KernelProbe, String> {
+    ///
+    /// `pidns` is the inode of the daemon's PID namespace: the program reports pids as
+    /// the daemon sees them (0 for a process outside it).
+    pub fn open(cgroup2: Option<&Path>, pidns: u32) -> Result<KernelProbe, String> {
         let btf = Btf::from_sys_fs()
             .map_err(|e| format!("the kernel has no BTF (/sys/kernel/btf/vmlinux): {e}"))?;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
+            .override_global("PIDNS_INUM", &pidns, true)
             .load(OBJECT)
             .map_err(|e| refusal("loading the eBPF object", &e))?;
         let tp: &mut BtfTracePoint = program(&mut ebpf, "inet_sock_set_state")?;
@@ -163,7 +167,12 @@ fn attach_udp(ebpf: &mut Ebpf, root: &Path) -> Result<(), String> {
 pub fn cgroup2_root(proc_root: &Path) -> Option<PathBuf> {
     let mounted = |pid: &str| {
         let info = std::fs::read_to_string(proc_root.join(pid).join("mountinfo")).ok()?;
+        // The last mount that is still there: a later one may hide an earlier (a fresh
+        // /sys mounted over the host's, with the cgroup2 of a cgroup namespace on it).
         cgroup2_in_mountinfo(&info)
+            .into_iter()
+            .rev()
+            .find(|p| pid != "self" || p.is_dir())
     };
     if let Some(own) = mounted("self") {
         return Some(own);
@@ -173,16 +182,19 @@ pub fn cgroup2_root(proc_root: &Path) -> Option<PathBuf> {
     path.is_dir().then_some(path)
 }
 
-fn cgroup2_in_mountinfo(info: &str) -> Option<PathBuf> {
-    info.lines().find_map(|line| {
-        let (mount, fs) = line.split_once(" - ")?;
-        if fs.split_whitespace().next()? != "cgroup2" {
-            return None;
-        }
-        // Field 4 (from 0) is the mount point, with spaces as \040.
-        let point = mount.split_whitespace().nth(4)?;
-        Some(PathBuf::from(point.replace("\\040", " ")))
-    })
+/// Every cgroup2 mount point, in mount order.
+fn cgroup2_in_mountinfo(info: &str) -> Vec<PathBuf> {
+    info.lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            if fs.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            // Field 4 (from 0) is the mount point, with spaces as \040.
+            let point = mount.split_whitespace().nth(4)?;
+            Some(PathBuf::from(point.replace("\\040", " ")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -195,17 +207,14 @@ mod tests {
                       31 25 0:27 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
         assert_eq!(
             cgroup2_in_mountinfo(hybrid),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+            vec![PathBuf::from("/sys/fs/cgroup/unified")]
         );
         let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw\n";
         assert_eq!(
             cgroup2_in_mountinfo(unified),
-            Some(PathBuf::from("/sys/fs/cgroup"))
+            vec![PathBuf::from("/sys/fs/cgroup")]
         );
-        assert_eq!(
-            cgroup2_in_mountinfo("1 2 0:1 / / rw - ext4 /dev/sda rw\n"),
-            None
-        );
+        assert!(cgroup2_in_mountinfo("1 2 0:1 / / rw - ext4 /dev/sda rw\n").is_empty());
     }
 
     #[test]
