@@ -143,8 +143,8 @@ static __u32 daemon_pid(void)
 #define EV_UNBIND 4   // ... and closed
 #define EV_CONNECT 5  // ... or connected: a client
 
-#define PATH_BYTES 512 // the exe path, its names leaf first, each ended by a NUL
-#define NAME_BYTES 128 // at most this much of one name (longer ones make the path unusable)
+#define PATH_BYTES 256 // the exe path, its names leaf first, each ended by a NUL
+#define NAME_BYTES 64  // at most this much of one name (longer ones make the path unusable)
 #define DEPTH 32       // names followed up from the exe (deeper paths are unusable)
 
 struct event {
@@ -172,7 +172,7 @@ struct event {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, 1 << 18); // 256 KiB: about 700 events
 } EVENTS SEC(".maps");
 
 // Events the ring buffer had no room for: the daemon logs them and polls.

@@ -180,7 +180,10 @@ fn open_instant(config: &Config, proc_root: &std::path::Path) -> InstantDetectio
     let pidns = source::ns_inode(proc_root, "self", "pid")
         .and_then(|i| u32::try_from(i).ok())
         .unwrap_or(0xEFFF_FFFC);
-    match source::instant::KernelProbe::open(cgroup2.as_deref(), pidns) {
+    let opened = source::instant::KernelProbe::open(cgroup2.as_deref(), pidns);
+    // Reading the kernel's BTF took megabytes that are free again: give them back.
+    crate::memory::release_free_memory();
+    match opened {
         Ok(probe) => InstantDetection::On(Box::new(probe)),
         Err(why) => InstantDetection::Refused(why),
     }

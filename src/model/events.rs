@@ -896,6 +896,61 @@ mod tests {
         );
     }
 
+    impl Script {
+        fn short_lived(&mut self, from: u64, to: u64, l: Listener) -> Vec<Arc<Event>> {
+            let times = (self.now(from), self.now(to));
+            let c = Classifier {
+                registry: &self.registry,
+                policy: &self.policy,
+                host: &crate::model::classify::TestHost,
+            };
+            let mut out = Vec::new();
+            self.tracker
+                .short_lived(times, l, &|l| c.classify(l), &mut out);
+            out
+        }
+    }
+
+    #[test]
+    fn a_short_lived_listener_is_alerted_and_cleared_with_its_lifetime_once_per_quiet_time() {
+        let mut s = Script::new(vec![]);
+        s.at(0, vec![]);
+        let ev = s.short_lived(1, 3, listener(867, 11, "/tmp/x"));
+        let kinds: Vec<EventKind> = ev.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [AlertRaised, AlertCleared]);
+        for e in &ev {
+            let lifetime = e.announced.and_then(|a| a.lifetime);
+            assert_eq!(lifetime, Some(Duration::from_secs(2)), "{e:?}");
+        }
+        assert_eq!(ev[0].time, SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        assert_eq!(ev[1].time, SystemTime::UNIX_EPOCH + Duration::from_secs(3));
+        // Nothing stays behind: no listener, no active alert.
+        assert_eq!(
+            (s.tracker.listener_count(), s.tracker.alert_count()),
+            (0, 0)
+        );
+        // Again within the quiet time: recorded, not alerted.
+        let kinds: Vec<EventKind> = s
+            .short_lived(5, 6, listener(867, 12, "/tmp/x"))
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, [ListenerOpened, ListenerClosed]);
+        // An allowed one: opened and closed.
+        let kinds: Vec<EventKind> = s
+            .short_lived(7, 8, listener(8080, 13, "/tmp/x"))
+            .iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, [ListenerOpened, ListenerClosed]);
+        // The same identity listening now: the polls speak of it, nothing more.
+        s.at(9, vec![listener(9999, 14, "/tmp/y")]);
+        assert!(
+            s.short_lived(9, 10, listener(9999, 15, "/tmp/y"))
+                .is_empty()
+        );
+    }
+
     #[test]
     fn restored_alerts_are_not_raised_twice() {
         let still = listener(867, 11, "/tmp/x");

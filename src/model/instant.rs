@@ -100,9 +100,9 @@ pub struct KernelEvent {
 }
 
 /// The size of one record from the eBPF program (`struct event`).
-pub const EVENT_BYTES: usize = 608;
+pub const EVENT_BYTES: usize = 352;
 const PATH_AT: usize = 96;
-const PATH_BYTES: usize = 512;
+const PATH_BYTES: usize = 256;
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
