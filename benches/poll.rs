@@ -204,9 +204,9 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let loaded = layers.load().unwrap();
     let edges = open_edges(&loaded.0, Arc::new(Discard), None).unwrap();
     let mut daemon = Daemon::new(layers, loaded, edges);
-    daemon.poll(tokio::time::Instant::now());
+    daemon.poll(tokio::time::Instant::now(), None);
     g.bench_with_input(BenchmarkId::new("steady_poll", n), &n, |b, _| {
-        b.iter(|| daemon.poll(tokio::time::Instant::now()))
+        b.iter(|| daemon.poll(tokio::time::Instant::now(), None))
     });
 
     g.bench_with_input(BenchmarkId::new("attribute_new", n), &n, |b, _| {

@@ -18,6 +18,7 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -29,6 +30,7 @@ use crate::model::{Classifier, Now, Timing, Tracker};
 use crate::registry::Registry;
 use crate::sink::LogMode;
 use crate::sink::record::{Record, message_id, priority};
+use crate::source::instant::KernelProbe;
 
 pub use dispatch::Outputs;
 pub use edges::{DaemonError, Edges, Request};
@@ -139,11 +141,17 @@ impl Daemon {
     }
 
     /// One poll. `scheduled` is when it should have started (for the lateness figure).
-    pub fn poll(&mut self, scheduled: Instant) {
+    /// `kernel`: the kernel's events, read after the look, so that every listener the look
+    /// found has its announcement read (the kernel reports a listen before the socket
+    /// shows in the table).
+    pub fn poll(&mut self, scheduled: Instant, kernel: Option<&mut KernelProbe>) {
         let started = Instant::now();
         let force = self.tracker.has_pending();
         let mut events = Vec::new();
         let look = self.poller.look(force, &*self.outputs.records);
+        if let Some(k) = kernel {
+            self.heard(k);
+        }
         let (changed, failed) = (
             matches!(look, Look::Listeners(_)),
             matches!(look, Look::Failed),
@@ -287,7 +295,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// Runs the daemon until it is asked to stop (or every requester is gone).
 pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     // The inventory, then READY=1: a unit that is "active" has looked at least once.
-    daemon.poll(Instant::now());
+    daemon.poll(Instant::now(), None);
     daemon.supervisor.ready(&daemon.status_line());
     let mut poll = ticker(daemon.interval());
     poll.reset();
@@ -321,11 +329,11 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                 triggered = None;
                 last_poll = Instant::now();
                 daemon.kernel.stats.triggered_polls += 1;
-                daemon.poll(last_poll);
+                daemon.poll(last_poll, kernel.as_mut().map(AsyncFd::get_mut));
             }
             tick = poll.tick() => {
                 last_poll = Instant::now();
-                daemon.poll(tick);
+                daemon.poll(tick, kernel.as_mut().map(AsyncFd::get_mut));
                 // Counts changed: say so now; timing figures follow every 10 s.
                 if daemon.counts() != last_counts {
                     last_counts = daemon.counts();
