@@ -306,9 +306,9 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     let mut reload: Option<Reloading> = None;
     let mut kernel = daemon.take_probe();
     // A poll the kernel's events asked for, no sooner than a fraction of the interval
-    // after the last one: a flood of events costs a bounded number of polls.
+    // after the last such poll: a flood of events costs a bounded number of polls.
     let mut triggered: Option<Instant> = None;
-    let mut last_poll = Instant::now();
+    let mut last_triggered = Instant::now() - daemon.trigger_gap();
     loop {
         let expiry = daemon.next_expiry();
         tokio::select! {
@@ -322,17 +322,16 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                     ready.clear_ready();
                 }
                 if wants && triggered.is_none() {
-                    triggered = Some((last_poll + daemon.trigger_gap()).max(Instant::now()));
+                    triggered = Some((last_triggered + daemon.trigger_gap()).max(Instant::now()));
                 }
             }
             _ = tokio::time::sleep_until(triggered.unwrap_or_else(Instant::now)), if triggered.is_some() => {
                 triggered = None;
-                last_poll = Instant::now();
+                last_triggered = Instant::now();
                 daemon.kernel.stats.triggered_polls += 1;
-                daemon.poll(last_poll, kernel.as_mut().map(AsyncFd::get_mut));
+                daemon.poll(last_triggered, kernel.as_mut().map(AsyncFd::get_mut));
             }
             tick = poll.tick() => {
-                last_poll = Instant::now();
                 daemon.poll(tick, kernel.as_mut().map(AsyncFd::get_mut));
                 // Counts changed: say so now; timing figures follow every 10 s.
                 if daemon.counts() != last_counts {

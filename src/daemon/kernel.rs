@@ -131,8 +131,8 @@ impl Daemon {
         }
     }
 
-    /// The least time between two polls when events ask for them: a tenth of the
-    /// interval, at most 100 ms.
+    /// The least time between two polls that events ask for: a tenth of the interval, at
+    /// most 100 ms. (A scheduled poll just before does not delay the next event's.)
     pub(super) fn trigger_gap(&self) -> Duration {
         (self.interval() / 10).min(Duration::from_millis(100))
     }
@@ -202,9 +202,10 @@ impl Daemon {
         self.annotate(events);
         let now = super::now();
         let mut recorded = 0;
+        let mut ranges = HashMap::new();
         for s in gone {
             let l = self.listener_of(&s.opened);
-            if self.is_udp_client_noise(&l) {
+            if self.is_udp_client_noise(&l, &mut ranges) {
                 self.kernel.clients_skipped += 1;
                 continue;
             }
@@ -241,11 +242,14 @@ impl Daemon {
     /// A UDP socket on a port of the ephemeral range, which the policy allows: a client
     /// that bound port 0 and sent without connecting. Its short life is not recorded (a
     /// resolver would write one every query); one the policy alerts on always is.
-    fn is_udp_client_noise(&self, l: &Listener) -> bool {
+    /// `ranges`: each namespace's ephemeral range, read once per settling.
+    fn is_udp_client_noise(&self, l: &Listener, ranges: &mut HashMap<u64, (u16, u16)>) -> bool {
         if !l.protocol.is_datagram() {
             return false;
         }
-        let (low, high) = self.host.ephemeral_ports(l.netns);
+        let (low, high) = *ranges
+            .entry(l.netns)
+            .or_insert_with(|| self.host.ephemeral_ports(l.netns));
         if !(low..=high).contains(&l.port) {
             return false;
         }
