@@ -156,7 +156,8 @@ impl Daemon {
             matches!(look, Look::Listeners(_)),
             matches!(look, Look::Failed),
         );
-        if let Look::Listeners(listeners) = look {
+        if let Look::Listeners(mut listeners) = look {
+            self.owners_from_events(&mut listeners);
             let (tracker, c) = self.tracker_and_classifier();
             tracker.update(now(), listeners, &|l| c.classify(l), &mut events);
         }

@@ -239,6 +239,23 @@ impl Daemon {
         }
     }
 
+    /// Listeners the look found whose owner it could not read (the process was exiting,
+    /// say), which a kernel event announced: owned by the process that listened, as the
+    /// event names it. The kernel, not the process, says who that was.
+    pub(super) fn owners_from_events(&self, listeners: &mut [Listener]) {
+        for l in listeners.iter_mut() {
+            if l.owner.process().is_some() {
+                continue;
+            }
+            let Some(e) = self.kernel.sightings.announcing(l) else {
+                continue;
+            };
+            let process = self.process_of(e);
+            l.pids = vec![process.pid];
+            l.owner = Owner::Process(process);
+        }
+    }
+
     /// A UDP socket on a port of the ephemeral range, which the policy allows: a client
     /// that bound port 0 and sent without connecting. Its short life is not recorded (a
     /// resolver would write one every query); one the policy alerts on always is.
@@ -265,7 +282,27 @@ impl Daemon {
     /// when the event arrived if it was still running, else its pid, name, uid and the
     /// program file (with the path only when that path is the same file here).
     fn listener_of(&self, e: &KernelEvent) -> Listener {
-        let process = match self.kernel.processes.get(&(e.pid, e.start_ns)) {
+        Listener {
+            protocol: e.protocol,
+            address: e.address,
+            port: e.port,
+            v6only: None,
+            uid: e.uid,
+            inodes: match e.protocol {
+                Protocol::Tcp => vec![Inode(e.key)],
+                _ => Vec::new(),
+            },
+            pids: vec![Pid(e.pid)],
+            owner: Owner::Process(self.process_of(e)),
+            netns: e.netns,
+            portless: None,
+        }
+    }
+
+    /// The process an event names: as read from `/proc` when the event arrived, if it was
+    /// still running; else what the event carried.
+    fn process_of(&self, e: &KernelEvent) -> Arc<Process> {
+        match self.kernel.processes.get(&(e.pid, e.start_ns)) {
             Some(p) => Arc::clone(p),
             None => {
                 let name = String::from_utf8_lossy(&e.comm);
@@ -289,21 +326,6 @@ impl Daemon {
                     ns_pid: None,
                 })
             }
-        };
-        Listener {
-            protocol: e.protocol,
-            address: e.address,
-            port: e.port,
-            v6only: None,
-            uid: e.uid,
-            inodes: match e.protocol {
-                Protocol::Tcp => vec![Inode(e.key)],
-                _ => Vec::new(),
-            },
-            pids: vec![Pid(e.pid)],
-            owner: Owner::Process(process),
-            netns: e.netns,
-            portless: None,
         }
     }
 

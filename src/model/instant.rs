@@ -387,6 +387,24 @@ impl Sightings {
         Some(Announced { lifetime })
     }
 
+    /// The event that announced a listener the poll found, while no poll has seen it yet:
+    /// who listened, when the poll could not read who holds it now (a process exiting).
+    pub fn announcing(&self, l: &Listener) -> Option<&KernelEvent> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        if l.protocol == Protocol::Tcp {
+            return l
+                .inodes
+                .iter()
+                .find_map(|i| self.pending.get(&(Table::Tcp, i.0)))
+                .map(|s| &s.opened);
+        }
+        self.pending.values().map(|s| &s.opened).find(|o| {
+            (o.netns, o.protocol, o.address, o.port) == (l.netns, l.protocol, l.address, l.port)
+        })
+    }
+
     /// Whether nothing at all is remembered (no announced listener waits for a record).
     pub fn is_idle(&self) -> bool {
         self.pending.is_empty() && self.seen.is_empty()
