@@ -306,10 +306,10 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     let mut last_counts = daemon.counts();
     let mut reload: Option<Reloading> = None;
     let mut kernel = daemon.take_probe();
-    // A poll the kernel's events asked for, no sooner than a fraction of the interval
-    // after the last such poll: a flood of events costs a bounded number of polls.
+    // A poll the kernel's events asked for: at once, unless a flood has spent the burst
+    // (then one per tenth of the interval).
     let mut triggered: Option<Instant> = None;
-    let mut last_triggered = Instant::now() - daemon.trigger_gap();
+    let mut budget = kernel::TriggerBudget::new(daemon.trigger_gap(), Instant::now());
     loop {
         let expiry = daemon.next_expiry();
         tokio::select! {
@@ -323,14 +323,15 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                     ready.clear_ready();
                 }
                 if wants && triggered.is_none() {
-                    triggered = Some((last_triggered + daemon.trigger_gap()).max(Instant::now()));
+                    triggered = Some(budget.when(Instant::now()));
                 }
             }
             _ = tokio::time::sleep_until(triggered.unwrap_or_else(Instant::now)), if triggered.is_some() => {
                 triggered = None;
-                last_triggered = Instant::now();
+                let now = Instant::now();
+                budget.spend(now);
                 daemon.kernel.stats.triggered_polls += 1;
-                daemon.poll(last_triggered, kernel.as_mut().map(AsyncFd::get_mut));
+                daemon.poll(now, kernel.as_mut().map(AsyncFd::get_mut));
             }
             tick = poll.tick() => {
                 daemon.poll(tick, kernel.as_mut().map(AsyncFd::get_mut));

@@ -85,6 +85,55 @@ impl KernelWatch {
     }
 }
 
+/// How many polls the kernel's events may ask for at once; then one per gap.
+pub const TRIGGER_BURST: u32 = 10;
+
+/// When a poll the kernel's events ask for may run: at once while a burst's worth of
+/// them is unspent, else one per gap (a token bucket). Sparse events are polled at once;
+/// a flood costs at most [`TRIGGER_BURST`] polls, then one per gap.
+#[derive(Debug)]
+pub(super) struct TriggerBudget {
+    gap: Duration,
+    tokens: u32,
+    since: tokio::time::Instant,
+}
+
+impl TriggerBudget {
+    pub(super) fn new(gap: Duration, now: tokio::time::Instant) -> TriggerBudget {
+        TriggerBudget {
+            gap: gap.max(Duration::from_millis(1)),
+            tokens: TRIGGER_BURST,
+            since: now,
+        }
+    }
+
+    fn refill(&mut self, now: tokio::time::Instant) {
+        while self.tokens < TRIGGER_BURST && now >= self.since + self.gap {
+            self.tokens += 1;
+            self.since += self.gap;
+        }
+        if self.tokens == TRIGGER_BURST {
+            self.since = now;
+        }
+    }
+
+    /// When the poll asked for now may run.
+    pub(super) fn when(&mut self, now: tokio::time::Instant) -> tokio::time::Instant {
+        self.refill(now);
+        if self.tokens > 0 {
+            now
+        } else {
+            self.since + self.gap
+        }
+    }
+
+    /// A poll asked for runs.
+    pub(super) fn spend(&mut self, now: tokio::time::Instant) {
+        self.refill(now);
+        self.tokens = self.tokens.saturating_sub(1);
+    }
+}
+
 /// `CLOCK_BOOTTIME`, the kernel's clock for events.
 fn boottime_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
@@ -131,8 +180,8 @@ impl Daemon {
         }
     }
 
-    /// The least time between two polls that events ask for: a tenth of the interval, at
-    /// most 100 ms. (A scheduled poll just before does not delay the next event's.)
+    /// The time between two polls that events ask for, once a burst of them is spent: a
+    /// tenth of the interval, at most 100 ms.
     pub(super) fn trigger_gap(&self) -> Duration {
         (self.interval() / 10).min(Duration::from_millis(100))
     }
@@ -400,5 +449,32 @@ impl Daemon {
             },
         };
         Record::plain(priority, None, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_events_poll_at_once_and_a_flood_one_per_gap_after_a_burst() {
+        let t0 = tokio::time::Instant::now();
+        let gap = Duration::from_millis(100);
+        let mut b = TriggerBudget::new(gap, t0);
+        let ms = |n| t0 + Duration::from_millis(n);
+        // A flood: the burst at once, then one per gap.
+        for _ in 0..TRIGGER_BURST {
+            assert_eq!(b.when(t0), t0);
+            b.spend(t0);
+        }
+        assert_eq!(b.when(t0), ms(100));
+        b.spend(ms(100));
+        assert_eq!(b.when(ms(100)), ms(200));
+        // Quiet for a second: the burst is back, and a lone event is polled at once.
+        assert_eq!(b.when(ms(1300)), ms(1300));
+        for _ in 0..TRIGGER_BURST {
+            b.spend(ms(1300));
+        }
+        assert_eq!(b.when(ms(1300)), ms(1400));
     }
 }
