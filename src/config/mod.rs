@@ -615,6 +615,19 @@ unit = "nginx.service"
             Some(Path::new("/var/lib/x"))
         );
         assert_eq!(c.daemon.log, LogMode::Json);
+        assert!(
+            c.daemon.instant,
+            "instant detection is on unless turned off"
+        );
+        let off = parse("[daemon]\ninstant = \"off\"\n", Path::new("c.toml")).unwrap();
+        assert!(!off.daemon.instant);
+        let e = err("[daemon]\ninstant = \"always\"\n");
+        assert!(
+            e.contains(
+                ":2:11: daemon.instant: `always` is not allowed; allowed: \"auto\", \"off\""
+            ),
+            "{e}"
+        );
         let e = err("[daemon]\ninterval = \"10ms\"\n");
         assert!(
             e.contains(":2:12: daemon.interval: `10ms` is too short; the least allowed is 100ms"),
