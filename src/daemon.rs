@@ -317,11 +317,21 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                 daemon.expired();
             }
             ready = async { kernel.as_mut().expect("guarded").readable_mut().await }, if kernel.is_some() => {
-                let Ok(mut ready) = ready else { continue };
-                let (wants, more) = daemon.heard(ready.get_inner_mut());
-                if !more {
-                    ready.clear_ready();
-                }
+                let wants = match ready {
+                    Ok(mut ready) => {
+                        let (wants, more) = daemon.heard(ready.get_inner_mut());
+                        if !more {
+                            ready.clear_ready();
+                        }
+                        wants
+                    }
+                    Err(e) => {
+                        // Cannot wait on it any more: said once, and the polls go on alone.
+                        daemon.kernel_lost(&e);
+                        kernel = None;
+                        false
+                    }
+                };
                 if wants && triggered.is_none() {
                     triggered = Some(budget.when(Instant::now()));
                 }

@@ -180,6 +180,16 @@ impl Daemon {
         }
     }
 
+    /// The ring buffer cannot be waited on any more: instant detection ends, said once.
+    pub(super) fn kernel_lost(&mut self, e: &std::io::Error) {
+        self.kernel.on = false;
+        let interval = humantime::format_duration(self.interval());
+        let message = format!(
+            "instant detection stopped: cannot wait on its ring buffer: {e}; polling every {interval} alone"
+        );
+        self.outputs.send(priority::WARNING, message);
+    }
+
     /// The time between two polls that events ask for, once a burst of them is spent: a
     /// tenth of the interval, at most 100 ms.
     pub(super) fn trigger_gap(&self) -> Duration {
