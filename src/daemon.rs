@@ -317,23 +317,10 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                 daemon.expired();
             }
             ready = async { kernel.as_mut().expect("guarded").readable_mut().await }, if kernel.is_some() => {
-                let wants = match ready {
-                    Ok(mut ready) => {
-                        let (wants, more) = daemon.heard(ready.get_inner_mut());
-                        if !more {
-                            ready.clear_ready();
-                        }
-                        wants
-                    }
-                    Err(e) => {
-                        // Cannot wait on it any more: said once, and the polls go on alone.
-                        daemon.kernel_lost(&e);
-                        kernel = None;
-                        false
-                    }
-                };
-                if wants && triggered.is_none() {
-                    triggered = Some(budget.when(Instant::now()));
+                match daemon.ring_ready(ready) {
+                    Some(true) if triggered.is_none() => triggered = Some(budget.when(Instant::now())),
+                    Some(_) => {}
+                    None => kernel = None,
                 }
             }
             _ = tokio::time::sleep_until(triggered.unwrap_or_else(Instant::now)), if triggered.is_some() => {

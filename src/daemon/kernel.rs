@@ -24,8 +24,10 @@ use crate::source::netns::Scope;
 pub const SHORT_LIVED_PER_POLL: usize = 1000;
 
 /// Processes kept from the moment of their events (a process that exits before its
-/// listener is judged is still named in full): at most this many.
+/// listener is judged is still named in full): at most this many,
 const PROCESSES_KEPT: usize = 1024;
+/// for this long, or while a socket of theirs waits for a poll.
+const PROCESSES_FOR: Duration = Duration::from_secs(10);
 
 /// Instant detection as the daemon was given it.
 #[derive(Debug)]
@@ -55,7 +57,10 @@ pub struct KernelStats {
 pub struct KernelWatch {
     sightings: Sightings,
     batch: Vec<KernelEvent>,
-    processes: HashMap<(u32, u64), Arc<Process>>,
+    /// Processes read when their events arrived, by pid and start, with when: kept
+    /// [`PROCESSES_FOR`] (a program that binds again and again is read once), and while a
+    /// socket of theirs waits for a poll.
+    processes: HashMap<(u32, u64), (Arc<Process>, std::time::Instant)>,
     pub stats: KernelStats,
     /// Losses as last said (events lost, sightings not followed, short-lived listeners
     /// beyond [`SHORT_LIVED_PER_POLL`]), and when: said at most once every 10 s.
@@ -180,8 +185,30 @@ impl Daemon {
         }
     }
 
+    /// The ring buffer is readable: what the kernel said is read. `Some(true)` when it
+    /// asks for a poll; `None` when the ring buffer cannot be waited on any more (said
+    /// once; the polls go on alone).
+    pub(super) fn ring_ready(
+        &mut self,
+        ready: std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, KernelProbe>>,
+    ) -> Option<bool> {
+        match ready {
+            Ok(mut ready) => {
+                let (wants, more) = self.heard(ready.get_inner_mut());
+                if !more {
+                    ready.clear_ready();
+                }
+                Some(wants)
+            }
+            Err(e) => {
+                self.kernel_lost(&e);
+                None
+            }
+        }
+    }
+
     /// The ring buffer cannot be waited on any more: instant detection ends, said once.
-    pub(super) fn kernel_lost(&mut self, e: &std::io::Error) {
+    fn kernel_lost(&mut self, e: &std::io::Error) {
         self.kernel.on = false;
         let interval = humantime::format_duration(self.interval());
         let message = format!(
@@ -221,7 +248,8 @@ impl Daemon {
                 && w.processes.len() < PROCESSES_KEPT
                 && let Some(p) = self.poller.process(Pid(e.pid), start_ticks(e.start_ns))
             {
-                self.kernel.processes.insert(who, p);
+                let now = std::time::Instant::now();
+                self.kernel.processes.insert(who, (p, now));
             }
             wants |= self.kernel.sightings.note(e) == Wants::Poll;
         }
@@ -236,7 +264,7 @@ impl Daemon {
     pub(super) fn settle_sightings(&mut self, events: &mut Vec<Arc<Event>>) {
         self.say_losses();
         if self.kernel.sightings.is_idle() {
-            self.kernel.processes.clear();
+            self.forget_processes();
             return;
         }
         let sockets = self.poller.sockets();
@@ -251,6 +279,10 @@ impl Daemon {
             .map(|s| (s.netns, s.protocol, s.address, s.port))
             .collect();
         let now_ns = boottime_ns();
+        // A closed listener's record comes within the grace and two polls of its close.
+        let keep = self.config.daemon.restart_grace + 2 * self.interval() + Duration::from_secs(1);
+        self.kernel.sightings.keep_closed_ns =
+            Some(u64::try_from(keep.as_nanos()).unwrap_or(u64::MAX));
         let gone = self
             .kernel
             .sightings
@@ -282,9 +314,22 @@ impl Daemon {
             tracker.short_lived(times, l, &|l| c.classify(l), events);
         }
         self.kernel.stats.short_lived += recorded as u64;
-        if self.kernel.sightings.is_empty() {
-            self.kernel.processes.clear();
+        self.forget_processes();
+    }
+
+    /// Processes read more than [`PROCESSES_FOR`] ago whose sockets no longer wait.
+    fn forget_processes(&mut self) {
+        let w = &mut self.kernel;
+        if w.processes.is_empty() {
+            return;
         }
+        let waiting: HashSet<(u32, u64)> = w
+            .sightings
+            .pending_events()
+            .map(|e| (e.pid, e.start_ns))
+            .collect();
+        w.processes
+            .retain(|who, (_, at)| at.elapsed() < PROCESSES_FOR || waiting.contains(who));
     }
 
     /// Marks the poll's events of listeners the kernel announced.
@@ -362,7 +407,7 @@ impl Daemon {
     /// still running; else what the event carried.
     fn process_of(&self, e: &KernelEvent) -> Arc<Process> {
         match self.kernel.processes.get(&(e.pid, e.start_ns)) {
-            Some(p) => Arc::clone(p),
+            Some((p, _)) => Arc::clone(p),
             None => {
                 let name = String::from_utf8_lossy(&e.comm);
                 let exe = e.exe.as_ref();

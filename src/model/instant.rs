@@ -241,6 +241,10 @@ pub struct Sightings {
     pub overflowed: u64,
     /// Announced sockets forgotten: never seen by a poll, never closed.
     pub unconfirmed: u64,
+    /// How long a socket a poll has seen is remembered after the kernel said it closed,
+    /// for the record that closes it (the daemon's grace and two polls); `None`:
+    /// [`FORGET_AFTER_NS`].
+    pub keep_closed_ns: Option<u64>,
 }
 
 impl Sightings {
@@ -318,12 +322,13 @@ impl Sightings {
         self.unconfirmed += unconfirmed;
         // Seen ones stay until their close is recorded; closed ones the poll never closed
         // (it saw them come back as a restart) are forgotten in time.
+        let keep = self.keep_closed_ns.unwrap_or(FORGET_AFTER_NS);
         let stale: Vec<(Table, u64)> = self
             .seen
             .iter()
             .filter(|(_, s)| {
                 s.closed_ns
-                    .is_some_and(|c| now_ns.saturating_sub(c) >= FORGET_AFTER_NS)
+                    .is_some_and(|c| now_ns.saturating_sub(c) >= keep)
             })
             .map(|(slot, _)| *slot)
             .collect();
@@ -403,6 +408,11 @@ impl Sightings {
         self.pending.values().map(|s| &s.opened).find(|o| {
             (o.netns, o.protocol, o.address, o.port) == (l.netns, l.protocol, l.address, l.port)
         })
+    }
+
+    /// The events of the sockets no poll has seen yet.
+    pub fn pending_events(&self) -> impl Iterator<Item = &KernelEvent> {
+        self.pending.values().map(|s| &s.opened)
     }
 
     /// Whether nothing at all is remembered (no announced listener waits for a record).
