@@ -155,8 +155,12 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
     let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     d.wait_for("the start", |l| l.contains("starting"));
     let pid = d.child.id();
+    // SIGHUPs every 25 ms until the last burst is out, however slowly a loaded machine
+    // starts the bursts' processes: the reloads then overlap the bursts' alerts.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
     let hupper = std::thread::spawn(move || {
-        for _ in 0..40 {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             kill(pid, "HUP");
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -170,6 +174,7 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
         held.push(ns.listen(&refs));
         std::thread::sleep(Duration::from_millis(120));
     }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
     hupper.join().unwrap();
     let alerted = |seen: &[String]| -> std::collections::HashSet<String> {
         seen.iter()
@@ -200,7 +205,7 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
         }
     }
     // The reloads raced the bursts: some took effect between the first alert and the
-    // last. (How many of the 40 signals each reload absorbs depends on the machine's load:
+    // last. (How many of the signals each reload absorbs depends on the machine's load:
     // a reload in progress takes the signals that arrive meanwhile.)
     let first = seen
         .iter()
