@@ -84,8 +84,13 @@ impl KernelWatch {
         }
         let s = &self.stats;
         format!(
-            "; instant detection: {} events, {} polls asked for, {} short-lived listener(s) recorded, {} UDP client(s) not, {} lost",
-            s.events, s.triggered_polls, s.short_lived, self.clients_skipped, s.lost
+            "; instant detection: {} events, {} polls asked for, {} short-lived listener(s) recorded, {} UDP client(s) not, {} announced but never seen by a poll nor closed, {} lost",
+            s.events,
+            s.triggered_polls,
+            s.short_lived,
+            self.clients_skipped,
+            self.sightings.unconfirmed,
+            s.lost
         )
     }
 }
