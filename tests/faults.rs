@@ -173,6 +173,12 @@ fn reloads_racing_a_burst_lose_and_double_nothing() {
         let refs: Vec<&str> = specs.iter().map(String::as_str).collect();
         held.push(ns.listen(&refs));
         std::thread::sleep(Duration::from_millis(120));
+        // At least one reload lands before the next burst, whatever the machine's load:
+        // the reloads then fall between this burst's alerts and the next one's.
+        let reloads = count(&d.lines.seen, "config reloaded");
+        d.lines.wait_until("a reload after the burst", |seen| {
+            count(seen, "config reloaded") > reloads
+        });
     }
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     hupper.join().unwrap();
