@@ -9,6 +9,7 @@
 
 mod dispatch;
 mod edges;
+mod fleet;
 mod kernel;
 mod poll;
 mod reload;
@@ -34,6 +35,7 @@ use crate::source::instant::KernelProbe;
 
 pub use dispatch::Outputs;
 pub use edges::{DaemonError, Edges, Request};
+pub use fleet::Fleet;
 use kernel::KernelWatch;
 pub use kernel::{InstantDetection, KernelStats, SHORT_LIVED_PER_POLL};
 pub use poll::{Look, Poller};
@@ -88,7 +90,7 @@ impl Daemon {
     /// A daemon on a loaded config, with its edges. The alerts of a previous run are read
     /// from the state store: those still present are not raised again.
     pub fn new(layers: Layers, (config, registry): (Config, Registry), edges: Edges) -> Daemon {
-        let outputs = Outputs::new(edges.records, edges.delivery, edges.state);
+        let outputs = Outputs::new(edges.records, edges.delivery, edges.state, edges.fleet);
         let restored: AlertedListeners = outputs.restore();
         Daemon {
             tracker: Tracker::new(timing(&config), restored),
@@ -123,6 +125,13 @@ impl Daemon {
         }
         if let Some(instant) = &self.instant {
             self.outputs.records.send(self.instant_note(instant));
+        }
+    }
+
+    /// Instant detection as opened, for the metrics: refused means polling alone.
+    fn note_instant(&mut self) {
+        if let Some(InstantDetection::Refused(_)) = &self.instant {
+            self.outputs.fleet.instant_refused();
         }
     }
 
@@ -181,6 +190,9 @@ impl Daemon {
         let interval = self.interval();
         self.stats
             .record(scheduled, started, interval, &*self.outputs.records);
+        let backend = self.poller.backend();
+        self.outputs.fleet.polled(self.stats.last_duration, backend);
+        self.outputs.fleet.settle(&self.tracker);
     }
 
     /// Applies a reloaded config, or says why it was rejected and keeps the running one.
@@ -210,6 +222,7 @@ impl Daemon {
         self.config = config;
         self.registry = registry;
         self.tracker.set_timing(timing(&self.config));
+        self.outputs.fleet.reloaded(&self.config.policy.expect);
         let message = format!(
             "config reloaded: {}{note}",
             self.config.describe(&self.registry)
@@ -228,9 +241,11 @@ impl Daemon {
         let grace = self.config.daemon.restart_grace;
         let satisfied = self.tracker.satisfied();
         let expects = &self.config.policy.expect;
-        for e in self.watch.update(now(), expects, &satisfied, grace) {
-            self.outputs.records.send(Record::from_expectation(&e));
+        let events = self.watch.update(now(), expects, &satisfied, grace);
+        for e in &events {
+            self.outputs.records.send(Record::from_expectation(e));
         }
+        self.outputs.fleet.expectations(&events);
     }
 
     /// When the next `until` of an allow rule passes: the listeners it allowed are judged
@@ -262,6 +277,7 @@ impl Daemon {
         let budget = self.interval();
         self.outputs.dispatch(events, &self.tracker, budget);
         self.check_expectations();
+        self.outputs.fleet.settle(&self.tracker);
     }
 
     pub fn status_line(&self) -> String {
@@ -296,6 +312,7 @@ fn ticker(period: Duration) -> tokio::time::Interval {
 /// Runs the daemon until it is asked to stop (or every requester is gone).
 pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     // The inventory, then READY=1: a unit that is "active" has looked at least once.
+    daemon.note_instant();
     daemon.poll(Instant::now(), None);
     daemon.supervisor.ready(&daemon.status_line());
     let mut poll = ticker(daemon.interval());

@@ -15,8 +15,10 @@ use tokio::sync::mpsc;
 use super::{Failure, exit};
 use crate::cli::RunArgs;
 use crate::config::{Config, Layers, Overrides};
-use crate::daemon::{self, Daemon, DaemonError, Edges, InstantDetection, Request, SdNotify};
+use crate::daemon::{self, Daemon, DaemonError, Edges, Fleet, InstantDetection, Request, SdNotify};
+use crate::sink::alertmanager::Alertmanager;
 use crate::sink::fanout::{Delivery, Fanout};
+use crate::sink::metrics::Metrics;
 use crate::sink::record::{Record, priority};
 use crate::sink::{LogMode, LogSink, RecordSink, desktop, socket};
 use crate::source::netns::{MultiSource, NamespaceTable};
@@ -122,8 +124,9 @@ async fn serve(
     requests: mpsc::Sender<Request>,
     incoming: mpsc::Receiver<Request>,
 ) -> Result<(), DaemonError> {
-    let (delivery, tasks) = open_fanout(&config, requests);
-    let edges = open_edges(&config, records.clone(), delivery)?;
+    let (delivery, mut tasks) = open_fanout(&config, requests);
+    let mut edges = open_edges(&config, records.clone(), delivery)?;
+    edges.fleet = open_fleet(&config, records, &mut tasks).await;
     let daemon = Daemon::new(layers, (config, registry), edges);
     daemon.starting(mode);
     for (priority, message) in tasks.notes {
@@ -167,7 +170,60 @@ pub fn open_edges(
         state: StateStore::new(state_dir, state::boot_id(&proc_root), netns),
         supervisor: Box::new(SdNotify),
         instant: open_instant(config, &proc_root),
+        fleet: Fleet::default(),
     })
+}
+
+/// The metrics (textfile, endpoint) and Alertmanager, as configured. One that cannot open
+/// is a warning: the daemon works without it.
+async fn open_fleet(config: &Config, records: &Arc<dyn RecordSink>, tasks: &mut Tasks) -> Fleet {
+    let m = &config.metrics;
+    let metrics = m
+        .enabled()
+        .then(|| Metrics::new(m.textfile.as_deref(), records.clone()));
+    if let Some(path) = &m.textfile {
+        tasks.notes.push((
+            priority::INFO,
+            format!("metrics written to {} for node_exporter", path.display()),
+        ));
+    }
+    if let (Some(addr), Some(metrics)) = (m.listen, &metrics) {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let serve = crate::sink::metrics::serve(listener, metrics.exposition());
+                tasks.handles.push(tokio::spawn(serve));
+                tasks.notes.push((
+                    priority::INFO,
+                    format!("metrics served on http://{addr}/metrics"),
+                ));
+            }
+            Err(e) => tasks.notes.push((
+                priority::WARNING,
+                format!("no metrics endpoint: cannot listen on {addr}: {e}; monitoring continues"),
+            )),
+        }
+    }
+    let am = &config.alertmanager;
+    let alertmanager =
+        am.url
+            .as_ref()
+            .and_then(|url| match Alertmanager::start(am, records.clone()) {
+                Ok(a) => {
+                    tasks.notes.push((
+                        priority::INFO,
+                        format!("alerts sent to Alertmanager at {url}"),
+                    ));
+                    Some(a)
+                }
+                Err(e) => {
+                    tasks.notes.push((
+                        priority::WARNING,
+                        format!("no Alertmanager delivery: {e}; monitoring continues"),
+                    ));
+                    None
+                }
+            });
+    Fleet::new(metrics, alertmanager)
 }
 
 /// Instant detection as the config asks: the eBPF program loaded and attached, or why not.

@@ -6,6 +6,7 @@
 //! [`Config::registry`] touch the file system.
 
 pub mod file;
+mod fleet;
 mod rules;
 mod settings;
 
@@ -18,6 +19,7 @@ use crate::registry::Registry;
 use crate::sink::LogMode;
 
 use file::Doc;
+pub use fleet::{AlertmanagerSettings, MetricsSettings};
 
 /// Where the daemon looks for its configuration when none is given.
 pub const DEFAULT_PATH: &str = "/etc/portsentinel/config.toml";
@@ -218,6 +220,8 @@ pub struct Config {
     pub daemon: DaemonSettings,
     pub events: EventSettings,
     pub notify: NotifySettings,
+    pub metrics: MetricsSettings,
+    pub alertmanager: AlertmanagerSettings,
     /// An IANA CSV to load instead of the built-in table, and where the key was written.
     pub registry_csv: Option<(PathBuf, Location)>,
     pub policy: Policy,
@@ -241,6 +245,12 @@ impl Config {
         }
         if new.notify != self.notify {
             later.push("[notify]");
+        }
+        if new.metrics != self.metrics {
+            later.push("[metrics]");
+        }
+        if new.alertmanager != self.alertmanager {
+            later.push("[alertmanager]");
         }
         later
     }
@@ -418,8 +428,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let Some(top) = doc.parse() else {
         return Err(ConfigErrors(doc.errors));
     };
-    const TOP: [&str; 7] = [
-        "daemon", "events", "notify", "registry", "policy", "allow", "expect",
+    const TOP: [&str; 9] = [
+        "daemon",
+        "events",
+        "notify",
+        "registry",
+        "policy",
+        "metrics",
+        "alertmanager",
+        "allow",
+        "expect",
     ];
     let (mut allow, mut expect) = (None, None);
     for (key, v) in doc.entries(top.get_ref(), &TOP) {
@@ -432,6 +450,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     let (allows, expects) = rules::read_rules(&mut doc, allow, expect);
     config.policy.allow = allows;
     config.policy.expect = expects;
+    if let Some(problem) = fleet::check_alertmanager(&config.alertmanager) {
+        doc.error(None, problem);
+    }
     config.warnings = std::mem::take(&mut doc.warnings);
     finish(doc, config)
 }

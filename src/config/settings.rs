@@ -1,5 +1,5 @@
 //! The tables of the main file other than the rules: `[daemon]`, `[events]`, `[notify]`,
-//! `[registry]`, `[policy]`.
+//! `[registry]`, `[policy]` (and, through [`super::fleet`], `[metrics]` and `[alertmanager]`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,6 +41,8 @@ pub fn read_table<'t>(
         ],
         "notify" => &["desktop", "burst_window"],
         "registry" => &["csv"],
+        "metrics" => super::fleet::METRICS_KEYS,
+        "alertmanager" => super::fleet::ALERTMANAGER_KEYS,
         _ => &["alert_on", "builtin_allow"],
     };
     for (key, v) in doc.entries(table, allowed) {
@@ -49,6 +51,8 @@ pub fn read_table<'t>(
             "events" => events_key(doc, key, v, config),
             "notify" => notify_key(doc, key, v, config),
             "registry" => registry_key(doc, v, path, config),
+            "metrics" => super::fleet::metrics_key(doc, key, v, &mut config.metrics),
+            "alertmanager" => super::fleet::alertmanager_key(doc, key, v, &mut config.alertmanager),
             _ => policy_key(doc, key, v, config),
         }
     }

@@ -23,6 +23,8 @@ pub struct Outputs {
     delivery: Option<mpsc::UnboundedSender<Delivery>>,
     state: StateStore,
     state_latch: Latch,
+    /// Prometheus and Alertmanager, when configured.
+    pub fleet: super::fleet::Fleet,
 }
 
 impl std::fmt::Debug for Outputs {
@@ -38,11 +40,13 @@ impl Outputs {
         records: Arc<dyn RecordSink>,
         delivery: Option<mpsc::UnboundedSender<Delivery>>,
         state: StateStore,
+        fleet: super::fleet::Fleet,
     ) -> Outputs {
         Outputs {
             records,
             delivery,
             state,
+            fleet,
             state_latch: Latch::new(
                 "saving state failed",
                 "monitoring continues, but a restart may repeat alerts",
@@ -88,6 +92,7 @@ impl Outputs {
             // The journal record first: it is written whatever the other sinks do.
             self.records.send(Record::from_event(e));
         }
+        self.fleet.events(&events);
         if let Some(tx) = &self.delivery {
             let _ = tx.send(Delivery::Events { events, budget });
         }

@@ -47,6 +47,8 @@ pub struct Edges {
     pub supervisor: Box<dyn Supervisor>,
     /// The kernel's listen and bind events, when they could be had.
     pub instant: super::InstantDetection,
+    /// Prometheus metrics and Alertmanager, when configured.
+    pub fleet: super::fleet::Fleet,
 }
 
 impl std::fmt::Debug for Edges {

@@ -34,6 +34,8 @@ pub struct Poller {
     previous_inodes: Vec<Inode>,
     looked: bool,
     failing: Latch,
+    /// Which source read the last look's table; `None` when none worked.
+    backend: Option<crate::source::Backend>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -56,12 +58,18 @@ impl Poller {
             inodes: Vec::new(),
             previous_inodes: Vec::new(),
             looked: false,
+            backend: None,
             failing: Latch::new(
                 "cannot read listening sockets",
                 "retrying every poll",
                 "listening sockets readable again",
             ),
         }
+    }
+
+    /// The source that read the last look's table (`sock_diag`, `/proc/net`), if any did.
+    pub fn backend(&self) -> Option<&'static str> {
+        self.backend.map(crate::source::Backend::as_str)
     }
 
     /// The sockets of the last look.
@@ -78,7 +86,9 @@ impl Poller {
     /// table did not change (a vanished listener is waiting out its grace window). The
     /// source failing, and its recovery, are recorded once each.
     pub fn look(&mut self, force: bool, records: &dyn RecordSink) -> Look {
-        match self.source.listeners(&mut self.sockets) {
+        let read = self.source.listeners(&mut self.sockets);
+        self.backend = read.as_ref().ok().copied();
+        match read {
             Ok(backend) => {
                 if let Some(back) = self.failing.recover() {
                     let back = format!("{back}; reading from {}", backend.as_str());

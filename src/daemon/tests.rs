@@ -171,6 +171,7 @@ fn start(world: &World, dir: &tempfile::TempDir, fanout: bool) -> Running {
         state: StateStore::new(dir.path().to_owned(), "boot".into(), Some(1)),
         supervisor: Box::new(Quiet),
         instant: crate::daemon::InstantDetection::Off,
+        fleet: crate::daemon::Fleet::default(),
     };
     let daemon = Daemon::new(layers, loaded, edges);
     let (requests, incoming) = mpsc::channel(8);

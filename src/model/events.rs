@@ -622,6 +622,12 @@ impl Tracker {
         self.entries.len()
     }
 
+    /// Every listener known now (including those within their grace window), with its
+    /// classification.
+    pub fn present(&self) -> impl Iterator<Item = (&Listener, &Classification)> {
+        self.entries.values().map(|e| (&e.listener, &*e.class))
+    }
+
     /// The events that raised the alerts active now: what a new event-socket subscriber
     /// hears first.
     pub fn active_alerts(&self) -> impl Iterator<Item = &Arc<Event>> {

@@ -447,6 +447,13 @@ pub enum UnknownOwner {
 }
 
 impl UnknownOwner {
+    pub const ALL: [UnknownOwner; 4] = [
+        UnknownOwner::NoPermission,
+        UnknownOwner::Kernel,
+        UnknownOwner::InFlight,
+        UnknownOwner::Vanished,
+    ];
+
     /// `no-permission`, `kernel`, `in-flight`, `vanished`: the word of the JSON and the
     /// journal.
     pub fn as_str(self) -> &'static str {

@@ -499,11 +499,12 @@ fn event_words(e: &Event) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{Inode, Listener, Pid, Process, Protocol};
 
-    fn event(name: &str) -> Event {
+    /// The alert of a program called `name` (pid 42) listening on 0.0.0.0:867.
+    pub(crate) fn event(name: &str) -> Event {
         let l = Listener {
             protocol: Protocol::Tcp,
             address: "0.0.0.0".parse().unwrap(),
