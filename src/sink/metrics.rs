@@ -410,65 +410,65 @@ fn register(registry: &mut Registry, f: &Families) {
         fallback,
         poll_duration,
     } = f;
-        let build = Family::<BuildLabels, Gauge>::default();
-        build
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        registry.register(
-            "listeners",
-            "Listeners now, by protocol, port range, IANA status and reach",
-            listeners.clone(),
-        );
-        registry.register("alerts", "Active alerts by severity", alerts.clone());
-        registry.register(
-            "alert_active",
-            "1 for each active alert, labelled by what identifies it",
-            alert_active.clone(),
-        );
-        registry.register(
-            "events",
-            "Events recorded, by kind (as PORTSENTINEL_EVENT in the journal)",
-            events.clone(),
-        );
-        registry.register(
+    let build = Family::<BuildLabels, Gauge>::default();
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    registry.register(
+        "listeners",
+        "Listeners now, by protocol, port range, IANA status and reach",
+        listeners.clone(),
+    );
+    registry.register("alerts", "Active alerts by severity", alerts.clone());
+    registry.register(
+        "alert_active",
+        "1 for each active alert, labelled by what identifies it",
+        alert_active.clone(),
+    );
+    registry.register(
+        "events",
+        "Events recorded, by kind (as PORTSENTINEL_EVENT in the journal)",
+        events.clone(),
+    );
+    registry.register(
             "polls",
             "Polls, by the source that read the socket table (proc_net: sock_diag failed; failed: neither worked)",
             polls.clone(),
         );
-        registry.register(
-            "attribution_misses",
-            "Listeners first seen without a process named as their owner, by reason",
-            misses.clone(),
-        );
-        registry.register(
+    registry.register(
+        "attribution_misses",
+        "Listeners first seen without a process named as their owner, by reason",
+        misses.clone(),
+    );
+    registry.register(
             "source_fallback",
             "1 while a source is replaced by its fallback: sock_diag by /proc/net, ebpf (instant detection) by polling alone",
             fallback.clone(),
         );
-        registry.register(
-            "poll_duration_seconds",
-            "Time one poll took",
-            poll_duration.clone(),
-        );
-        registry.register("build_info", "The running version", build);
-        for kind in EventKind::ALL {
-            let _ = events.get_or_create(&KindLabel {
-                kind: kind.as_str(),
-            });
-        }
-        for kind in ["listener-missing", "listener-restored"] {
-            let _ = events.get_or_create(&KindLabel { kind });
-        }
-        for reason in UnknownOwner::ALL {
-            let _ = misses.get_or_create(&ReasonLabel {
-                reason: reason.as_str(),
-            });
-        }
-        for source in ["sock_diag", "ebpf"] {
-            fallback.get_or_create(&SourceLabel { source }).set(0);
-        }
+    registry.register(
+        "poll_duration_seconds",
+        "Time one poll took",
+        poll_duration.clone(),
+    );
+    registry.register("build_info", "The running version", build);
+    for kind in EventKind::ALL {
+        let _ = events.get_or_create(&KindLabel {
+            kind: kind.as_str(),
+        });
+    }
+    for kind in ["listener-missing", "listener-restored"] {
+        let _ = events.get_or_create(&KindLabel { kind });
+    }
+    for reason in UnknownOwner::ALL {
+        let _ = misses.get_or_create(&ReasonLabel {
+            reason: reason.as_str(),
+        });
+    }
+    for source in ["sock_diag", "ebpf"] {
+        fallback.get_or_create(&SourceLabel { source }).set(0);
+    }
 }
 
 /// The textfile is written at least this often, changed or not.
