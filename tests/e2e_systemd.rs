@@ -521,3 +521,79 @@ fn a_listener_of_five_milliseconds_is_in_the_journal_under_the_shipped_unit() {
         assert!(ms >= 4, "{c}");
     }
 }
+
+#[test]
+fn alert_records_reach_a_central_journal_through_journal_upload() {
+    // journald's own forwarding, as the README's "Fleets" section sets it up: the central
+    // machine's systemd-journal-remote (here on loopback) receives from this machine's
+    // systemd-journal-upload, both real, under the same systemd as the daemon.
+    let sd = installed();
+    sd.sh_ok(
+        "mkdir -p /var/log/journal/remote
+         systemd-run --unit=central-journal /lib/systemd/systemd-journal-remote \
+             --listen-http=127.0.0.1:19532 --output=/var/log/journal/remote/
+         systemd-run --unit=journal-upload /lib/systemd/systemd-journal-upload \
+             --url=http://127.0.0.1:19532 --save-state=/tmp/journal-upload.state",
+    );
+    let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let local = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
+    // The central query of the README.
+    let central = |sd: &Systemd| -> Vec<serde_json::Value> {
+        let out = sd.run(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "json",
+            "-D",
+            "/var/log/journal/remote",
+            "LISTEN_PORT=867",
+            "PRIORITY=4",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    let remote = loop {
+        let got = central(&sd);
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "nothing in the central journal after 60 s; uploader: {}; receiver: {}",
+            String::from_utf8_lossy(
+                &sd.run(&["journalctl", "--no-pager", "-u", "journal-upload"])
+                    .stdout
+            ),
+            String::from_utf8_lossy(
+                &sd.run(&["journalctl", "--no-pager", "-u", "central-journal"])
+                    .stdout
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(remote.len(), 1, "{remote:#?}");
+    let (here, there) = (&local[0], &remote[0]);
+    assert_eq!(field(there, "LISTENER_PID"), pid.to_string());
+    let carried: Vec<&String> = here
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("LISTEN_") || k.starts_with("LISTENER_"))
+        .collect();
+    assert!(carried.len() >= 8, "{here:#}");
+    for k in carried {
+        assert_eq!(here[k], there[k], "{k} differs in the central journal");
+    }
+    for k in [
+        "MESSAGE",
+        "MESSAGE_ID",
+        "ALERT_REASON",
+        "ALERT_SEVERITY",
+        "_HOSTNAME",
+    ] {
+        assert_eq!(here[k], there[k], "{k} differs in the central journal");
+    }
+}

@@ -41,6 +41,12 @@ need=(
   # bpf/instant.bpf.o from its source and checks it is the committed one.
   "clang-14:clang-14"
   "llvm-strip-14:llvm-14"
+  # The fleet engines the metrics and alerts are tested against (tests/fleet.rs), and
+  # journald's forwarding to a central journal (tests/e2e_systemd.rs).
+  "prometheus:prometheus"
+  "prometheus-node-exporter:prometheus-node-exporter"
+  "prometheus-alertmanager:prometheus-alertmanager"
+  "/lib/systemd/systemd-journal-remote:systemd-journal-remote"
 )
 missing=()
 for pair in "${need[@]}"; do

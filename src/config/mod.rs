@@ -274,8 +274,18 @@ impl Config {
         if !self.drop_ins.is_empty() {
             rules.push_str(&format!(" (with {} drop-in file(s))", self.drop_ins.len()));
         }
+        let mut fleet = String::new();
+        if let Some(path) = &self.metrics.textfile {
+            fleet.push_str(&format!(", metrics to {}", path.display()));
+        }
+        if let Some(addr) = &self.metrics.listen {
+            fleet.push_str(&format!(", metrics on {addr}"));
+        }
+        if let Some(url) = &self.alertmanager.url {
+            fleet.push_str(&format!(", alerts to {url}"));
+        }
         format!(
-            "config {file}: alert_on [{}], {rules}, {registry}, interval {}",
+            "config {file}: alert_on [{}], {rules}, {registry}, interval {}{fleet}",
             alert_on.join(", "),
             humantime::format_duration(self.daemon.interval)
         )
@@ -619,6 +629,64 @@ unit = "nginx.service"
             ]
         );
         assert_eq!(r.holder.units, ["nginx.service"]);
+    }
+
+    #[test]
+    fn fleet_tables_are_off_unless_written_and_checked_when_they_are() {
+        let c = parse("", Path::new("c.toml")).unwrap();
+        assert!(!c.metrics.enabled() && c.alertmanager.url.is_none());
+        let c = parse(
+            "[metrics]\ntextfile = \"/run/p/portsentinel.prom\"\nlisten = \"[::1]:9867\"\n\
+             [alertmanager]\nurl = \"https://am.example:9093/\"\nresend = \"30s\"\n\
+             bearer_token_file = \"/etc/t\"\ninstance = \"web-1\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.metrics.textfile.as_deref(),
+            Some(Path::new("/run/p/portsentinel.prom"))
+        );
+        assert_eq!(c.metrics.listen, Some("[::1]:9867".parse().unwrap()));
+        let am = &c.alertmanager;
+        assert_eq!(am.url.as_deref(), Some("https://am.example:9093"));
+        assert_eq!(am.resend, Duration::from_secs(30));
+        assert_eq!(am.instance.as_deref(), Some("web-1"));
+        assert!(c.describe(&Registry::builtin()).ends_with(
+            "metrics to /run/p/portsentinel.prom, metrics on [::1]:9867, alerts to https://am.example:9093"
+        ));
+        for (text, want) in [
+            (
+                "[metrics]\ntextfile = \"/x/p.txt\"",
+                "config.toml:2:12: metrics.textfile: `/x/p.txt` does not end in .prom",
+            ),
+            (
+                "[metrics]\ntextfile = \"p.prom\"",
+                "config.toml:2:12: metrics.textfile: `p.prom` is not an absolute path",
+            ),
+            (
+                "[metrics]\nlisten = \"localhost\"",
+                "config.toml:2:10: metrics.listen: `localhost` is not an address and port",
+            ),
+            (
+                "[alertmanager]\nurl = \"am:9093\"",
+                "config.toml:2:7: alertmanager.url: `am:9093` is not an http:// or https:// URL",
+            ),
+            (
+                "[alertmanager]\nresend = \"10ms\"",
+                "config.toml:2:10: alertmanager.resend: `10ms` is too short",
+            ),
+            (
+                "[alertmanager]\nbasic_auth_username = \"u\"",
+                "config.toml: alertmanager: basic_auth_username and basic_auth_password_file go together",
+            ),
+            (
+                "[alertmanager]\nport = 1",
+                "config.toml:2:1: unknown field `port`",
+            ),
+        ] {
+            let e = err(text);
+            assert!(e.contains(want), "{text:?}: want {want:?} in {e}");
+        }
     }
 
     #[test]

@@ -423,6 +423,51 @@ mod tests {
     }
 
     #[test]
+    fn what_left_the_set_is_ended_and_what_came_back_is_active_again() {
+        #[derive(Debug)]
+        struct Discard;
+        impl RecordSink for Discard {
+            fn send(&self, _: Record) {}
+        }
+        let target = Target {
+            agent: ureq::Agent::new_with_defaults(),
+            endpoint: "http://127.0.0.1:1/api/v2/alerts".into(),
+            authorization: None,
+            instance: "h".into(),
+            generator_url: None,
+            resend: Duration::from_secs(60),
+        };
+        let mut s = Sender::new(target, Arc::new(Discard));
+        let a = FleetAlert::raised(&event("listen"));
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        s.take(Some(vec![a.clone()]), vec![], t(1));
+        assert!(s.dirty && s.ended.is_empty());
+        // The same set again: nothing new to say before the next resend.
+        s.dirty = false;
+        s.take(Some(vec![a.clone()]), vec![], t(2));
+        assert!(!s.dirty);
+        // Gone from the set: sent as ended, at the moment it left.
+        s.take(Some(vec![]), vec![], t(3));
+        assert!(s.dirty);
+        assert_eq!(s.ended.len(), 1);
+        assert_eq!(s.ended[0].ends_at, Some(t(3)));
+        assert_eq!(s.ended[0].starts_at, a.starts_at);
+        // Raised again before that was delivered: active, not ended.
+        s.take(Some(vec![a.clone()]), vec![], t(4));
+        assert!(s.ended.is_empty());
+        assert_eq!(s.known.len(), 1);
+        // Ended ones are bounded.
+        let many: Vec<FleetAlert> = (0..ENDED_MAX + 10)
+            .map(|i| FleetAlert {
+                key: i.to_string(),
+                ..a.clone()
+            })
+            .collect();
+        s.take(None, many, t(5));
+        assert_eq!(s.ended.len(), ENDED_MAX);
+    }
+
+    #[test]
     fn basic_auth_is_standard_base64() {
         assert_eq!(
             base64(b"Aladdin:open sesame"),
