@@ -528,12 +528,24 @@ fn alert_records_reach_a_central_journal_through_journal_upload() {
     // machine's systemd-journal-remote (here on loopback) receives from this machine's
     // systemd-journal-upload, both real, under the same systemd as the daemon.
     let sd = installed();
+    // The README's commands: the central machine's, then the host's.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let central_setup = readme
+        .split("```sh\nmkdir -p /etc/systemd/system/systemd-journal-remote.service.d\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's central journal setup");
+    // What a boot's systemd-tmpfiles does, which the harness skips: the journal's
+    // directories readable by the group systemd-journal (the uploader's), and the central
+    // journal's own directory.
+    sd.sh_ok("systemd-tmpfiles --create --prefix=/run/log/journal --prefix=/var/log/journal");
+    sd.sh_ok(&format!(
+        "mkdir -p /etc/systemd/system/systemd-journal-remote.service.d\n{central_setup}"
+    ));
     sd.sh_ok(
-        "mkdir -p /var/log/journal/remote
-         systemd-run --unit=central-journal /lib/systemd/systemd-journal-remote \
-             --listen-http=127.0.0.1:19532 --output=/var/log/journal/remote/
-         systemd-run --unit=journal-upload /lib/systemd/systemd-journal-upload \
-             --url=http://127.0.0.1:19532 --save-state=/tmp/journal-upload.state",
+        "printf '[Upload]\\nURL=http://127.0.0.1:19532\\n' > /etc/systemd/journal-upload.conf
+         systemctl enable --now systemd-journal-upload",
     );
     let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
     let local = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
@@ -564,11 +576,11 @@ fn alert_records_reach_a_central_journal_through_journal_upload() {
             start.elapsed() < Duration::from_secs(60),
             "nothing in the central journal after 60 s; uploader: {}; receiver: {}",
             String::from_utf8_lossy(
-                &sd.run(&["journalctl", "--no-pager", "-u", "journal-upload"])
+                &sd.run(&["journalctl", "--no-pager", "-u", "systemd-journal-upload"])
                     .stdout
             ),
             String::from_utf8_lossy(
-                &sd.run(&["journalctl", "--no-pager", "-u", "central-journal"])
+                &sd.run(&["journalctl", "--no-pager", "-u", "systemd-journal-remote"])
                     .stdout
             ),
         );
@@ -596,4 +608,69 @@ fn alert_records_reach_a_central_journal_through_journal_upload() {
     ] {
         assert_eq!(here[k], there[k], "{k} differs in the central journal");
     }
+}
+
+/// Runs `script` inside until it succeeds (60 s at most); its output.
+fn sh_until(sd: &Systemd, what: &str, script: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let out = sd.sh(script);
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no {what} after 60 s: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn metrics_under_the_shipped_unit_with_and_without_the_fleet_drop_in() {
+    let sd = installed();
+    write_config(
+        &sd,
+        "[metrics]\nlisten = \"127.0.0.1:9867\"\ntextfile = \"/run/portsentinel/portsentinel.prom\"\n",
+    );
+    sd.sh_ok("systemctl restart portsentinel");
+    assert_eq!(sd.is_active("portsentinel"), "active");
+    // The shipped unit allows no IP socket: the endpoint cannot open, the daemon says so
+    // once and goes on; the textfile needs nothing more.
+    let warnings = sd.wait_journal(&["-u", "portsentinel", "PRIORITY=4"], 1);
+    assert!(
+        warnings.iter().any(|w| field(w, "MESSAGE")
+            .starts_with("no metrics endpoint: cannot listen on 127.0.0.1:9867")),
+        "{warnings:#?}"
+    );
+    let _pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let text = sh_until(
+        &sd,
+        "the alert in the textfile",
+        "grep 'portsentinel_alert_active{.*port=\"867\"' /run/portsentinel/portsentinel.prom",
+    );
+    assert!(text.trim_end().ends_with(" 1"), "{text}");
+    // Readable by node_exporter's user.
+    sd.sh_ok("setpriv --reuid=65534 --regid=65534 --clear-groups cat /run/portsentinel/portsentinel.prom >/dev/null");
+
+    // With the drop-in the README gives: served on loopback.
+    sd.sh_ok(&format!(
+        "install -Dm644 {SHARE}/systemd/portsentinel-fleet.conf \
+         /etc/systemd/system/portsentinel.service.d/fleet.conf \
+         && systemctl daemon-reload && systemctl restart portsentinel"
+    ));
+    assert_eq!(sd.is_active("portsentinel"), "active");
+    let body = sh_until(
+        &sd,
+        "the metrics endpoint",
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/9867; printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'",
+    );
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    let line = body
+        .lines()
+        .find(|l| l.starts_with("portsentinel_alert_active{") && l.contains("port=\"867\""))
+        .unwrap_or_else(|| panic!("no alert series in {body}"));
+    assert!(line.ends_with(" 1"), "{line}");
 }
