@@ -540,10 +540,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp_name.push(name);
     tmp_name.push(".tmp");
     let tmp: PathBuf = path.with_file_name(tmp_name);
+    // A new file every time (never one someone else made there, nor a link they left).
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         // Readable by node_exporter's own user, whatever the daemon's umask.
         .mode(0o644)
         .custom_flags(libc::O_NOFOLLOW)
@@ -688,6 +692,12 @@ async fn answer(mut stream: tokio::net::TcpStream, exposition: &Exposition) -> s
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Discard;
+    impl RecordSink for Discard {
+        fn send(&self, _: Record) {}
+    }
+
     #[test]
     fn requests_are_read_strictly() {
         let get = |h: &str| parse_request(h.as_bytes());
@@ -718,11 +728,6 @@ mod tests {
 
     #[test]
     fn the_text_format_is_what_node_exporter_reads() {
-        #[derive(Debug)]
-        struct Discard;
-        impl RecordSink for Discard {
-            fn send(&self, _: Record) {}
-        }
         let records: Arc<dyn RecordSink> = Arc::new(Discard);
         let mut m = Metrics::new(None, records);
         m.poll(Duration::from_millis(3), Some("sock_diag"));
@@ -763,10 +768,39 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_program_name_stays_inside_its_label() {
+        let mut e = crate::sink::record::tests::event("x\"} 1\nportsentinel_fake{a=\"");
+        if let Owner::Process(p) = &mut e.listener.owner {
+            std::sync::Arc::make_mut(p).exe = None;
+        }
+        let mut m = Metrics::new(None, Arc::new(Discard));
+        m.alerts(&[FleetAlert::raised(&e)]);
+        for format in [Format::Text, Format::OpenMetrics] {
+            let text = m.exposition().encoded(format);
+            assert!(
+                !text.lines().any(|l| l.starts_with("portsentinel_fake")),
+                "{text}"
+            );
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("portsentinel_alert_active{"))
+                .unwrap();
+            assert!(
+                line.contains(r#"program="x\"} 1\nportsentinel_fake{a=\"""#),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
     fn the_textfile_is_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("portsentinel.prom");
+        // Left behind by someone else: replaced, not written through.
+        let elsewhere = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(".portsentinel.prom.tmp")).unwrap();
         write_atomically(&path, b"a 1\n").unwrap();
+        assert!(!elsewhere.exists());
         write_atomically(&path, b"a 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 2\n");
         let names: Vec<_> = std::fs::read_dir(dir.path())
