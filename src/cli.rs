@@ -21,6 +21,40 @@ use crate::source::SourceMode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
+}
+
+/// How much the diagnostics say (warnings, errors and what the daemon is doing), on every
+/// command; records and output are not affected.
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct Verbosity {
+    /// Say more: -v for info, -vv for debug, -vvv for trace [default: warnings; the daemon
+    /// and the agent: info] (PORTSENTINEL_LOG=LEVEL does the same).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Say less: -q for errors only, -qq for nothing.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+}
+
+impl Verbosity {
+    /// The level asked for, if any: `None` leaves it to `PORTSENTINEL_LOG` and the default.
+    /// `base` is the command's default level (0 error, 1 warn, 2 info, 3 debug, 4 trace).
+    pub fn level(self, base: u8) -> Option<&'static str> {
+        if self.verbose == 0 && self.quiet == 0 {
+            return None;
+        }
+        let n = i16::from(base) + i16::from(self.verbose) - i16::from(self.quiet);
+        Some(match n {
+            i16::MIN..=-1 => "off",
+            0 => "error",
+            1 => "warn",
+            2 => "info",
+            3 => "debug",
+            _ => "trace",
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,12 +229,16 @@ pub struct ExplainArgs {
 
 #[derive(Debug, Args)]
 pub struct NotifyAgentArgs {
-    /// The daemon's event socket [default: /run/portsentinel/events.sock].
+    /// The daemon's event socket [default: [events] socket from the config, else
+    /// /run/portsentinel/events.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
-    /// Alerts closer together than this are folded into one summary notification.
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = crate::config::parse_duration)]
-    pub burst_window: Duration,
+    /// Alerts closer together than this are folded into one summary notification
+    /// [default: [notify] burst_window from the config, else 2s].
+    #[arg(long, value_name = "DUR", value_parser = crate::config::parse_duration)]
+    pub burst_window: Option<Duration>,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]
@@ -220,6 +258,20 @@ pub struct CheckConfigArgs {
     /// The file to check [default: /etc/portsentinel/config.toml].
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
+    /// The file to check, as every other command takes it.
+    #[arg(
+        long = "config",
+        short = 'c',
+        value_name = "FILE",
+        conflicts_with = "file"
+    )]
+    pub config: Option<PathBuf>,
+}
+
+impl CheckConfigArgs {
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.file.as_deref().or(self.config.as_deref())
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use portsentinel::cmd;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon and the agent set up their own log path (diagnostics as records).
+    cmd::set_verbosity(cli.verbosity);
     if !matches!(cli.command, Command::Run(_) | Command::NotifyAgent(_)) {
         cmd::init_diagnostics(None);
     }

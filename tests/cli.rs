@@ -296,3 +296,44 @@ fn a_reader_that_stops_early_is_not_an_error() {
     assert!(!err.contains("Broken pipe"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
+
+#[test]
+fn check_config_takes_c_like_every_other_command() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/portsentinel.toml");
+    let out = portsentinel(&["check-config", "-c", example]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid"), "{}", stdout(&out));
+    let out = portsentinel(&["check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+}
+
+#[test]
+fn v_and_q_set_how_much_the_diagnostics_say_on_every_command() {
+    let ns = Netns::new();
+    let say = |args: &[&str], env: Option<&str>| {
+        let mut c = ns.command(util::bin());
+        c.args(args).args(["scan", "--netns", "all"]);
+        match env {
+            Some(level) => c.env("PORTSENTINEL_LOG", level),
+            None => c.env_remove("PORTSENTINEL_LOG"),
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stderr(&out)
+    };
+    // Quiet by default; -vv says what it does (debug), in plain text through a pipe.
+    assert!(!say(&[], None).contains("watching network namespace"));
+    let debug = say(&["-vv"], None);
+    assert!(debug.contains("watching network namespace"), "{debug}");
+    assert!(
+        !debug.contains('\x1b'),
+        "colour codes into a pipe: {debug:?}"
+    );
+    // The flags win over the variable.
+    assert!(say(&[], Some("debug")).contains("watching network namespace"));
+    assert!(!say(&["-q"], Some("debug")).contains("watching network namespace"));
+    // Given after the subcommand too.
+    let mut c = ns.command(util::bin());
+    let out = c.args(["scan", "-vv", "--netns", "all"]).output().unwrap();
+    assert!(stderr(&out).contains("watching network namespace"));
+}

@@ -164,3 +164,43 @@ fn json_log_makes_every_line_json_diagnostics_included() {
         "{err}"
     );
 }
+
+#[test]
+fn a_second_daemon_is_refused_and_the_first_keeps_its_socket() {
+    use std::io::BufRead as _;
+    let ns = Netns::new();
+    let mut first = Daemon::start(&ns, &["--log", "json"]);
+    first.wait_for("the event socket", |l| {
+        l.contains("event socket") && l.contains("open to")
+    });
+    let first_pid = first.child.id();
+    let dir = first.dir.path().to_str().unwrap().to_owned();
+    let other = tempfile::tempdir().unwrap();
+    let other = other.path().to_str().unwrap();
+    // The same state directory (and socket); then another state directory, the same socket.
+    for (state, what) in [(dir.as_str(), "holds"), (other, "serves the event socket")] {
+        let out = ns
+            .command(bin())
+            .args(["run", "--namespaces", "host", "--log", "text"])
+            .env("STATE_DIRECTORY", state)
+            .env("RUNTIME_DIRECTORY", &dir)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(69), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "another portsentinel run (pid {first_pid}) {what}"
+            )),
+            "{err}"
+        );
+    }
+    // The first still serves its subscribers.
+    let stream = std::os::unix::net::UnixStream::connect(first.socket()).unwrap();
+    let mut hello = String::new();
+    std::io::BufReader::new(stream)
+        .read_line(&mut hello)
+        .unwrap();
+    assert!(hello.contains("\"hello\""), "{hello}");
+    assert!(first.terminate().success());
+}

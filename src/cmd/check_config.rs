@@ -18,7 +18,7 @@ use crate::source::SystemHost;
 
 pub fn run(args: &CheckConfigArgs) -> Result<ExitCode, Failure> {
     let default = Path::new(config::DEFAULT_PATH);
-    let (label, config) = match &args.file {
+    let (label, config) = match args.path() {
         Some(path) => (format!("{}: valid", path.display()), config::load(path)?),
         None if default.exists() => (
             format!("{}: valid", default.display()),

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod check_config;
 pub mod explain;
+pub mod lock;
 pub mod notify_agent;
 pub mod run;
 pub mod scan;
@@ -81,22 +82,40 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// `-v`/`-q` of the command line, for [`init_diagnostics`].
+static VERBOSITY: std::sync::OnceLock<crate::cli::Verbosity> = std::sync::OnceLock::new();
+
+pub fn set_verbosity(v: crate::cli::Verbosity) {
+    let _ = VERBOSITY.set(v);
+}
+
 /// Sets up diagnostics (`tracing`). A daemon passes its record sink: every diagnostic is
 /// then a record on the daemon's one log path. The one-shot commands write plain
-/// warnings to stderr. `PORTSENTINEL_LOG` sets the level (`info`, `debug`, ...).
+/// warnings to stderr, coloured only on a terminal and never with `NO_COLOR` set. The
+/// level: `-v`/`-q`, else `PORTSENTINEL_LOG` (`info`, `debug`, ...), else warnings (info
+/// for the daemon and the agent).
 pub fn init_diagnostics(records: Option<Arc<dyn RecordSink>>) {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let base = if records.is_some() { 2 } else { 1 };
+    let asked = VERBOSITY.get().copied().unwrap_or_default().level(base);
     let default = if records.is_some() { "info" } else { "warn" };
-    let filter =
-        EnvFilter::try_from_env("PORTSENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match asked {
+        Some(level) => EnvFilter::new(level),
+        None => {
+            EnvFilter::try_from_env("PORTSENTINEL_LOG").unwrap_or_else(|_| EnvFilter::new(default))
+        }
+    };
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match records {
         Some(records) => registry.with(RecordLayer::new(records)).try_init(),
         None => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(colour)
                     .with_writer(std::io::stderr)
                     .with_target(false)
                     .without_time(),

@@ -33,8 +33,15 @@ pub fn run(args: &NotifyAgentArgs) -> Result<ExitCode, Failure> {
     // Under the user unit its lines are native journal records, else text on stderr.
     let mut log = LogSink::start(LogMode::Auto);
     super::init_diagnostics(log.handle().map(|h| Arc::new(h) as Arc<dyn RecordSink>));
-    let path = args.socket.clone().unwrap_or_else(socket::default_path);
-    let result = runtime.block_on(agent(path, args.burst_window));
+    // The daemon's config says where its socket is, and how alerts are folded.
+    let config = crate::config::load_or_default(args.config.config.as_deref())?;
+    let path = args
+        .socket
+        .clone()
+        .or_else(|| config.events.socket.clone())
+        .unwrap_or_else(socket::default_path);
+    let burst_window = args.burst_window.unwrap_or(config.notify.burst_window);
+    let result = runtime.block_on(agent(path, burst_window));
     log.close();
     result?;
     Ok(ExitCode::SUCCESS)

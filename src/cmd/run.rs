@@ -124,6 +124,28 @@ async fn serve(
     requests: mpsc::Sender<Request>,
     incoming: mpsc::Receiver<Request>,
 ) -> Result<(), DaemonError> {
+    // One daemon per state directory and event socket: a second one refuses, naming the
+    // first; the lock is held until this returns.
+    let state_dir = config
+        .daemon
+        .state_directory
+        .clone()
+        .unwrap_or_else(state::default_dir);
+    let refused = |r: super::lock::Refusal| DaemonError::Unavailable(r.to_string());
+    let _lock = match super::lock::take(&state_dir).map_err(refused)? {
+        Ok(lock) => Some(lock),
+        Err(why) => {
+            records.send(Record::plain(
+                priority::WARNING,
+                None,
+                format!("no single-instance lock: {why}; a second daemon would not be refused"),
+            ));
+            None
+        }
+    };
+    if let Some(path) = &config.events.socket {
+        super::lock::check_socket(path).map_err(refused)?;
+    }
     let (delivery, mut tasks) = open_fanout(&config, requests);
     let mut edges = open_edges(&config, records.clone(), delivery)?;
     edges.fleet = open_fleet(&config, records, &mut tasks).await;
