@@ -102,6 +102,19 @@ pub enum Command {
     ///
     /// Exit status: 0; 2 for a bad argument; 69 when no socket source works.
     Baseline(BaselineArgs),
+    /// Review the journal: one line per listener life, from the daemon's own records.
+    ///
+    /// A life runs from the record that first shows a listener (present at start, opened,
+    /// alerted) to the one that closes it; restarts and changes of hands are part of it.
+    /// Shows first and last seen, duration, protocol, address, port, program, pids, and
+    /// whether it was alerted and why. Reads the local journal through journalctl, or a
+    /// copied or central one with -D/--file (with a HOST column when it holds several).
+    /// Only records written by the unit (its `_SYSTEMD_UNIT`, which journald sets and no
+    /// process can forge) are read unless --all-sources is given.
+    ///
+    /// Exit status: 0; 2 when journalctl refuses an argument; 69 when the journal cannot
+    /// be read.
+    History(HistoryArgs),
     /// Validate a config file and exit.
     ///
     /// Exit status: 0 valid; 78 invalid, with `FILE:LINE:COL: what is wrong` on stderr.
@@ -251,6 +264,44 @@ pub struct BaselineArgs {
     pub netns: NetnsArg,
     #[command(flatten)]
     pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// From this time on, in journalctl's forms: "2026-12-01 10:00", "yesterday", "-2h".
+    #[arg(long, short = 'S', value_name = "TIME")]
+    pub since: Option<String>,
+    /// Up to this time, in the same forms.
+    #[arg(long, short = 'U', value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only listeners on this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Only listeners of this program (its executable's path).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<String>,
+    /// Only lives that were alerted.
+    #[arg(long)]
+    pub alerts: bool,
+    /// Only this boot: the current one without a value, or an offset (-1) or boot id.
+    #[arg(long, short = 'b', value_name = "ID", num_args = 0..=1, default_missing_value = "0", allow_hyphen_values = true)]
+    pub boot: Option<String>,
+    /// Print one JSON array of lives instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Read the journal files in this directory (a copy, or a central journal).
+    #[arg(long = "directory", short = 'D', value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// Read this journal file (may be given more than once).
+    #[arg(long, value_name = "FILE")]
+    pub file: Vec<PathBuf>,
+    /// The unit whose records are read.
+    #[arg(long, value_name = "UNIT", default_value = "portsentinel.service")]
+    pub unit: String,
+    /// Read portsentinel's records whoever wrote them (a daemon run by hand, or any local
+    /// process that wrote such fields itself).
+    #[arg(long)]
+    pub all_sources: bool,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => cmd::explain::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
         Command::Baseline(args) => cmd::baseline::run(args),
+        Command::History(args) => cmd::history::run(args),
         Command::NotifyAgent(args) => cmd::notify_agent::run(args),
     };
     match result {

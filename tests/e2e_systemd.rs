@@ -674,3 +674,115 @@ fn metrics_under_the_shipped_unit_with_and_without_the_fleet_drop_in() {
         .unwrap_or_else(|| panic!("no alert series in {body}"));
     assert!(line.ends_with(" 1"), "{line}");
 }
+
+/// `portsentinel history` inside, parsed.
+fn history(sd: &Systemd, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut argv = vec!["portsentinel", "history", "--json"];
+    argv.extend_from_slice(args);
+    let out = sd.run(&argv);
+    assert!(
+        out.status.success(),
+        "history {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "history --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn time_of(r: &serde_json::Value) -> std::time::SystemTime {
+    humantime::parse_rfc3339_weak(field(r, "PORTSENTINEL_TIME")).unwrap()
+}
+
+#[test]
+fn history_tells_each_listener_life_from_the_journal() {
+    let sd = installed();
+    // An alerted listener on 867 that opens and closes.
+    let bad = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let raised = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 1);
+    sd.sh_ok(&format!("kill {bad}"));
+    let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=867"], 1);
+    // An allowed service that restarts: the same program back on its port within the
+    // grace window.
+    let first = listen_as_nobody(&sd, &["tcp:127.0.0.1:2222"]);
+    sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=2222"], 1);
+    sd.sh_ok(&format!("kill {first}"));
+    let second = listen_as_nobody(&sd, &["tcp:127.0.0.1:2222"]);
+    sd.wait_journal(&["-u", "portsentinel", RESTARTED, "LISTEN_PORT=2222"], 1);
+    // And one that stays.
+    let _stays = listen_as_nobody(&sd, &["udp:127.0.0.1:5555"]);
+    sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=5555"], 1);
+
+    let lives = history(&sd, &[]);
+    let of = |port: &str| -> Vec<&serde_json::Value> {
+        lives.iter().filter(|l| l["port"] == port).collect()
+    };
+    let (bad_life, service, stays) = (of("867"), of("2222"), of("5555"));
+    assert_eq!(
+        (bad_life.len(), service.len(), stays.len()),
+        (1, 1, 1),
+        "{lives:#?}"
+    );
+    let b = bad_life[0];
+    assert_eq!(b["end"], "closed");
+    assert_eq!(b["alerted"], true);
+    assert_eq!(b["severity"], field(&raised[0], "ALERT_SEVERITY"));
+    assert_eq!(b["reason"], field(&raised[0], "ALERT_REASON"));
+    // How long it listened: the kernel's own figure when instant detection announced it,
+    // else from the record that raised the alert to the one that cleared it.
+    let lived = match cleared[0].get("LISTEN_LIFETIME_MS") {
+        Some(ms) => ms.as_str().unwrap().parse::<u64>().unwrap(),
+        None => time_of(&cleared[0])
+            .duration_since(time_of(&raised[0]))
+            .unwrap()
+            .as_millis() as u64,
+    };
+    assert_eq!(b["duration_ms"], lived, "{b:#}");
+    assert_eq!(b["pids"], serde_json::json!([bad]));
+    let s = service[0];
+    assert_eq!(s["end"], "still-listening");
+    assert_eq!(s["alerted"], false);
+    assert_eq!(s["restarts"], 1);
+    assert_eq!(s["pids"], serde_json::json!([first, second]));
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("no alert_on condition applies"),
+        "{s:#}"
+    );
+    assert_eq!(stays[0]["end"], "still-listening");
+    assert_eq!(stays[0]["protocol"], "udp");
+
+    // --alerts: only the one alerted; --port narrows.
+    let alerted = history(&sd, &["--alerts"]);
+    assert_eq!(alerted.len(), 1, "{alerted:#?}");
+    assert_eq!(alerted[0]["port"], "867");
+    assert_eq!(history(&sd, &["--port", "2222"]).len(), 1);
+    // The table says the same in words.
+    let table = sd.sh_ok("portsentinel history --port 867");
+    assert!(
+        table.contains("FIRST SEEN") && table.contains("867"),
+        "{table}"
+    );
+
+    // A copy of the journal, read with -D, gives the same lives.
+    sd.sh_ok(
+        "journalctl --sync
+         mkdir -p /tmp/copy
+         find /run/log/journal /var/log/journal -name '*.journal' | while read -r f; do
+             cp \"$f\" \"/tmp/copy/$(echo \"$f\" | tr / _)\"
+         done",
+    );
+    let copied = history(&sd, &["-D", "/tmp/copy"]);
+    let ours = |v: &Vec<serde_json::Value>| -> Vec<serde_json::Value> {
+        v.iter()
+            .filter(|l| ["867", "2222", "5555"].contains(&l["port"].as_str().unwrap()))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(ours(&copied), ours(&lives));
+}

@@ -4,6 +4,7 @@
 pub mod baseline;
 pub mod check_config;
 pub mod explain;
+pub mod history;
 pub mod lock;
 pub mod notify_agent;
 pub mod run;

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod desktop;
 pub mod events;
 pub mod expect;
+pub mod history;
 pub mod instant;
 pub mod listener;
 pub mod policy;

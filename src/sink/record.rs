@@ -87,6 +87,7 @@ impl Record {
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(24);
         f.push(("MESSAGE_ID", e.kind.message_id().to_owned()));
         f.push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
+        f.push(("LISTENER_ID", class.alert_id.clone()));
         f.push(("LISTEN_PROTO", l.protocol.to_string()));
         f.push(("LISTEN_KIND", l.protocol.kind().to_string()));
         match l.portless.as_deref() {
