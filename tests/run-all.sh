@@ -47,6 +47,11 @@ need=(
   "prometheus-node-exporter:prometheus-node-exporter"
   "prometheus-alertmanager:prometheus-alertmanager"
   "/lib/systemd/systemd-journal-remote:systemd-journal-remote"
+  # The Debian package's checks (tests/package.rs): lintian, man pages that render, and
+  # the shared-library dependencies cargo deb works out.
+  "lintian:lintian"
+  "man:man-db"
+  "dpkg-shlibdeps:dpkg-dev"
 )
 missing=()
 for pair in "${need[@]}"; do
@@ -66,5 +71,11 @@ cargo test --all-targets --locked
 # test at a time, so that none measures another's load.
 cargo build --release --locked --bins --examples
 cargo test --release --locked --test load --test soak -- --nocapture --test-threads=1
+# The Debian package, from that release build: built, checked by lintian, installed, used
+# and purged under a real systemd (tests/package.rs). cargo-deb is a build tool from
+# crates.io, installed here only.
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked
+cargo deb --no-build --locked
+cargo test --release --locked --test package -- --ignored --nocapture
 # A short run of every fuzz target (the long runs and their figures: README, "Reliability").
 fuzz/run.sh "${FUZZ_SECONDS:-5}"

@@ -15,7 +15,8 @@
 #
 # Isolation (nothing written by the booted systemd reaches the host):
 #   /run /tmp /var/tmp /var/log/journal /etc/systemd/system /dev  fresh tmpfs
-#   /etc /var /usr/local        overlayfs, upper layer on tmpfs (host files read-only lower)
+#   /etc /var /usr /usr/local   overlayfs, upper layer on tmpfs (host files read-only lower);
+#                               no /usr/sbin/policy-rc.d (package scripts start services)
 #   /sys                        fresh read-only sysfs (of the new netns) + cgroup2 of the cgroupns
 #   /proc/sys                   read-only (except /proc/sys/net, which is per-netns)
 #   cgroup                      the namespace lives in  <unified>/psns-harness-<pid>,
@@ -55,14 +56,19 @@ inner() {
     # drop host mounts below /run from OUR (private) namespace copy, then a fresh /run
     findmnt -rn -o TARGET | grep '^/run/' | sort -r | while read -r m; do umount -l "$m" || true; done
     mount -t tmpfs -o mode=755,nosuid,nodev,size=256m tmpfs /run
-    mkdir -p /run/systemd /run/lock /run/psns/share /run/psns/ovl/etc/{u,w} /run/psns/ovl/var/{u,w} /run/psns/ovl/local/{u,w}
+    mkdir -p /run/systemd /run/lock /run/psns/share /run/psns/ovl/etc/{u,w} /run/psns/ovl/var/{u,w} /run/psns/ovl/usr/{u,w} /run/psns/ovl/local/{u,w}
     # host dir shared with the tests; bound BEFORE /tmp is covered, so it may live in /tmp
     [ -n "$share" ] && mount --bind "$share" /run/psns/share
     mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
     mount -t overlay overlay -o lowerdir=/etc,upperdir=/run/psns/ovl/etc/u,workdir=/run/psns/ovl/etc/w /etc
     mount -t overlay overlay -o lowerdir=/var,upperdir=/run/psns/ovl/var/u,workdir=/run/psns/ovl/var/w /var
-    # /usr/local too, so software installed "the way the README says" stays in here
+    # /usr too, so a package installed with dpkg stays in here; and /usr/local, so software
+    # installed "the way the README says" does
+    mount -t overlay overlay -o lowerdir=/usr,upperdir=/run/psns/ovl/usr/u,workdir=/run/psns/ovl/usr/w /usr
     mount -t overlay overlay -o lowerdir=/usr/local,upperdir=/run/psns/ovl/local/u,workdir=/run/psns/ovl/local/w /usr/local
+    # a fresh Debian system has no policy-rc.d: maintainer scripts start services as they
+    # would there (the host's copy, which forbids it, is untouched)
+    rm -f /usr/sbin/policy-rc.d
     # whiteout host state that must not leak into the test (only in the overlay; host untouched)
     local h
     for h in ${PSNS_HIDE:-}; do

@@ -24,7 +24,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl Systemd {
-    /// Boots a systemd whose share holds the repository's `systemd/`, `config/`, the
+    /// Boots a systemd whose share holds the repository's `systemd/`, `config/`, `dist/man/`, the
     /// README, the built binary (as `target/release/portsentinel`) and the listen helper.
     pub fn boot() -> Systemd {
         let share = tempfile::tempdir().unwrap();
@@ -33,6 +33,7 @@ impl Systemd {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         copy_dir(&root.join("systemd"), &share.path().join("systemd"));
         copy_dir(&root.join("config"), &share.path().join("config"));
+        copy_dir(&root.join("dist/man"), &share.path().join("dist/man"));
         std::fs::copy(root.join("README.md"), share.path().join("README.md")).unwrap();
         std::fs::create_dir_all(share.path().join("target/release")).unwrap();
         std::fs::copy(bin(), share.path().join("target/release/portsentinel")).unwrap();
