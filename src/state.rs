@@ -160,6 +160,7 @@ mod tests {
             netns: 0,
             owner: Owner::Unknown(UnknownOwner::Kernel),
             portless: None,
+            zone: None,
         }
     }
 

@@ -20,6 +20,7 @@ fn socket_of(l: &TcpListener) -> Socket {
         inode,
         netns: 0,
         portless: None,
+        zone: None,
     }
 }
 

@@ -337,3 +337,47 @@ fn v_and_q_set_how_much_the_diagnostics_say_on_every_command() {
     let out = c.args(["scan", "-vv", "--netns", "all"]).output().unwrap();
     assert!(stderr(&out).contains("watching network namespace"));
 }
+
+#[test]
+fn a_link_local_listener_is_shown_with_its_interface() {
+    let ns = Netns::new();
+    for args in [
+        "link add d0 type veth peer name d1",
+        "link set d0 up",
+        "link set d1 up",
+        "addr add fe80::1/64 dev d0 nodad",
+    ] {
+        let mut c = Command::new("ip");
+        c.args(["-n", &ns.name]).args(args.split(' '));
+        util::run_ok(&mut c);
+    }
+    let link = util::run_ok(Command::new("ip").args(["-n", &ns.name, "-o", "link", "show", "d0"]));
+    let index: u32 = stdout(&link)
+        .split(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _l = ns.listen(&[&format!("tcp:[fe80::1%{index}]:867")]);
+    let table = stdout(&ns.portsentinel(&["scan"]));
+    assert!(table.contains("[fe80::1%d0]"), "{table}");
+    let json = scan_json(&ns, &[]);
+    let row = find(&json, "tcp", 867)[0];
+    assert_eq!(
+        (row["address"].as_str(), row["zone"].as_str()),
+        (Some("fe80::1"), Some("d0")),
+        "{row}"
+    );
+    // The daemon's record and its message.
+    let mut d = util::Daemon::start(&ns, &["--log", "json"]);
+    let alert = d.wait_for("the alert", |l| {
+        l.contains("\"alert-raised\"") && l.contains("867")
+    });
+    let v: serde_json::Value = serde_json::from_str(&alert).unwrap();
+    assert_eq!(v["LISTEN_ADDRESS"], "fe80::1%d0", "{v}");
+    assert!(
+        v["MESSAGE"].as_str().unwrap().contains("on [fe80::1%d0]"),
+        "{v}"
+    );
+}

@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
             inode: portsentinel::model::Inode(1),
             netns: 0,
             portless: None,
+            zone: None,
         };
         let mut out = vec![marker.clone()];
         let ours = parse_dump(data, protocol, &mut out);

@@ -97,6 +97,7 @@ fn hypothetical(protocol: Protocol, port: u16, address: IpAddr) -> Listener {
         owner: Owner::Unknown(UnknownOwner::Kernel),
         netns: 0,
         portless: None,
+        zone: None,
     }
 }
 

@@ -230,7 +230,7 @@ fn port_table(reports: &[&Report]) -> String {
             let mut row = vec![
                 clip(&r.netns.label(), 24).into_owned(),
                 r.protocol.to_string(),
-                display_address(r.address),
+                display_address(r.address, r.zone.as_deref()),
                 r.port.to_string(),
                 r.reach.as_str().to_owned(),
                 clip(&r.iana.column(), 24).into_owned(),

@@ -405,6 +405,7 @@ impl Daemon {
             owner: Owner::Process(self.process_of(e)),
             netns: e.netns,
             portless: None,
+            zone: None,
         }
     }
 

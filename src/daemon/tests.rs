@@ -39,6 +39,7 @@ impl World {
             inode: Inode(inode),
             netns: 0,
             portless: None,
+            zone: None,
         });
         let process = Process {
             pid: Pid(pid),

@@ -83,12 +83,19 @@ pub fn alert_id(key: &ListenerKey) -> String {
         protocol: super::Protocol,
         port: u16,
         address: std::net::IpAddr,
+        // Only a link-local address has one: every other id is as it was.
+        #[serde(skip_serializing_if = "is_zero")]
+        zone: u32,
         owner: &'a super::OwnerKey,
+    }
+    fn is_zero(n: &u32) -> bool {
+        *n == 0
     }
     let identity = Identity {
         protocol: key.protocol,
         port: key.port,
         address: key.address,
+        zone: key.zone,
         owner: &key.owner,
     };
     let json = serde_json::to_vec(&(Some(key.netns), identity)).unwrap_or_default();

@@ -97,7 +97,7 @@ pub fn is_critical(e: &WireEvent) -> bool {
 
 fn reach_words(e: &WireEvent) -> String {
     let l = &e.listener;
-    let addr = super::display_address(l.address);
+    let addr = super::display_address(l.address, l.zone.as_deref());
     let reach = match l.reach {
         Reach::Loopback => format!("loopback only ({addr})"),
         Reach::Address => format!("address {addr}"),
@@ -368,6 +368,7 @@ mod tests {
                 container: None,
                 kind: crate::model::Kind::Port,
                 portless: None,
+                zone: None,
             },
             detail: None,
             previous_pid: None,

@@ -720,6 +720,7 @@ mod tests {
                 ns_pid: None,
             })),
             portless: None,
+            zone: None,
         }
     }
 

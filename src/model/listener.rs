@@ -242,6 +242,47 @@ pub struct Socket {
     pub netns: u64,
     /// For packet and raw sockets: what they listen to.
     pub portless: Option<Box<PortLess>>,
+    /// The interface of a link-local IPv6 address (`fe80::1%eth0`); `None` for any other
+    /// address, and when the source cannot say (`/proc/net` does not).
+    pub zone: Option<Zone>,
+}
+
+/// The interface a link-local IPv6 address belongs to: without it, `fe80::1` names no
+/// one address (every interface has its own fe80::/64).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Zone {
+    /// The interface's index in its network namespace.
+    pub index: u32,
+    /// Its name (`eth0`), when the kernel gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Zone {
+    /// The zone of a socket bound to `address` on interface `index` (sock_diag's
+    /// `idiag_if`): only a link-local IPv6 address has one.
+    pub fn of(address: IpAddr, index: u32) -> Option<Zone> {
+        match address {
+            IpAddr::V6(a) if index != 0 && (a.segments()[0] & 0xffc0) == 0xfe80 => {
+                Some(Zone { index, name: None })
+            }
+            _ => None,
+        }
+    }
+
+    /// `eth0`, or the index when the name is unknown (`fe80::1%2` is valid too).
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.index.to_string())
+    }
+}
+
+/// An address with its zone (an interface's name or index), as `ip` writes it:
+/// `fe80::1%eth0`, `0.0.0.0`.
+pub fn address_words(address: IpAddr, zone: Option<&str>) -> String {
+    match zone {
+        Some(z) => format!("{address}%{}", crate::text::escape_control(z)),
+        None => address.to_string(),
+    }
 }
 
 /// Where a listener can be reached from.
@@ -326,11 +367,11 @@ fn is_v4_mapped_loopback(address: IpAddr) -> bool {
     }
 }
 
-/// Text for an address as `ss` users know it: `0.0.0.0`, `[::]`, `[fe80::1%2]`.
-pub fn display_address(address: IpAddr) -> String {
+/// Text for an address as `ss` users know it: `0.0.0.0`, `[::]`, `[fe80::1%eth0]`.
+pub fn display_address(address: IpAddr, zone: Option<&str>) -> String {
     match address {
-        IpAddr::V4(a) => a.to_string(),
-        IpAddr::V6(a) => format!("[{a}]"),
+        IpAddr::V4(_) => address_words(address, zone),
+        IpAddr::V6(_) => format!("[{}]", address_words(address, zone)),
     }
 }
 
@@ -516,9 +557,27 @@ pub struct Listener {
     /// For packet and raw sockets: what they listen to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub portless: Option<Box<PortLess>>,
+    /// The interface of a link-local IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<Zone>,
 }
 
 impl Listener {
+    /// `fe80::1%eth0`, `0.0.0.0`: the address with its zone.
+    pub fn address_words(&self) -> String {
+        address_words(self.address, self.zone_label().as_deref())
+    }
+
+    /// `[fe80::1%eth0]`, `0.0.0.0`: as `ss` writes it before a port.
+    pub fn display_address(&self) -> String {
+        display_address(self.address, self.zone_label().as_deref())
+    }
+
+    /// The interface of a link-local address: its name, else its index.
+    pub fn zone_label(&self) -> Option<String> {
+        self.zone.as_ref().map(Zone::label)
+    }
+
     pub fn reach(&self) -> Reach {
         match self.protocol {
             Protocol::Packet => Reach::Link,

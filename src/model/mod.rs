@@ -18,7 +18,7 @@ pub use classify::{Classification, Classifier, Iana, PortRange, Status, alert_id
 pub use events::{Event, EventKind, Now, Timing, Tracker};
 pub use listener::{
     Container, Filter, Inode, Kind, Listener, NetnsView, Owner, Pid, PortLess, Process, Protocol,
-    Reach, Socket, UnknownOwner, display_address,
+    Reach, Socket, UnknownOwner, Zone, address_words, display_address,
 };
 pub use policy::{Condition, Policy, Severity, Verdict};
 pub use report::Report;

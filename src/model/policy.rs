@@ -363,6 +363,7 @@ mod tests {
             netns: 0,
             owner,
             portless: None,
+            zone: None,
         }
     }
 

@@ -18,6 +18,9 @@ pub struct Report {
     pub protocol: super::Protocol,
     /// The bound address, without brackets: `0.0.0.0`, `::`, `127.0.0.1`.
     pub address: IpAddr,
+    /// The interface of a link-local IPv6 address (`eth0` in `fe80::1%eth0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     pub port: u16,
     /// `IPV6_V6ONLY` for IPv6 sockets (null for IPv4, or when the source cannot tell).
     pub v6only: Option<bool>,
@@ -114,6 +117,7 @@ impl Report {
         Report {
             protocol: l.protocol,
             address: l.address,
+            zone: l.zone_label(),
             port: l.port,
             v6only: l.v6only,
             reach: class.reach,
@@ -132,8 +136,12 @@ impl Report {
         }
     }
 
-    /// `0.0.0.0:867` / `[::]:867`.
+    /// `0.0.0.0:867` / `[::]:867` / `[fe80::1%eth0]:867`.
     pub fn endpoint(&self) -> String {
-        format!("{}:{}", display_address(self.address), self.port)
+        format!(
+            "{}:{}",
+            display_address(self.address, self.zone.as_deref()),
+            self.port
+        )
     }
 }

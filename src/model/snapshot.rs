@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::listener::{Listener, Owner, Protocol, Socket};
+use super::listener::{Listener, Owner, Protocol, Socket, Zone};
 use super::policy::strip_deleted;
 
 /// Who a listener belongs to, stable across restarts of the same program.
@@ -51,9 +51,17 @@ pub struct ListenerKey {
     pub protocol: Protocol,
     pub port: u16,
     pub address: IpAddr,
+    /// The interface index of a link-local address (0 for any other): `fe80::1%eth0` and
+    /// `fe80::1%eth1` are two listeners.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub zone: u32,
     // Not `IPV6_V6ONLY`: the /proc/net fallback cannot read it, and a switch between the
     // sources must not make every IPv6 listener look new.
     pub owner: OwnerKey,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ListenerKey {
@@ -61,7 +69,7 @@ impl ListenerKey {
     pub fn new(
         netns: u64,
         protocol: Protocol,
-        address: IpAddr,
+        (address, zone): (IpAddr, Option<&Zone>),
         port: u16,
         owner: &Owner,
         socket_uid: u32,
@@ -71,12 +79,14 @@ impl ListenerKey {
             protocol,
             port,
             address,
+            zone: zone.map_or(0, |z| z.index),
             owner: OwnerKey::of(owner, socket_uid),
         }
     }
 
     pub fn of(l: &Listener) -> ListenerKey {
-        ListenerKey::new(l.netns, l.protocol, l.address, l.port, &l.owner, l.uid)
+        let at = (l.address, l.zone.as_ref());
+        ListenerKey::new(l.netns, l.protocol, at, l.port, &l.owner, l.uid)
     }
 }
 
@@ -92,7 +102,8 @@ pub fn group_listeners(
     let mut groups: BTreeMap<(ListenerKey, u64), Listener> = BTreeMap::new();
     for s in sockets {
         let owner = owner_of(s);
-        let key = ListenerKey::new(s.netns, s.protocol, s.address, s.port, &owner, s.uid);
+        let at = (s.address, s.zone.as_ref());
+        let key = ListenerKey::new(s.netns, s.protocol, at, s.port, &owner, s.uid);
         let split = if per_socket { s.inode.0 } else { 0 };
         match groups.entry((key, split)) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
@@ -122,6 +133,7 @@ pub fn group_listeners(
                     owner,
                     netns: s.netns,
                     portless: s.portless.clone(),
+                    zone: s.zone.clone(),
                 });
             }
         }
@@ -151,6 +163,7 @@ mod tests {
             inode: Inode(inode),
             netns: 0,
             portless: None,
+            zone: None,
         }
     }
 

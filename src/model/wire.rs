@@ -153,6 +153,7 @@ mod tests {
                 ns_pid: None,
             })),
             portless: None,
+            zone: None,
         };
         raise(l)
     }

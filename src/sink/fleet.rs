@@ -69,7 +69,7 @@ impl FleetAlert {
         let l = &e.listener;
         let class = &e.class;
         let (port, address) = match l.portless.as_deref() {
-            None => (l.port.to_string(), l.address.to_string()),
+            None => (l.port.to_string(), l.address_words()),
             Some(p) if l.protocol == crate::model::Protocol::Packet => {
                 (String::new(), p.interface_words())
             }

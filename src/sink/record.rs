@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use crate::model::expect::{ExpectEvent, ExpectKind};
-use crate::model::{Event, EventKind, Owner, PortMatch, display_address};
+use crate::model::{Event, EventKind, Owner, PortMatch};
 use crate::text::{clip, escape_control, join_cmdline, truncate};
 
 /// journald priorities (syslog levels).
@@ -87,12 +87,11 @@ impl Record {
         let mut f: Vec<(&'static str, String)> = Vec::with_capacity(24);
         f.push(("MESSAGE_ID", e.kind.message_id().to_owned()));
         f.push(("PORTSENTINEL_EVENT", e.kind.as_str().to_owned()));
-        f.push(("LISTENER_ID", class.alert_id.clone()));
         f.push(("LISTEN_PROTO", l.protocol.to_string()));
         f.push(("LISTEN_KIND", l.protocol.kind().to_string()));
         match l.portless.as_deref() {
             None => {
-                f.push(("LISTEN_ADDRESS", l.address.to_string()));
+                f.push(("LISTEN_ADDRESS", l.address_words()));
                 f.push(("LISTEN_PORT", l.port.to_string()));
             }
             Some(p) => portless_fields(l, p, &mut f),
@@ -107,6 +106,7 @@ impl Record {
             f.push(("PORT_RANGE", class.range.to_string()));
         }
         owner_fields(e, &mut f);
+        f.push(("LISTENER_ID", class.alert_id.clone()));
         if let Some(pid) = e.previous_pid {
             f.push(("LISTENER_PREVIOUS_PID", pid.to_string()));
         }
@@ -442,7 +442,7 @@ fn event_words(e: &Event) -> String {
             "{}/{} on {} ({})",
             l.port,
             l.protocol,
-            display_address(l.address),
+            l.display_address(),
             e.class.reach_words()
         ),
         Some(_) => {
@@ -531,6 +531,7 @@ pub(crate) mod tests {
                 ns_pid: None,
             })),
             portless: None,
+            zone: None,
         };
         crate::model::events::first_event(l)
     }

@@ -123,25 +123,34 @@ impl KernelSource {
     }
 }
 
-/// Names the interface each packet socket of this namespace is bound to.
+/// Names the interface each packet socket of this namespace is bound to, and the one each
+/// link-local address belongs to (`fe80::1%eth0`).
 fn name_interfaces(probe: &mut Option<std::os::fd::OwnedFd>, sockets: &mut [Socket]) {
+    let mut name = |index: u32| {
+        if probe.is_none() {
+            // Any socket will do for SIOCGIFNAME; a Unix one is allowed under the unit.
+            *probe = rustix::net::socket(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::DGRAM,
+                None,
+            )
+            .ok();
+        }
+        probe
+            .as_ref()
+            .and_then(|fd| rustix::net::netdevice::index_to_name(fd, index).ok())
+    };
     for s in sockets.iter_mut() {
         if let Some(p) = s.portless.as_deref_mut()
             && p.ifindex != 0
             && p.interface.is_none()
         {
-            if probe.is_none() {
-                // Any socket will do for SIOCGIFNAME; a Unix one is allowed under the unit.
-                *probe = rustix::net::socket(
-                    rustix::net::AddressFamily::UNIX,
-                    rustix::net::SocketType::DGRAM,
-                    None,
-                )
-                .ok();
-            }
-            p.interface = probe
-                .as_ref()
-                .and_then(|fd| rustix::net::netdevice::index_to_name(fd, p.ifindex).ok());
+            p.interface = name(p.ifindex);
+        }
+        if let Some(z) = s.zone.as_mut()
+            && z.name.is_none()
+        {
+            z.name = name(z.index);
         }
     }
 }

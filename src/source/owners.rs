@@ -655,6 +655,7 @@ mod tests {
             inode: Inode(inode),
             netns: 0,
             portless: None,
+            zone: None,
         }
     }
 

@@ -105,6 +105,7 @@ fn parse_socket(payload: &[u8]) -> Result<Socket, ParseFailure> {
         uid,
         inode: Inode(u64::from(inode)),
         netns: 0,
+        zone: None,
         portless: Some(Box::new(PortLess {
             socket_type: socket_type.to_owned(),
             ifindex,

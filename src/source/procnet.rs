@@ -100,6 +100,8 @@ fn parse_line(
         uid,
         inode: Inode(inode),
         netns: 0,
+        // /proc/net does not say which interface a link-local address is on.
+        zone: None,
         // /proc/net/raw says neither the device a raw socket is bound to nor its filter.
         portless: (protocol == Protocol::Raw).then(|| {
             Box::new(PortLess {
@@ -143,6 +145,7 @@ pub fn parse_packet(reader: impl BufRead, out: &mut Vec<Socket>) -> Result<(), (
             uid,
             inode: Inode(inode),
             netns: 0,
+            zone: None,
             portless: Some(Box::new(PortLess {
                 socket_type: socket_type.to_owned(),
                 ifindex,
