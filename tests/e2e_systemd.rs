@@ -763,6 +763,7 @@ fn history_tells_each_listener_life_from_the_journal() {
     assert_eq!(alerted[0]["port"], "867");
     assert_eq!(history(&sd, &["--port", "2222"]).len(), 1);
     // The table says the same in words.
+    eprintln!("{}", sd.sh_ok("portsentinel history"));
     let table = sd.sh_ok("portsentinel history --port 867");
     assert!(
         table.contains("FIRST SEEN") && table.contains("867"),

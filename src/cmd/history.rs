@@ -146,6 +146,15 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode, Failure> {
     if args.alerts {
         found.retain(|l| l.alerted);
     }
+    // A life that still listens has lasted until now (unless the range read ends earlier).
+    if args.until.is_none() {
+        let now = SystemTime::now();
+        for l in found.iter_mut().filter(|l| l.end == End::StillListening) {
+            if let Ok(d) = now.duration_since(l.first_seen) {
+                l.duration_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+        }
+    }
     if args.json {
         write_stdout(|out| {
             serde_json::to_writer_pretty(&mut *out, &found)?;
