@@ -61,7 +61,18 @@ const ALLOW_SLEEP: &str = "[daemon]\ninterval = \"1s\"\n[[allow]]\nname = \"slee
 fn a_decoy_holder_does_not_vouch_for_the_real_one() {
     let ns = Netns::new();
     let (_dir, cfg) = config_file(ALLOW_SLEEP);
-    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    // Polls alone: instant detection would look the moment the helper listens, before it
+    // hands the socket to the decoy (and rightly name the helper), which is not the case
+    // this test is about.
+    let args = [
+        "--log",
+        "text",
+        "--instant",
+        "off",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let mut d = Daemon::start(&ns, &args);
     d.wait_for("the start", |l| l.contains("starting"));
     let mut l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
     let decoy = l.decoy.expect("a decoy");
