@@ -335,6 +335,32 @@ mod tests {
     }
 
     #[test]
+    fn a_host_column_appears_when_the_journal_holds_several() {
+        let v = |host: &str| {
+            serde_json::json!({"__REALTIME_TIMESTAMP": "1800000000000000", "_HOSTNAME": host,
+                "PORTSENTINEL_EVENT": "listener-present", "LISTENER_ID": "a",
+                "LISTEN_PROTO": "tcp", "LISTEN_PORT": "22", "LISTENER_EXE": "/usr/sbin/sshd"})
+        };
+        let render = |hosts: &[&str]| {
+            let found = lives(hosts.iter().map(|h| entry(&v(h)).unwrap()));
+            let mut out = Vec::new();
+            table(&mut out, &found).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let one = render(&["web-1"]);
+        assert!(
+            one.starts_with("FIRST SEEN") && !one.contains("web-1"),
+            "{one}"
+        );
+        let two = render(&["web-1", "web-2"]);
+        assert!(two.starts_with("HOST"), "{two}");
+        assert_eq!(
+            two.lines().filter(|l| l.contains("/usr/sbin/sshd")).count(),
+            2
+        );
+    }
+
+    #[test]
     fn durations_read_as_people_write_them() {
         assert_eq!(duration_words(5), "5ms");
         assert_eq!(duration_words(20_400), "20s");
