@@ -67,7 +67,7 @@ impl Fleet {
     }
 
     /// A poll's figures: how long it took, which source read the table.
-    pub fn polled(&mut self, took: Duration, backend: Option<&'static str>) {
+    pub fn polled(&mut self, took: Duration, backend: Option<crate::source::Backend>) {
         if let Some(m) = &mut self.metrics {
             m.poll(took, backend);
         }

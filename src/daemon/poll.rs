@@ -67,9 +67,9 @@ impl Poller {
         }
     }
 
-    /// The source that read the last look's table (`sock_diag`, `/proc/net`), if any did.
-    pub fn backend(&self) -> Option<&'static str> {
-        self.backend.map(crate::source::Backend::as_str)
+    /// The source that read the last look's table, if any did.
+    pub fn backend(&self) -> Option<crate::source::Backend> {
+        self.backend
     }
 
     /// The sockets of the last look.

@@ -34,7 +34,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 struct Slot {
     /// The active set, newest only.
-    active: Option<Vec<FleetAlert>>,
+    active: Option<Vec<Arc<FleetAlert>>>,
     /// Alerts that began and ended between two hand-overs.
     ended: Vec<FleetAlert>,
     stop: bool,
@@ -203,7 +203,7 @@ impl Alertmanager {
     }
 
     /// The active set now, and the alerts that began and ended since the last call.
-    pub fn update(&self, active: Vec<FleetAlert>, ended: Vec<FleetAlert>) {
+    pub fn update(&self, active: Vec<Arc<FleetAlert>>, ended: Vec<FleetAlert>) {
         let (lock, wake) = &*self.slot;
         let mut slot = lock.lock().unwrap_or_else(|p| p.into_inner());
         slot.active = Some(active);
@@ -229,7 +229,7 @@ struct Sender {
     target: Target,
     records: Arc<dyn RecordSink>,
     /// The active alerts, by key.
-    known: BTreeMap<String, FleetAlert>,
+    known: BTreeMap<String, Arc<FleetAlert>>,
     /// Ended alerts not yet delivered.
     ended: Vec<FleetAlert>,
     /// Something changed since the last delivery.
@@ -300,14 +300,22 @@ impl Sender {
     }
 
     /// Folds in a new active set: what left it has ended at `now`.
-    fn take(&mut self, active: Option<Vec<FleetAlert>>, ended: Vec<FleetAlert>, now: SystemTime) {
+    fn take(
+        &mut self,
+        active: Option<Vec<Arc<FleetAlert>>>,
+        ended: Vec<FleetAlert>,
+        now: SystemTime,
+    ) {
         if let Some(active) = active {
-            let next: BTreeMap<String, FleetAlert> =
+            let next: BTreeMap<String, Arc<FleetAlert>> =
                 active.into_iter().map(|a| (a.key.clone(), a)).collect();
             self.dirty |= next.len() != self.known.len()
-                || next.iter().any(|(k, a)| self.known.get(k) != Some(a));
-            for (key, mut a) in std::mem::take(&mut self.known) {
+                || next
+                    .iter()
+                    .any(|(k, a)| self.known.get(k).is_none_or(|b| **b != **a));
+            for (key, a) in std::mem::take(&mut self.known) {
                 if !next.contains_key(&key) {
+                    let mut a = Arc::unwrap_or_clone(a);
                     a.ends_at = Some(now);
                     self.ended.push(a);
                 }
@@ -333,7 +341,7 @@ impl Sender {
         let all: Vec<Postable<'_>> = self
             .ended
             .iter()
-            .chain(self.known.values())
+            .chain(self.known.values().map(|a| &**a))
             .map(|a| postable(a, &t.instance, t.generator_url.as_deref()))
             .collect();
         let mut result = Ok(());
@@ -438,7 +446,7 @@ mod tests {
             resend: Duration::from_secs(60),
         };
         let mut s = Sender::new(target, Arc::new(Discard));
-        let a = FleetAlert::raised(&event("listen"));
+        let a = Arc::new(FleetAlert::raised(&event("listen")));
         let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
         s.take(Some(vec![a.clone()]), vec![], t(1));
         assert!(s.dirty && s.ended.is_empty());
@@ -460,7 +468,7 @@ mod tests {
         let many: Vec<FleetAlert> = (0..ENDED_MAX + 10)
             .map(|i| FleetAlert {
                 key: i.to_string(),
-                ..a.clone()
+                ..(*a).clone()
             })
             .collect();
         s.take(None, many, t(5));

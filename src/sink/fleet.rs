@@ -140,8 +140,11 @@ impl FleetAlert {
 /// listeners.
 #[derive(Debug, Default)]
 pub struct AlertBook {
+    /// Each active alert as built from the event that raised it, kept while that event
+    /// stays the raising one: a change in the set builds only what is new.
+    built: HashMap<String, (Arc<Event>, Arc<FleetAlert>)>,
     /// Missing `[[expect]]` entries, by key, once said.
-    missing: HashMap<String, FleetAlert>,
+    missing: HashMap<String, Arc<FleetAlert>>,
     /// Alerts raised and cleared within one poll (the kernel's events saw a listener that
     /// was gone before the poll): ended before any set held them.
     short: Vec<FleetAlert>,
@@ -187,8 +190,8 @@ impl AlertBook {
                 ExpectKind::Missing => {
                     let since = e.time.checked_sub(e.missing_for).unwrap_or(e.time);
                     let summary = Record::from_expectation(e).message;
-                    self.missing
-                        .insert(key, FleetAlert::missing(&e.rule, since, summary));
+                    let alert = FleetAlert::missing(&e.rule, since, summary);
+                    self.missing.insert(key, Arc::new(alert));
                 }
                 ExpectKind::Restored => {
                     self.missing.remove(&key);
@@ -208,9 +211,23 @@ impl AlertBook {
     }
 
     /// The set active now, given the alerts' raising events; sorted by key.
-    pub fn active<'e>(&self, raised: impl Iterator<Item = &'e Arc<Event>>) -> Vec<FleetAlert> {
-        let mut all: Vec<FleetAlert> = raised
-            .map(|e| FleetAlert::raised(e))
+    pub fn active<'e>(
+        &mut self,
+        raised: impl Iterator<Item = &'e Arc<Event>>,
+    ) -> Vec<Arc<FleetAlert>> {
+        let mut before = std::mem::take(&mut self.built);
+        for e in raised {
+            let id = &e.class.alert_id;
+            let alert = match before.remove(id) {
+                Some((from, alert)) if Arc::ptr_eq(&from, e) => alert,
+                _ => Arc::new(FleetAlert::raised(e)),
+            };
+            self.built.insert(id.clone(), (Arc::clone(e), alert));
+        }
+        let mut all: Vec<Arc<FleetAlert>> = self
+            .built
+            .values()
+            .map(|(_, a)| Arc::clone(a))
             .chain(self.missing.values().cloned())
             .collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
@@ -263,6 +280,11 @@ mod tests {
         // An alert raised and still active is in the set, not among the ended ones.
         assert!(book.events(std::slice::from_ref(&raised)));
         assert!(book.take_short().is_empty());
-        assert_eq!(book.active([&raised].into_iter()).len(), 1);
+        let first = book.active([&raised].into_iter());
+        assert_eq!(first.len(), 1);
+        // The same raising event again: the same alert, not built anew.
+        let again = book.active([&raised].into_iter());
+        assert!(Arc::ptr_eq(&first[0], &again[0]));
+        assert!(book.active(std::iter::empty()).is_empty());
     }
 }

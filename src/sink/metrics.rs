@@ -32,6 +32,7 @@ use crate::latch::Latch;
 use crate::model::expect::ExpectEvent;
 use crate::model::listener::UnknownOwner;
 use crate::model::{Event, EventKind, Owner, Tracker};
+use crate::source::Backend;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabels {
@@ -147,14 +148,8 @@ impl Exposition {
 /// The metrics the loop keeps up to date.
 pub struct Metrics {
     exposition: Arc<Exposition>,
-    listeners: Family<ListenerLabels, Gauge>,
-    alerts: Family<SeverityLabel, Gauge>,
-    alert_active: Family<AlertLabelSet, Gauge>,
-    events: Family<KindLabel, Counter>,
-    polls: Family<BackendLabel, Counter>,
-    misses: Family<ReasonLabel, Counter>,
-    fallback: Family<SourceLabel, Gauge>,
-    poll_duration: Histogram,
+    /// The metrics themselves (the registry holds the same ones).
+    m: Families,
     /// The label sets shown now, to remove those that are gone.
     shown_listeners: HashSet<ListenerLabels>,
     shown_alerts: HashSet<AlertLabelSet>,
@@ -179,7 +174,7 @@ impl Metrics {
     /// The metrics, and the textfile writer when `textfile` is set.
     pub fn new(textfile: Option<&Path>, records: Arc<dyn RecordSink>) -> Metrics {
         let mut registry = Registry::with_prefix("portsentinel");
-        let families = Families {
+        let m = Families {
             listeners: Family::default(),
             alerts: Family::default(),
             alert_active: Family::default(),
@@ -189,17 +184,7 @@ impl Metrics {
             fallback: Family::default(),
             poll_duration: Histogram::new(poll_buckets()),
         };
-        register(&mut registry, &families);
-        let Families {
-            listeners,
-            alerts,
-            alert_active,
-            events,
-            polls,
-            misses,
-            fallback,
-            poll_duration,
-        } = families;
+        register(&mut registry, &m);
         let exposition = Arc::new(Exposition {
             registry,
             generation: AtomicU64::new(1),
@@ -208,14 +193,7 @@ impl Metrics {
         let textfile = textfile.map(|p| Textfile::start(p, Arc::clone(&exposition), records));
         Metrics {
             exposition,
-            listeners,
-            alerts,
-            alert_active,
-            events,
-            polls,
-            misses,
-            fallback,
-            poll_duration,
+            m,
             shown_listeners: HashSet::new(),
             shown_alerts: HashSet::new(),
             shown_severities: HashSet::new(),
@@ -228,20 +206,21 @@ impl Metrics {
     }
 
     /// One poll: how long it took and which source read the table (`None`: none worked).
-    pub fn poll(&mut self, took: Duration, backend: Option<&'static str>) {
-        self.poll_duration.observe(took.as_secs_f64());
+    pub fn poll(&mut self, took: Duration, backend: Option<Backend>) {
+        self.m.poll_duration.observe(took.as_secs_f64());
         let backend = match backend {
-            Some("sock_diag") => "sock_diag",
-            Some(_) => "proc_net",
+            Some(Backend::SockDiag) => "sock_diag",
+            Some(Backend::ProcNet) => "proc_net",
             None => "failed",
         };
-        self.polls.get_or_create(&BackendLabel { backend }).inc();
+        self.m.polls.get_or_create(&BackendLabel { backend }).inc();
         self.set_fallback("sock_diag", backend != "sock_diag");
     }
 
     /// Whether instant detection fell back to polling alone.
     pub fn set_fallback(&mut self, source: &'static str, on: bool) {
         let was = self
+            .m
             .fallback
             .get_or_create(&SourceLabel { source })
             .set(i64::from(on));
@@ -256,7 +235,8 @@ impl Metrics {
             return;
         }
         for e in events {
-            self.events
+            self.m
+                .events
                 .get_or_create(&KindLabel {
                     kind: e.kind.as_str(),
                 })
@@ -269,7 +249,8 @@ impl Metrics {
                     | EventKind::ListenerOwnerChanged
             );
             if let (true, Owner::Unknown(why)) = (first_sight, &e.listener.owner) {
-                self.misses
+                self.m
+                    .misses
                     .get_or_create(&ReasonLabel {
                         reason: why.as_str(),
                     })
@@ -277,7 +258,8 @@ impl Metrics {
             }
         }
         for e in expectations {
-            self.events
+            self.m
+                .events
                 .get_or_create(&KindLabel {
                     kind: e.kind.as_str(),
                 })
@@ -305,14 +287,14 @@ impl Metrics {
         }
         let mut changed = false;
         for (labels, n) in &counts {
-            changed |= self.listeners.get_or_create(labels).set(*n) != *n;
+            changed |= self.m.listeners.get_or_create(labels).set(*n) != *n;
         }
         for gone in self
             .shown_listeners
             .iter()
             .filter(|l| !counts.contains_key(*l))
         {
-            changed |= self.listeners.remove(gone);
+            changed |= self.m.listeners.remove(gone);
         }
         self.shown_listeners = counts.into_keys().collect();
         if changed {
@@ -321,7 +303,7 @@ impl Metrics {
     }
 
     /// The active alerts: one series each, and their number by severity.
-    pub fn alerts(&mut self, active: &[FleetAlert]) {
+    pub fn alerts(&mut self, active: &[Arc<FleetAlert>]) {
         let mut now: HashMap<AlertLabelSet, i64> = HashMap::new();
         let mut by_severity: HashMap<SeverityLabel, i64> = HashMap::new();
         for a in active {
@@ -344,21 +326,21 @@ impl Metrics {
                 .or_default() += 1;
         }
         for (labels, n) in &now {
-            self.alert_active.get_or_create(labels).set(*n);
+            self.m.alert_active.get_or_create(labels).set(*n);
         }
         for gone in self.shown_alerts.iter().filter(|l| !now.contains_key(*l)) {
-            self.alert_active.remove(gone);
+            self.m.alert_active.remove(gone);
         }
         self.shown_alerts = now.into_keys().collect();
         for (labels, n) in &by_severity {
-            self.alerts.get_or_create(labels).set(*n);
+            self.m.alerts.get_or_create(labels).set(*n);
         }
         for gone in self
             .shown_severities
             .iter()
             .filter(|l| !by_severity.contains_key(*l))
         {
-            self.alerts.get_or_create(gone).set(0);
+            self.m.alerts.get_or_create(gone).set(0);
         }
         self.shown_severities.extend(by_severity.into_keys());
         self.changed();
@@ -730,10 +712,10 @@ mod tests {
     fn the_text_format_is_what_node_exporter_reads() {
         let records: Arc<dyn RecordSink> = Arc::new(Discard);
         let mut m = Metrics::new(None, records);
-        m.poll(Duration::from_millis(3), Some("sock_diag"));
+        m.poll(Duration::from_millis(3), Some(Backend::SockDiag));
         let e = crate::sink::record::tests::event("listen");
         m.events(&[Arc::new(e.clone())], &[]);
-        m.alerts(&[FleetAlert::raised(&e)]);
+        m.alerts(&[Arc::new(FleetAlert::raised(&e))]);
         let text = m.exposition().encoded(Format::Text);
         assert!(!text.contains("# EOF"), "{text}");
         for line in [
@@ -774,7 +756,7 @@ mod tests {
             std::sync::Arc::make_mut(p).exe = None;
         }
         let mut m = Metrics::new(None, Arc::new(Discard));
-        m.alerts(&[FleetAlert::raised(&e)]);
+        m.alerts(&[Arc::new(FleetAlert::raised(&e))]);
         for format in [Format::Text, Format::OpenMetrics] {
             let text = m.exposition().encoded(format);
             assert!(
