@@ -22,7 +22,6 @@ fn field<'a>(r: &'a serde_json::Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {r}"))
 }
 
-/// Starts `listen` inside as user nobody; returns its pid as seen inside.
 /// Real systemd with portsentinel installed the way the README says (the binary is already
 /// built), and ports below 1024 open to unprivileged test listeners.
 fn installed() -> Systemd {
@@ -35,20 +34,6 @@ fn installed() -> Systemd {
     sd.sh_ok(&install);
     sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
     sd
-}
-
-fn listen_as_nobody(sd: &Systemd, specs: &[&str]) -> u32 {
-    let listen = format!("{SHARE}/listen");
-    let mut args = vec![
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &listen,
-        "--wait",
-    ];
-    args.extend_from_slice(specs);
-    sd.spawn(&args)
 }
 
 fn write_config(sd: &Systemd, text: &str) {
@@ -100,7 +85,7 @@ fn the_unit_under_real_systemd() {
     assert_eq!(sd.is_active("portsentinel"), "active");
 
     // An unprivileged user's listener on 867: one alert at warning, with pid and exe.
-    let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let pid = sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     let alerts = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     let a = &alerts[0];
@@ -147,7 +132,7 @@ fn the_unit_under_real_systemd() {
     assert_eq!(field(&cleared[0], "LISTENER_PID"), pid.to_string());
 
     // A broken config on reload: rejected at err with line and column, unit stays active.
-    let again = listen_as_nobody(&sd, &["tcp:127.0.0.1:867"]);
+    let again = sd.listen_as_nobody(&["tcp:127.0.0.1:867"]);
     sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 2);
     write_config(
         &sd,
@@ -203,7 +188,7 @@ fn the_unit_under_real_systemd() {
         .map(|i| format!("tcp:127.0.{}.{}:868", i / 250, i % 250 + 1))
         .collect();
     let spec_refs: Vec<&str> = specs.iter().map(String::as_str).collect();
-    let many = listen_as_nobody(&sd, &spec_refs);
+    let many = sd.listen_as_nobody(&spec_refs);
     sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=868"], 200);
     sd.sh_ok(&format!("kill {many}"));
     let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=868"], 200);
@@ -305,7 +290,7 @@ fn records_made_while_journald_is_down_arrive_when_it_returns() {
     sd.wait_journal(&["-u", "portsentinel", "SYSLOG_IDENTIFIER=portsentinel"], 1);
     sd.sh_ok("systemctl stop systemd-journald.socket systemd-journald-dev-log.socket systemd-journald.service");
     let down_at = std::time::SystemTime::now();
-    listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     // A few polls with journald away.
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
@@ -547,7 +532,7 @@ fn alert_records_reach_a_central_journal_through_journal_upload() {
         "printf '[Upload]\\nURL=http://127.0.0.1:19532\\n' > /etc/systemd/journal-upload.conf
          systemctl enable --now systemd-journal-upload",
     );
-    let pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let pid = sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     let local = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
     // The central query of the README.
     let central = |sd: &Systemd| -> Vec<serde_json::Value> {
@@ -645,7 +630,7 @@ fn metrics_under_the_shipped_unit_with_and_without_the_fleet_drop_in() {
             .starts_with("no metrics endpoint: cannot listen on 127.0.0.1:9867")),
         "{warnings:#?}"
     );
-    let _pid = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let _pid = sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     let text = sh_until(
         &sd,
         "the alert in the textfile",
@@ -701,19 +686,19 @@ fn time_of(r: &serde_json::Value) -> std::time::SystemTime {
 fn history_tells_each_listener_life_from_the_journal() {
     let sd = installed();
     // An alerted listener on 867 that opens and closes.
-    let bad = listen_as_nobody(&sd, &["tcp:0.0.0.0:867"]);
+    let bad = sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     let raised = sd.wait_journal(&["-u", "portsentinel", ALERT, "LISTEN_PORT=867"], 1);
     sd.sh_ok(&format!("kill {bad}"));
     let cleared = sd.wait_journal(&["-u", "portsentinel", CLEARED, "LISTEN_PORT=867"], 1);
     // An allowed service that restarts: the same program back on its port within the
     // grace window.
-    let first = listen_as_nobody(&sd, &["tcp:127.0.0.1:2222"]);
+    let first = sd.listen_as_nobody(&["tcp:127.0.0.1:2222"]);
     sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=2222"], 1);
     sd.sh_ok(&format!("kill {first}"));
-    let second = listen_as_nobody(&sd, &["tcp:127.0.0.1:2222"]);
+    let second = sd.listen_as_nobody(&["tcp:127.0.0.1:2222"]);
     sd.wait_journal(&["-u", "portsentinel", RESTARTED, "LISTEN_PORT=2222"], 1);
     // And one that stays.
-    let _stays = listen_as_nobody(&sd, &["udp:127.0.0.1:5555"]);
+    let _stays = sd.listen_as_nobody(&["udp:127.0.0.1:5555"]);
     sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=5555"], 1);
 
     let lives = history(&sd, &[]);
@@ -758,6 +743,23 @@ fn history_tells_each_listener_life_from_the_journal() {
     assert_eq!(stays[0]["protocol"], "udp");
 
     // --alerts: only the one alerted; --port narrows.
+    // A local process writes a record with portsentinel's field names (any user can):
+    // history does not take it, unless told to take records whoever wrote them.
+    sd.sh_ok(
+        "printf 'MESSAGE=forged\\nPORTSENTINEL_EVENT=listener-present\\nLISTENER_ID=f0f0\\n\
+         LISTEN_PROTO=tcp\\nLISTEN_PORT=999\\nLISTENER_EXE=/usr/sbin/sshd\\n' \
+         | setpriv --reuid=65534 --regid=65534 --clear-groups logger --journald
+         journalctl --sync",
+    );
+    let forged = |lives: &[serde_json::Value]| lives.iter().any(|l| l["port"] == "999");
+    assert!(
+        forged(&history(&sd, &["--all-sources"])),
+        "the forged record was written"
+    );
+    assert!(
+        !forged(&history(&sd, &[])),
+        "a forged record taken as the daemon's"
+    );
     let alerted = history(&sd, &["--alerts"]);
     assert_eq!(alerted.len(), 1, "{alerted:#?}");
     assert_eq!(alerted[0]["port"], "867");

@@ -55,16 +55,29 @@ impl Drop for Service {
     }
 }
 
-/// One HTTP request from inside the namespace: the status and the body.
-fn http(ns: &Netns, url: &str) -> Result<(u16, String), String> {
-    let (netns, url) = (format!("/run/netns/{}", ns.name), url.to_owned());
+/// Runs `f` on a thread inside the namespace's network.
+fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let netns = format!("/run/netns/{}", ns.name);
     std::thread::spawn(move || {
-        let f = std::fs::File::open(&netns).map_err(|e| e.to_string())?;
+        let file = std::fs::File::open(&netns).map_err(|e| e.to_string())?;
         rustix::thread::move_into_link_name_space(
-            std::os::fd::AsFd::as_fd(&f),
+            std::os::fd::AsFd::as_fd(&file),
             Some(rustix::thread::LinkNameSpaceType::Network),
         )
         .map_err(|e| e.to_string())?;
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One HTTP request from inside the namespace: the status and the body.
+fn http(ns: &Netns, url: &str) -> Result<(u16, String), String> {
+    let url = url.to_owned();
+    in_netns(ns, move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(false)
@@ -78,8 +91,6 @@ fn http(ns: &Netns, url: &str) -> Result<(u16, String), String> {
             .map_err(|e| e.to_string())?;
         Ok((status, body))
     })
-    .join()
-    .unwrap()
 }
 
 fn get_json(ns: &Netns, url: &str) -> Option<serde_json::Value> {
@@ -353,4 +364,49 @@ fn alertmanager_holds_the_alert_while_it_is_active_even_when_it_started_late() {
         Duration::from_secs(60),
         || active_867(&ns).filter(|a| a.is_empty()),
     );
+}
+
+#[test]
+fn idle_connections_to_the_endpoint_cost_bounded_descriptors_and_delay_no_alert() {
+    let ns = Netns::new();
+    let (mut d, _config) = daemon(
+        &ns,
+        "[events]\nsocket = \"\"\n[metrics]\nlisten = \"127.0.0.1:9867\"\n",
+    );
+    d.wait_for("the metrics endpoint", |l| {
+        l.contains("metrics served on http://127.0.0.1:9867/metrics")
+    });
+    let pid = d.child.id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    // 64 connections that never send a byte, held open.
+    let idle = in_netns(&ns, || {
+        (0..64)
+            .map(|_| std::net::TcpStream::connect("127.0.0.1:9867").map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap();
+    // The daemon still records an alert on time, and takes at most its 16 connections.
+    let l = ns.listen(&["tcp:0.0.0.0:867"]);
+    d.record("alert-raised", l.pid);
+    let during = fds();
+    // (A few descriptors more for the poll's own /proc reads.)
+    assert!(
+        during <= before + 16 + 4,
+        "{during} descriptors with 64 idle connections, {before} before"
+    );
+    // A connection that sends no request within 2 s is cut: the endpoint answers again,
+    // the idle ones still open on this side.
+    let (status, body) = wait_until(
+        "an answer past the idle connections",
+        Duration::from_secs(120),
+        || http(&ns, "http://127.0.0.1:9867/metrics").ok(),
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("portsentinel_alert_active{"), "{body}");
+    drop(idle);
 }

@@ -7,7 +7,7 @@ mod util;
 use std::path::PathBuf;
 use std::process::Command;
 
-use util::systemd::{SHARE, Systemd};
+use util::systemd::Systemd;
 
 /// The newest package `cargo deb` built.
 fn deb() -> PathBuf {
@@ -68,16 +68,7 @@ fn the_package_installs_runs_and_purges_without_a_trace() {
     assert_eq!(words.trim(), "scan");
     // It does its job: a listener on 867 is alerted.
     sd.sh_ok("sysctl -q -w net.ipv4.ip_unprivileged_port_start=0");
-    let listen = format!("{SHARE}/listen");
-    sd.spawn(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &listen,
-        "--wait",
-        "tcp:0.0.0.0:867",
-    ]);
+    sd.listen_as_nobody(&["tcp:0.0.0.0:867"]);
     let alerts = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     sd.sh_ok("test -s /var/lib/portsentinel/alerts.json");

@@ -42,7 +42,7 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Takes the state directory's lock. `Ok(None)`: it could not be made (a read-only
+/// Takes the state directory's lock. `Ok(Err(why))`: it could not be made (a read-only
 /// directory): the daemon runs without it, the caller says so.
 pub fn take(state_dir: &Path) -> Result<Result<Lock, String>, Refusal> {
     use rustix::fs::{FlockOperation, flock};

@@ -546,6 +546,9 @@ const MAX_CONNECTIONS: usize = 16;
 const MAX_HEAD: usize = 8 * 1024;
 /// How long one connection may take, from accept to the last byte.
 const CONNECTION_TIME: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its request head: a scraper sends it at once,
+/// and a connection that sends nothing gives its slot up soon.
+const HEAD_TIME: Duration = Duration::from_secs(2);
 
 /// Serves `GET /metrics` until the task is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, exposition: Arc<Exposition>) {
@@ -619,18 +622,28 @@ async fn answer(mut stream: tokio::net::TcpStream, exposition: &Exposition) -> s
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    let asked = loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
+    let read_head = async {
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            head.extend_from_slice(&buf[..n]);
+            if let Some(asked) = parse_request(&head) {
+                return Ok(Some(asked));
+            }
+            if head.len() >= MAX_HEAD {
+                return Ok(Some(Asked::Bad));
+            }
         }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(asked) = parse_request(&head) {
-            break asked;
-        }
-        if head.len() >= MAX_HEAD {
-            break Asked::Bad;
-        }
+    };
+    let asked: std::io::Result<Option<Asked>> =
+        match tokio::time::timeout(HEAD_TIME, read_head).await {
+            Ok(read) => read,
+            Err(_) => return Ok(()),
+        };
+    let Some(asked) = asked? else {
+        return Ok(());
     };
     let (status, content_type, body, head_only): (&str, &str, Arc<str>, bool) = match asked {
         Asked::Metrics { format, head_only } => (

@@ -102,6 +102,22 @@ impl Systemd {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
+    /// Starts the `listen` helper inside as user nobody (`--wait`: it keeps its sockets
+    /// until killed); returns its pid as seen inside.
+    pub fn listen_as_nobody(&self, specs: &[&str]) -> u32 {
+        let listen = format!("{SHARE}/listen");
+        let mut args = vec![
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &listen,
+            "--wait",
+        ];
+        args.extend_from_slice(specs);
+        self.spawn(&args)
+    }
+
     /// `journalctl -o json` inside, with match arguments (`FIELD=value`, `-u UNIT`, ...).
     pub fn journal(&self, matches: &[&str]) -> Vec<serde_json::Value> {
         let mut args = vec!["journalctl", "--no-pager", "-o", "json"];
