@@ -55,6 +55,11 @@ pub struct FleetAlert {
     pub ends_at: Option<SystemTime>,
 }
 
+/// The key of a required listener's alert: its `[[expect]]` entry's name and origin.
+fn expect_key(rule: &ExpectRule) -> String {
+    format!("expect:{}:{}", rule.name, rule.origin)
+}
+
 /// The program label of an owner.
 fn program(owner: &Owner) -> String {
     match owner {
@@ -109,7 +114,7 @@ impl FleetAlert {
             _ => rule.where_(),
         };
         FleetAlert {
-            key: format!("expect:{}:{}", rule.name, rule.origin),
+            key: expect_key(rule),
             alertname: "ListenerMissing",
             severity: "medium".to_owned(),
             labels: AlertLabels {
@@ -185,7 +190,7 @@ impl AlertBook {
     /// Notes what the required listeners did; true when it changed the set.
     pub fn expectations(&mut self, events: &[ExpectEvent]) -> bool {
         for e in events {
-            let key = format!("expect:{}:{}", e.rule.name, e.rule.origin);
+            let key = expect_key(&e.rule);
             match e.kind {
                 ExpectKind::Missing => {
                     let since = e.time.checked_sub(e.missing_for).unwrap_or(e.time);
@@ -203,11 +208,8 @@ impl AlertBook {
 
     /// Forgets the missing entries a reload removed from the config.
     pub fn keep_expectations(&mut self, rules: &[ExpectRule]) {
-        self.missing.retain(|k, _| {
-            rules
-                .iter()
-                .any(|r| r.required && *k == format!("expect:{}:{}", r.name, r.origin))
-        });
+        self.missing
+            .retain(|k, _| rules.iter().any(|r| r.required && *k == expect_key(r)));
     }
 
     /// The set active now, given the alerts' raising events; sorted by key.
