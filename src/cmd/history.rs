@@ -71,7 +71,7 @@ pub fn entry(v: &Value) -> Option<Entry> {
             Some(SystemTime::UNIX_EPOCH + Duration::from_micros(us))
         })?;
     let field = |f: &str| text(v, f).unwrap_or_default();
-    let expectation = event.starts_with("listener-missing") || event == "listener-restored";
+    let expectation = event == "listener-missing" || event == "listener-restored";
     let key = match text(v, "LISTENER_ID") {
         Some(id) => id,
         None if expectation => format!("expect:{}:{}", field("EXPECT_NAME"), field("EXPECT_RULE")),
