@@ -10,6 +10,7 @@
 mod dispatch;
 mod edges;
 mod fleet;
+mod judge;
 mod kernel;
 mod poll;
 mod reload;
@@ -23,14 +24,13 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::{Config, ConfigErrors, Layers};
+use crate::config::{Config, Layers};
 use crate::model::events::AlertedListeners;
 use crate::model::expect::Watch;
 use crate::model::policy::Host;
 use crate::model::{Classifier, Now, Timing, Tracker};
 use crate::registry::Registry;
-use crate::sink::LogMode;
-use crate::sink::record::{Record, message_id, priority};
+use crate::sink::record::priority;
 use crate::source::instant::KernelProbe;
 
 pub use dispatch::Outputs;
@@ -109,25 +109,6 @@ impl Daemon {
         }
     }
 
-    /// The record that opens a run: version, config, state directory, log mode.
-    pub fn starting(&self, log: LogMode) {
-        let message = format!(
-            "portsentinel {} starting: {}; state in {}; log {}",
-            env!("CARGO_PKG_VERSION"),
-            self.config.describe(&self.registry),
-            self.outputs.state_dir().display(),
-            log.as_str()
-        );
-        self.outputs.send(priority::INFO, message);
-        for warning in self.config.lint(&*self.host) {
-            self.outputs
-                .send(priority::WARNING, format!("config: {warning}"));
-        }
-        if let Some(instant) = &self.instant {
-            self.outputs.records.send(self.instant_note(instant));
-        }
-    }
-
     /// Instant detection as opened, for the metrics: refused means polling alone.
     fn note_instant(&mut self) {
         if let Some(InstantDetection::Refused(_)) = &self.instant {
@@ -192,91 +173,6 @@ impl Daemon {
             .record(scheduled, started, interval, &*self.outputs.records);
         let backend = self.poller.backend();
         self.outputs.fleet.polled(self.stats.last_duration, backend);
-        self.outputs.fleet.settle(&self.tracker);
-    }
-
-    /// Applies a reloaded config, or says why it was rejected and keeps the running one.
-    pub fn apply(&mut self, loaded: Result<(Config, Registry), ConfigErrors>) {
-        let (config, registry) = match loaded {
-            Ok(l) => l,
-            Err(e) => {
-                let mut r = Record::plain(
-                    priority::ERR,
-                    Some(message_id::CONFIG_REJECTED),
-                    format!(
-                        "config reload rejected, the running config stays in force: {}",
-                        e.one_line()
-                    ),
-                );
-                r.push("CONFIG_ERROR", &e.to_string());
-                return self.outputs.records.send(r);
-            }
-        };
-        let later = self.config.restart_needed(&config);
-        let note = if later.is_empty() {
-            String::new()
-        } else {
-            let later = later.join(", ");
-            format!("; changes to {later} take effect at the next restart")
-        };
-        self.config = config;
-        self.registry = registry;
-        self.tracker.set_timing(timing(&self.config));
-        self.outputs.fleet.reloaded(&self.config.policy.expect);
-        let message = format!(
-            "config reloaded: {}{note}",
-            self.config.describe(&self.registry)
-        );
-        let r = Record::plain(priority::NOTICE, Some(message_id::CONFIG_RELOADED), message);
-        self.outputs.records.send(r);
-        self.rejudge_all();
-        for warning in self.config.lint(&*self.host) {
-            self.outputs
-                .send(priority::WARNING, format!("config: {warning}"));
-        }
-    }
-
-    /// Required listeners: records one that has gone missing, or come back.
-    fn check_expectations(&mut self) {
-        let grace = self.config.daemon.restart_grace;
-        let satisfied = self.tracker.satisfied();
-        let expects = &self.config.policy.expect;
-        let events = self.watch.update(now(), expects, &satisfied, grace);
-        for e in &events {
-            self.outputs.records.send(Record::from_expectation(e));
-        }
-        self.outputs.fleet.expectations(&events);
-    }
-
-    /// When the next `until` of an allow rule passes: the listeners it allowed are judged
-    /// again then, whether or not anything else changes.
-    pub fn next_expiry(&self) -> Option<Instant> {
-        let now = SystemTime::now();
-        let next = self
-            .config
-            .policy
-            .allow
-            .iter()
-            .filter_map(|r| r.until)
-            .filter(|t| *t > now)
-            .min()?;
-        Some(Instant::now() + next.duration_since(now).unwrap_or_default())
-    }
-
-    /// An `until` has passed: every listener is judged again.
-    pub fn expired(&mut self) {
-        self.rejudge_all();
-    }
-
-    /// Every listener judged again, what that changes dispatched, and the required ones
-    /// checked.
-    fn rejudge_all(&mut self) {
-        let mut events = Vec::new();
-        let (tracker, c) = self.tracker_and_classifier();
-        tracker.rejudge(now(), &|l| c.classify(l), &mut events);
-        let budget = self.interval();
-        self.outputs.dispatch(events, &self.tracker, budget);
-        self.check_expectations();
         self.outputs.fleet.settle(&self.tracker);
     }
 

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod exposition;
 pub mod files;
 pub mod latch;
 pub mod memory;

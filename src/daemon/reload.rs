@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::error::Elapsed;
 
-use super::Daemon;
+use super::{Daemon, timing};
 use crate::config::{Config, ConfigError, ConfigErrors, Layers};
 use crate::registry::Registry;
+use crate::sink::record::{Record, message_id, priority};
 
 /// How long a reload may take to read its files before it is given up.
 pub const RELOAD_LIMIT: Duration = Duration::from_secs(10);
@@ -46,6 +47,47 @@ impl Daemon {
         };
         self.apply(loaded);
         self.supervisor.ready(&self.status_line());
+    }
+
+    /// Applies a reloaded config, or says why it was rejected and keeps the running one.
+    pub fn apply(&mut self, loaded: Result<(Config, Registry), ConfigErrors>) {
+        let (config, registry) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                let mut r = Record::plain(
+                    priority::ERR,
+                    Some(message_id::CONFIG_REJECTED),
+                    format!(
+                        "config reload rejected, the running config stays in force: {}",
+                        e.one_line()
+                    ),
+                );
+                r.push("CONFIG_ERROR", &e.to_string());
+                return self.outputs.records.send(r);
+            }
+        };
+        let later = self.config.restart_needed(&config);
+        let note = if later.is_empty() {
+            String::new()
+        } else {
+            let later = later.join(", ");
+            format!("; changes to {later} take effect at the next restart")
+        };
+        self.config = config;
+        self.registry = registry;
+        self.tracker.set_timing(timing(&self.config));
+        self.outputs.fleet.reloaded(&self.config.policy.expect);
+        let message = format!(
+            "config reloaded: {}{note}",
+            self.config.describe(&self.registry)
+        );
+        let r = Record::plain(priority::NOTICE, Some(message_id::CONFIG_RELOADED), message);
+        self.outputs.records.send(r);
+        self.rejudge_all();
+        for warning in self.config.lint(&*self.host) {
+            self.outputs
+                .send(priority::WARNING, format!("config: {warning}"));
+        }
     }
 
     fn reload_error(&self, message: String) -> ConfigError {

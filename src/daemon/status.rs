@@ -1,12 +1,12 @@
 //! What the daemon tells its supervisor: readiness, reloads, the watchdog, and a `STATUS=`
-//! line with counts and poll timing; and the poll timing itself.
+//! line with counts and poll timing; the poll timing itself; and the record that opens a run.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sink::RecordSink;
 use crate::sink::record::{Record, priority};
+use crate::sink::{LogMode, RecordSink};
 
 /// What the daemon tells systemd (`sd_notify`); tests collect it instead.
 pub trait Supervisor: Send {
@@ -105,4 +105,25 @@ pub fn status_line(listeners: usize, alerts: usize, interval: Duration, s: &Poll
         s.last_duration.as_secs_f64() * 1000.0,
         s.max_late.as_millis()
     )
+}
+
+impl super::Daemon {
+    /// The record that opens a run: version, config, state directory, log mode.
+    pub fn starting(&self, log: LogMode) {
+        let message = format!(
+            "portsentinel {} starting: {}; state in {}; log {}",
+            env!("CARGO_PKG_VERSION"),
+            self.config.describe(&self.registry),
+            self.outputs.state_dir().display(),
+            log.as_str()
+        );
+        self.outputs.send(priority::INFO, message);
+        for warning in self.config.lint(&*self.host) {
+            self.outputs
+                .send(priority::WARNING, format!("config: {warning}"));
+        }
+        if let Some(instant) = &self.instant {
+            self.outputs.records.send(self.instant_note(instant));
+        }
+    }
 }

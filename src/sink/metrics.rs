@@ -13,142 +13,28 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
 use super::RecordSink;
 use super::fleet::FleetAlert;
 use super::record::{Record, priority};
+use crate::exposition::{
+    AlertLabelSet, BackendLabel, Exposition, Families, Format, KindLabel, ListenerLabels,
+    ReasonLabel, SeverityLabel, SourceLabel,
+};
 use crate::latch::Latch;
 use crate::model::expect::ExpectEvent;
-use crate::model::listener::UnknownOwner;
 use crate::model::{Event, EventKind, Owner, Tracker};
 use crate::source::Backend;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ListenerLabels {
-    protocol: String,
-    range: String,
-    iana_status: String,
-    reach: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct AlertLabelSet {
-    alertname: String,
-    severity: String,
-    protocol: String,
-    port: String,
-    address: String,
-    program: String,
-    netns: String,
-    container: String,
-}
-
-/// A family keyed by one label whose name is fixed per family.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabel {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SeverityLabel {
-    severity: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BackendLabel {
-    backend: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabel {
-    source: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BuildLabels {
-    version: &'static str,
-}
-
-/// One encoding, and the generation of the values it holds.
-type Encoded = (u64, Arc<str>);
-
-/// The registry and its encoded forms, shared by the loop, the textfile writer and the
-/// endpoint.
-#[derive(Debug)]
-pub struct Exposition {
-    registry: Registry,
-    /// Bumped by every change of a value.
-    generation: AtomicU64,
-    /// The last encoding of each format, with the generation it encodes.
-    cache: Mutex<[Option<Encoded>; 2]>,
-}
-
-/// The two text formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Prometheus' text format 0.0.4: node_exporter's textfile collector reads only this.
-    Text,
-    OpenMetrics,
-}
-
-impl Format {
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        }
-    }
-}
-
-impl Exposition {
-    /// The metrics now, in `format`: encoded again only when a value changed.
-    pub fn encoded(&self, format: Format) -> Arc<str> {
-        let generation = self.generation.load(Ordering::Acquire);
-        let slot = format as usize;
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((g, text)) = &cache[slot]
-            && *g == generation
-        {
-            return Arc::clone(text);
-        }
-        let mut text = String::with_capacity(4096);
-        let encoded = match format {
-            Format::Text => {
-                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
-            }
-            Format::OpenMetrics => {
-                prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            }
-        };
-        if encoded.is_err() {
-            text = "# encoding failed\n".to_owned();
-        }
-        let text: Arc<str> = text.into();
-        cache[slot] = Some((generation, Arc::clone(&text)));
-        text
-    }
-}
 
 /// The metrics the loop keeps up to date.
 pub struct Metrics {
     exposition: Arc<Exposition>,
-    /// The metrics themselves (the registry holds the same ones).
+    /// The metrics themselves (the exposition encodes the same ones).
     m: Families,
     /// The label sets shown now, to remove those that are gone.
     shown_listeners: HashSet<ListenerLabels>,
@@ -165,31 +51,10 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// The buckets of the poll duration: 0.5 ms to about 4 s.
-fn poll_buckets() -> impl Iterator<Item = f64> {
-    exponential_buckets(0.0005, 2.0, 14)
-}
-
 impl Metrics {
     /// The metrics, and the textfile writer when `textfile` is set.
     pub fn new(textfile: Option<&Path>, records: Arc<dyn RecordSink>) -> Metrics {
-        let mut registry = Registry::with_prefix("portsentinel");
-        let m = Families {
-            listeners: Family::default(),
-            alerts: Family::default(),
-            alert_active: Family::default(),
-            events: Family::default(),
-            polls: Family::default(),
-            misses: Family::default(),
-            fallback: Family::default(),
-            poll_duration: Histogram::new(poll_buckets()),
-        };
-        register(&mut registry, &m);
-        let exposition = Arc::new(Exposition {
-            registry,
-            generation: AtomicU64::new(1),
-            cache: Mutex::new([None, None]),
-        });
+        let (exposition, m) = Exposition::new();
         let textfile = textfile.map(|p| Textfile::start(p, Arc::clone(&exposition), records));
         Metrics {
             exposition,
@@ -347,7 +212,7 @@ impl Metrics {
     }
 
     fn changed(&mut self) {
-        self.exposition.generation.fetch_add(1, Ordering::AcqRel);
+        self.exposition.bump();
         if let Some(t) = &mut self.textfile {
             t.dirty = true;
         }
@@ -359,97 +224,12 @@ impl Metrics {
         let now = Instant::now();
         if t.dirty || now.saturating_duration_since(t.written) >= REFRESH {
             // The poll counters and durations are in it too: a new generation.
-            self.exposition.generation.fetch_add(1, Ordering::AcqRel);
+            self.exposition.bump();
             t.dirty = false;
             t.written = now;
             // Full: a write is waiting already, and it will encode the values of now.
             let _ = t.tx.try_send(());
         }
-    }
-}
-
-/// The metric families, before they are registered.
-struct Families {
-    listeners: Family<ListenerLabels, Gauge>,
-    alerts: Family<SeverityLabel, Gauge>,
-    alert_active: Family<AlertLabelSet, Gauge>,
-    events: Family<KindLabel, Counter>,
-    polls: Family<BackendLabel, Counter>,
-    misses: Family<ReasonLabel, Counter>,
-    fallback: Family<SourceLabel, Gauge>,
-    poll_duration: Histogram,
-}
-
-/// Registers every metric, with the label sets that exist from the start at 0.
-fn register(registry: &mut Registry, f: &Families) {
-    let Families {
-        listeners,
-        alerts,
-        alert_active,
-        events,
-        polls,
-        misses,
-        fallback,
-        poll_duration,
-    } = f;
-    let build = Family::<BuildLabels, Gauge>::default();
-    build
-        .get_or_create(&BuildLabels {
-            version: env!("CARGO_PKG_VERSION"),
-        })
-        .set(1);
-    registry.register(
-        "listeners",
-        "Listeners now, by protocol, port range, IANA status and reach",
-        listeners.clone(),
-    );
-    registry.register("alerts", "Active alerts by severity", alerts.clone());
-    registry.register(
-        "alert_active",
-        "1 for each active alert, labelled by what identifies it",
-        alert_active.clone(),
-    );
-    registry.register(
-        "events",
-        "Events recorded, by kind (as PORTSENTINEL_EVENT in the journal)",
-        events.clone(),
-    );
-    registry.register(
-            "polls",
-            "Polls, by the source that read the socket table (proc_net: sock_diag failed; failed: neither worked)",
-            polls.clone(),
-        );
-    registry.register(
-        "attribution_misses",
-        "Listeners first seen without a process named as their owner, by reason",
-        misses.clone(),
-    );
-    registry.register(
-            "source_fallback",
-            "1 while a source is replaced by its fallback: sock_diag by /proc/net, ebpf (instant detection) by polling alone",
-            fallback.clone(),
-        );
-    registry.register(
-        "poll_duration_seconds",
-        "Time one poll took",
-        poll_duration.clone(),
-    );
-    registry.register("build_info", "The running version", build);
-    for kind in EventKind::ALL {
-        let _ = events.get_or_create(&KindLabel {
-            kind: kind.as_str(),
-        });
-    }
-    for kind in ["listener-missing", "listener-restored"] {
-        let _ = events.get_or_create(&KindLabel { kind });
-    }
-    for reason in UnknownOwner::ALL {
-        let _ = misses.get_or_create(&ReasonLabel {
-            reason: reason.as_str(),
-        });
-    }
-    for source in ["sock_diag", "ebpf"] {
-        fallback.get_or_create(&SourceLabel { source }).set(0);
     }
 }
 

@@ -1,0 +1,55 @@
+//! Judging again without a new look: when an allow rule's `until` passes, after a reload,
+//! and the required listeners (`[[expect]]`) after each poll that changed something.
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+use super::{Daemon, now};
+use crate::sink::record::Record;
+
+impl Daemon {
+    /// Required listeners: records one that has gone missing, or come back.
+    pub(super) fn check_expectations(&mut self) {
+        let grace = self.config.daemon.restart_grace;
+        let satisfied = self.tracker.satisfied();
+        let expects = &self.config.policy.expect;
+        let events = self.watch.update(now(), expects, &satisfied, grace);
+        for e in &events {
+            self.outputs.records.send(Record::from_expectation(e));
+        }
+        self.outputs.fleet.expectations(&events);
+    }
+
+    /// When the next `until` of an allow rule passes: the listeners it allowed are judged
+    /// again then, whether or not anything else changes.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let now = SystemTime::now();
+        let next = self
+            .config
+            .policy
+            .allow
+            .iter()
+            .filter_map(|r| r.until)
+            .filter(|t| *t > now)
+            .min()?;
+        Some(Instant::now() + next.duration_since(now).unwrap_or_default())
+    }
+
+    /// An `until` has passed: every listener is judged again.
+    pub fn expired(&mut self) {
+        self.rejudge_all();
+    }
+
+    /// Every listener judged again, what that changes dispatched, and the required ones
+    /// checked.
+    pub(super) fn rejudge_all(&mut self) {
+        let mut events = Vec::new();
+        let (tracker, c) = self.tracker_and_classifier();
+        tracker.rejudge(now(), &|l| c.classify(l), &mut events);
+        let budget = self.interval();
+        self.outputs.dispatch(events, &self.tracker, budget);
+        self.check_expectations();
+        self.outputs.fleet.settle(&self.tracker);
+    }
+}
