@@ -260,6 +260,7 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                 if daemon.interval() != before {
                     poll = ticker(daemon.interval());
                     poll.reset();
+                    budget.set_gap(daemon.trigger_gap(), Instant::now());
                 }
             }
             request = requests.recv() => match request {

@@ -137,6 +137,12 @@ impl TriggerBudget {
         }
     }
 
+    /// The interval changed (a reload): tokens come back at the new pace from now on.
+    pub(super) fn set_gap(&mut self, gap: Duration, now: tokio::time::Instant) {
+        self.refill(now);
+        self.gap = gap.max(Duration::from_millis(1));
+    }
+
     /// A poll asked for runs.
     pub(super) fn spend(&mut self, now: tokio::time::Instant) {
         self.refill(now);
@@ -537,5 +543,18 @@ mod tests {
             b.spend(ms(1300));
         }
         assert_eq!(b.when(ms(1300)), ms(1400));
+    }
+
+    #[test]
+    fn a_reload_to_a_longer_interval_spaces_a_flood_out_at_the_new_gap() {
+        let t0 = tokio::time::Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut b = TriggerBudget::new(Duration::from_millis(20), t0);
+        for _ in 0..TRIGGER_BURST {
+            b.spend(t0);
+        }
+        assert_eq!(b.when(t0), ms(20));
+        b.set_gap(Duration::from_millis(100), t0);
+        assert_eq!(b.when(t0), ms(100));
     }
 }
