@@ -17,6 +17,7 @@ use prometheus_client::registry::Registry;
 
 use crate::model::EventKind;
 use crate::model::listener::UnknownOwner;
+use crate::sink::fleet::AlertLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -26,16 +27,13 @@ pub struct ListenerLabels {
     pub reach: String,
 }
 
+/// One active alert: its name and severity, then the labels Alertmanager gets too.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabelSet {
     pub alertname: String,
     pub severity: String,
-    pub protocol: String,
-    pub port: String,
-    pub address: String,
-    pub program: String,
-    pub netns: String,
-    pub container: String,
+    #[prometheus(flatten)]
+    pub labels: AlertLabels,
 }
 
 /// A family keyed by one label whose name is fixed per family.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use prometheus_client::encoding::EncodeLabelSet;
 use serde::Serialize;
 
 use super::record::Record;
@@ -20,7 +21,7 @@ use crate::model::{Condition, Event, EventKind, Owner, PortMatch};
 
 /// What identifies an alert to Prometheus and Alertmanager (besides its name, severity
 /// and the host).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, EncodeLabelSet)]
 pub struct AlertLabels {
     pub protocol: String,
     /// Empty for a socket without a port (packet, raw).

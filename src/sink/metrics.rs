@@ -172,16 +172,10 @@ impl Metrics {
         let mut now: HashMap<AlertLabelSet, i64> = HashMap::new();
         let mut by_severity: HashMap<SeverityLabel, i64> = HashMap::new();
         for a in active {
-            let l = &a.labels;
             let labels = AlertLabelSet {
                 alertname: a.alertname.to_owned(),
                 severity: a.severity.clone(),
-                protocol: l.protocol.clone(),
-                port: l.port.clone(),
-                address: l.address.clone(),
-                program: l.program.clone(),
-                netns: l.netns.clone(),
-                container: l.container.clone(),
+                labels: a.labels.clone(),
             };
             *now.entry(labels).or_default() += 1;
             *by_severity
@@ -529,6 +523,26 @@ mod tests {
             .expect("an alert series");
         assert!(active.contains("port=\"867\""), "{active}");
         assert!(active.contains("program=\"/tmp/listen\""), "{active}");
+        // Every label, in this order: the name and severity, then Alertmanager's labels.
+        let names: Vec<&str> = active
+            .split(['{', ','])
+            .skip(1)
+            .filter_map(|l| l.split_once('=').map(|(name, _)| name))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "alertname",
+                "severity",
+                "protocol",
+                "port",
+                "address",
+                "program",
+                "netns",
+                "container"
+            ],
+            "{active}"
+        );
         assert!(active.ends_with(" 1"), "{active}");
         // The alert cleared: its series goes, the severity count is 0.
         m.alerts(&[]);
