@@ -62,6 +62,8 @@ pub struct Daemon {
     pub kernel: KernelWatch,
     /// Until the loop takes it: instant detection as opened.
     instant: Option<InstantDetection>,
+    /// The next `until` of an allow rule to pass.
+    next_until: Option<SystemTime>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -92,7 +94,7 @@ impl Daemon {
     pub fn new(layers: Layers, (config, registry): (Config, Registry), edges: Edges) -> Daemon {
         let outputs = Outputs::new(edges.records, edges.delivery, edges.state, edges.fleet);
         let restored: AlertedListeners = outputs.restore();
-        Daemon {
+        let mut daemon = Daemon {
             tracker: Tracker::new(timing(&config), restored),
             watch: Watch::default(),
             poller: Poller::new(edges.source, edges.owners),
@@ -106,7 +108,10 @@ impl Daemon {
             trim: crate::memory::TrimAfterDrop::default(),
             kernel: KernelWatch::default(),
             instant: Some(edges.instant),
-        }
+            next_until: None,
+        };
+        daemon.plan_expiry();
+        daemon
     }
 
     /// Instant detection as opened, for the metrics: refused means polling alone.

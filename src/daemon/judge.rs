@@ -21,23 +21,31 @@ impl Daemon {
         self.outputs.fleet.expectations(&events);
     }
 
-    /// When the next `until` of an allow rule passes: the listeners it allowed are judged
-    /// again then, whether or not anything else changes.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    /// The next `until` of an allow rule still to come, worked out when the rules change
+    /// or one passes (not at every turn of the loop: a config may hold 100,000 rules).
+    pub(super) fn plan_expiry(&mut self) {
         let now = SystemTime::now();
-        let next = self
+        self.next_until = self
             .config
             .policy
             .allow
             .iter()
             .filter_map(|r| r.until)
             .filter(|t| *t > now)
-            .min()?;
-        Some(Instant::now() + next.duration_since(now).unwrap_or_default())
+            .min();
     }
 
-    /// An `until` has passed: every listener is judged again.
+    /// When the next `until` of an allow rule passes: the listeners it allowed are judged
+    /// again then, whether or not anything else changes.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let next = self.next_until?;
+        let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(Instant::now() + wait)
+    }
+
+    /// An `until` has passed: every listener is judged again, and the next one planned.
     pub fn expired(&mut self) {
+        self.plan_expiry();
         self.rejudge_all();
     }
 

@@ -76,6 +76,7 @@ impl Daemon {
         self.config = config;
         self.registry = registry;
         self.tracker.set_timing(timing(&self.config));
+        self.plan_expiry();
         self.outputs.fleet.reloaded(&self.config.policy.expect);
         let message = format!(
             "config reloaded: {}{note}",
