@@ -220,7 +220,8 @@ impl ProcNet {
         result
     }
 
-    /// Raw sockets (`raw`, `raw6`), which sock_diag gives only with `raw_diag`.
+    /// Raw sockets (`raw`, `raw6`), which sock_diag gives only with `raw_diag` (and
+    /// without their filter either way).
     pub fn raw(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
         self.tables(&[("raw", Protocol::Raw), ("raw6", Protocol::Raw)], out)
     }
