@@ -269,10 +269,10 @@ pub struct BaselineArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// From this time on, in journalctl's forms: "2026-12-01 10:00", "yesterday", "-2h".
-    #[arg(long, short = 'S', value_name = "TIME")]
+    #[arg(long, short = 'S', value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Up to this time, in the same forms.
-    #[arg(long, short = 'U', value_name = "TIME")]
+    #[arg(long, short = 'U', value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Only listeners on this port.
     #[arg(long, value_name = "PORT")]
@@ -364,5 +364,16 @@ mod tests {
             Some(Protocol::UdpLite)
         );
         assert!(parse_port_arg("22/dccp").unwrap_err().contains("tcp"));
+    }
+
+    #[test]
+    fn history_takes_relative_times_as_journalctl_does() {
+        let cli = Cli::try_parse_from(["portsentinel", "history", "--since", "-2h", "-U", "-5min"])
+            .unwrap();
+        let Command::History(args) = cli.command else {
+            panic!("not history: {:?}", cli.command);
+        };
+        assert_eq!(args.since.as_deref(), Some("-2h"));
+        assert_eq!(args.until.as_deref(), Some("-5min"));
     }
 }
