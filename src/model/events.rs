@@ -178,7 +178,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Tracker {
     timing: Timing,
-    entries: HashMap<ListenerKey, Entry>,
+    /// Boxed: a table has up to twice as many slots as entries, and an empty slot then
+    /// costs a pointer rather than a whole entry (about 200 bytes).
+    entries: HashMap<ListenerKey, Box<Entry>>,
     /// When each listener was last alerted, for the quiet time.
     /// Keyed by a hash of the identity, not the identity itself: after a flood this map
     /// outlives the listeners by the quiet time, and thousands of small keys scattered
@@ -419,7 +421,7 @@ impl Tracker {
             }
         }
         out.extend(first.map(Arc::new));
-        self.entries.insert(key, entry);
+        self.entries.insert(key, Box::new(entry));
     }
 
     /// The known listener one of `l`'s sockets belonged to, if it was another identity.
