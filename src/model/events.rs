@@ -162,6 +162,8 @@ enum AlertState {
 
 #[derive(Debug)]
 struct Entry {
+    /// The key it is filed under, shared with the socket index.
+    key: Arc<ListenerKey>,
     listener: Listener,
     class: Arc<Classification>,
     alert: AlertState,
@@ -179,8 +181,9 @@ struct Entry {
 pub struct Tracker {
     timing: Timing,
     /// Boxed: a table has up to twice as many slots as entries, and an empty slot then
-    /// costs a pointer rather than a whole entry (about 200 bytes).
-    entries: HashMap<ListenerKey, Box<Entry>>,
+    /// costs two pointers rather than a whole entry and its key (about 250 bytes). The key
+    /// is shared with `by_inode`.
+    entries: HashMap<Arc<ListenerKey>, Box<Entry>>,
     /// When each listener was last alerted, for the quiet time.
     /// Keyed by a hash of the identity, not the identity itself: after a flood this map
     /// outlives the listeners by the quiet time, and thousands of small keys scattered
@@ -190,7 +193,7 @@ pub struct Tracker {
     restored: Option<HashMap<ListenerKey, Listener>>,
     /// Which listener each socket belongs to: a new identity on a known socket is that
     /// socket with another owner, not a new listener.
-    by_inode: HashMap<Inode, ListenerKey>,
+    by_inode: HashMap<Inode, Arc<ListenerKey>>,
     /// Counts updates; entries remember the last one that saw them.
     generation: u64,
     /// Kept up to date by every change, so the steady path asks in O(1).
@@ -220,10 +223,10 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
 
 /// Points `key`'s current sockets at it, and forgets the ones it no longer has.
 fn reindex(
-    by_inode: &mut HashMap<Inode, ListenerKey>,
+    by_inode: &mut HashMap<Inode, Arc<ListenerKey>>,
     before: &[Inode],
     now: &[Inode],
-    key: &ListenerKey,
+    key: &Arc<ListenerKey>,
 ) {
     if before == now {
         return;
@@ -234,7 +237,7 @@ fn reindex(
         }
     }
     for inode in now {
-        by_inode.insert(*inode, key.clone());
+        by_inode.insert(*inode, Arc::clone(key));
     }
 }
 
@@ -279,7 +282,7 @@ impl Tracker {
             let key = ListenerKey::of(&l);
             match self.entries.get_mut(&key) {
                 Some(e) => {
-                    reindex(&mut self.by_inode, &e.listener.inodes, &l.inodes, &key);
+                    reindex(&mut self.by_inode, &e.listener.inodes, &l.inodes, &e.key);
                     Self::seen_again(e, self.generation, now, l, out);
                 }
                 None => new.push((key, l)),
@@ -361,8 +364,10 @@ impl Tracker {
     ) {
         let inventory = restored.is_some();
         let class = Arc::new(classify(&l));
+        let key = Arc::new(key);
         reindex(&mut self.by_inode, &[], &l.inodes, &key);
         let mut entry = Entry {
+            key: Arc::clone(&key),
             listener: l,
             class,
             alert: AlertState::None,
@@ -425,11 +430,11 @@ impl Tracker {
     }
 
     /// The known listener one of `l`'s sockets belonged to, if it was another identity.
-    fn previous_holder(&self, key: &ListenerKey, l: &Listener) -> Option<ListenerKey> {
+    fn previous_holder(&self, key: &ListenerKey, l: &Listener) -> Option<Arc<ListenerKey>> {
         l.inodes.iter().find_map(|inode| {
             let holder = self.by_inode.get(inode)?;
             let e = self.entries.get(holder)?;
-            (holder != key && e.listener.inodes.contains(inode)).then(|| holder.clone())
+            (**holder != *key && e.listener.inodes.contains(inode)).then(|| Arc::clone(holder))
         })
     }
 
@@ -438,7 +443,7 @@ impl Tracker {
     fn take_over(
         &mut self,
         now: Now,
-        previous: ListenerKey,
+        previous: Arc<ListenerKey>,
         key: ListenerKey,
         l: Listener,
         classify: Classify<'_>,
@@ -641,7 +646,7 @@ impl Tracker {
         self.entries
             .iter()
             .filter(|(_, e)| e.alert == AlertState::Active)
-            .map(|(k, e)| (k, &e.listener))
+            .map(|(k, e)| (&**k, &e.listener))
     }
 
     pub fn alert_count(&self) -> usize {

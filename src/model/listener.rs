@@ -243,8 +243,9 @@ pub struct Socket {
     /// For packet and raw sockets: what they listen to.
     pub portless: Option<Box<PortLess>>,
     /// The interface of a link-local IPv6 address (`fe80::1%eth0`); `None` for any other
-    /// address, and when the source cannot say (`/proc/net` does not).
-    pub zone: Option<Zone>,
+    /// address, and when the source cannot say (`/proc/net` does not). Boxed: most
+    /// sockets have none, and a poll holds every socket.
+    pub zone: Option<Box<Zone>>,
 }
 
 /// The interface a link-local IPv6 address belongs to: without it, `fe80::1` names no
@@ -559,7 +560,7 @@ pub struct Listener {
     pub portless: Option<Box<PortLess>>,
     /// The interface of a link-local IPv6 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zone: Option<Zone>,
+    pub zone: Option<Box<Zone>>,
 }
 
 impl Listener {
@@ -575,7 +576,7 @@ impl Listener {
 
     /// The interface of a link-local address: its name, else its index.
     pub fn zone_label(&self) -> Option<String> {
-        self.zone.as_ref().map(Zone::label)
+        self.zone.as_deref().map(Zone::label)
     }
 
     pub fn reach(&self) -> Reach {

@@ -85,7 +85,7 @@ impl ListenerKey {
     }
 
     pub fn of(l: &Listener) -> ListenerKey {
-        let at = (l.address, l.zone.as_ref());
+        let at = (l.address, l.zone.as_deref());
         ListenerKey::new(l.netns, l.protocol, at, l.port, &l.owner, l.uid)
     }
 }
@@ -102,7 +102,7 @@ pub fn group_listeners(
     let mut groups: BTreeMap<(ListenerKey, u64), Listener> = BTreeMap::new();
     for s in sockets {
         let owner = owner_of(s);
-        let at = (s.address, s.zone.as_ref());
+        let at = (s.address, s.zone.as_deref());
         let key = ListenerKey::new(s.netns, s.protocol, at, s.port, &owner, s.uid);
         let split = if per_socket { s.inode.0 } else { 0 };
         match groups.entry((key, split)) {

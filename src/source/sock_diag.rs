@@ -162,7 +162,7 @@ fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> S
         inode: Inode(u64::from(h.inode)),
         netns: 0,
         portless: None,
-        zone: crate::model::Zone::of(address, h.socket_id.interface_id),
+        zone: crate::model::Zone::of(address, h.socket_id.interface_id).map(Box::new),
     }
 }
 
