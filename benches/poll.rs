@@ -184,13 +184,17 @@ fn bench_size(c: &mut Criterion, n: usize) {
         })
     });
 
-    // A real daemon, after its inventory: every further poll finds nothing new.
+    // A real daemon, after its inventory: every further poll finds nothing new. It
+    // watches every namespace of the machine, as by default, unless
+    // PORTSENTINEL_BENCH_NAMESPACES=host keeps it to the benchmark's own.
+    let namespaces =
+        std::env::var("PORTSENTINEL_BENCH_NAMESPACES").unwrap_or_else(|_| "all".to_owned());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[daemon]\nstate_directory = \"{}\"\nlog = \"json\"\n[events]\nsocket = \"\"\n",
+            "[daemon]\nstate_directory = \"{}\"\nlog = \"json\"\nnamespaces = \"{namespaces}\"\n[events]\nsocket = \"\"\n",
             dir.path().display()
         ),
     )

@@ -140,9 +140,11 @@ fn cpu_run(bin: &str, listeners: usize, seconds: u64, instant: bool) {
     let pct = cpu / wall * 100.0;
     let instant = if instant { "on" } else { "off" };
     println!(
-        "| {listeners} listeners, interval 1s, instant {instant} | {wall:.0} s | {cpu:.2} s | {pct:.3} % | {:.0} s/day | {} KiB | {} KiB |",
+        "| {listeners} listeners, interval 1s, instant {instant} | {wall:.0} s | {cpu:.2} s | {pct:.3} % | {:.0} s/day | {} KiB | {} KiB | {} KiB | {} KiB |",
         pct / 100.0 * 86_400.0,
         status_kib(pid, "VmRSS:"),
+        status_kib(pid, "RssAnon:"),
+        status_kib(pid, "RssFile:"),
         status_kib(pid, "VmHWM:")
     );
 }
@@ -244,10 +246,13 @@ fn main() {
         .expect("usage: daemon_bench PORTSENTINEL [--cpu-seconds N] [--binds N]");
     let seconds = arg("--cpu-seconds", 60);
     let binds = arg("--binds", 200) as usize;
-    println!("| daemon | wall | CPU (utime+stime) | of one core | CPU per day | RSS | peak RSS |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| daemon | wall | CPU (utime+stime) | of one core | CPU per day | RSS | of it, heap and stacks | of it, mapped files | peak RSS |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     cpu_run(&bin, 250, seconds, false);
     cpu_run(&bin, 250, seconds, true);
+    cpu_run(&bin, 5000, seconds, false);
     cpu_run(&bin, 5000, seconds, true);
     println!();
     println!("| detection latency | binds | p50 | p99 | max | target p99 |");
