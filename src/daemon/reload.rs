@@ -85,10 +85,7 @@ impl Daemon {
         let r = Record::plain(priority::NOTICE, Some(message_id::CONFIG_RELOADED), message);
         self.outputs.records.send(r);
         self.rejudge_all();
-        for warning in self.config.lint(&*self.host) {
-            self.outputs
-                .send(priority::WARNING, format!("config: {warning}"));
-        }
+        self.config_warnings();
     }
 
     fn reload_error(&self, message: String) -> ConfigError {

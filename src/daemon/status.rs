@@ -118,12 +118,17 @@ impl super::Daemon {
             log.as_str()
         );
         self.outputs.send(priority::INFO, message);
+        self.config_warnings();
+        if let Some(instant) = &self.instant {
+            self.outputs.records.send(self.instant_note(instant));
+        }
+    }
+
+    /// Rules that can never match, said at warning (at the start and after a reload).
+    pub(super) fn config_warnings(&self) {
         for warning in self.config.lint(&*self.host) {
             self.outputs
                 .send(priority::WARNING, format!("config: {warning}"));
-        }
-        if let Some(instant) = &self.instant {
-            self.outputs.records.send(self.instant_note(instant));
         }
     }
 }
