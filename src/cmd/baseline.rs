@@ -21,9 +21,9 @@ use super::{Failure, snapshot, write_stdout};
 use crate::cli::BaselineArgs;
 use crate::model::rules::Host as _;
 use crate::model::rules::strip_deleted;
-use crate::model::{Kind, Listener, NetnsView, Owner, Protocol, Reach};
+use crate::model::{Kind, Listener, NetnsView, Owner, Protocol, Reach, UnknownOwner};
 use crate::source::SourceMode;
-use crate::source::host::{ephemeral_ports, user_name};
+use crate::source::host::user_name;
 use crate::text::escape_control;
 
 /// One rule, as its keys will be written: also the order of the output.
@@ -62,16 +62,29 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
     // The config in force: its alert_on goes into the header, as a reminder.
     let (config, _) = super::load_config(args.config.config.as_deref())?;
     let snap = snapshot(SourceMode::Auto, false, &args.netns.netns, |_| true)?;
-    let ephemeral = ephemeral_ports(&crate::source::proc_root(None));
     let host = snap.host();
     // Identical entries (the IPv4 and IPv6 wildcard of one program) are one rule; the
     // comments keep every program and pid seen.
     let mut entries: BTreeMap<Entry, Vec<String>> = BTreeMap::new();
     for l in &snap.listeners {
         entries
-            .entry(entry(l, ephemeral, &host.netns(l.netns)))
+            // The range of the listener's own namespace: the one its rule is matched in.
+            .entry(entry(
+                l,
+                host.ephemeral_ports(l.netns),
+                &host.netns(l.netns),
+            ))
             .or_default()
             .push(seen(l));
+    }
+    let unread = (snap.listeners.iter())
+        .filter(|l| matches!(l.owner, Owner::Unknown(UnknownOwner::NoPermission)))
+        .count();
+    if unread > 0 {
+        eprintln!(
+            "warning: the owners of {unread} listener(s) could not be read (run as root); \
+             their rules name only the port and the socket's user"
+        );
     }
     let alert_on: Vec<&str> = config.policy.alert_on.iter().map(|c| c.as_str()).collect();
     let mut text = render(&entries, until, SystemTime::now());
@@ -90,11 +103,6 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
 
 fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
     let portless = l.portless.as_deref();
-    let port = if portless.is_none() && (lo..=hi).contains(&l.port) {
-        PortKey::Ephemeral
-    } else {
-        PortKey::Port(l.port)
-    };
     let address = match (l.reach(), l.address) {
         (Reach::Loopback, _) => "loopback".to_owned(),
         (_, a) if a.is_unspecified() => "any".to_owned(),
@@ -115,6 +123,14 @@ fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
             (owner, p.uid.unwrap_or(l.uid))
         }
         Owner::Unknown(_) => (None, l.uid),
+    };
+    // "Any port of the range" only for a named program: a rule with no owner key
+    // (a kernel socket, an owner that could not be read) would let every program of
+    // that user listen on every port of the range.
+    let port = if portless.is_none() && owner.is_some() && (lo..=hi).contains(&l.port) {
+        PortKey::Ephemeral
+    } else {
+        PortKey::Port(l.port)
     };
     let container = match &l.owner {
         Owner::Process(p) => p.container.as_ref(),
@@ -241,6 +257,36 @@ fn render(
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn only_a_named_program_gets_the_whole_ephemeral_range() {
+        let netns = NetnsView {
+            inode: 1,
+            name: None,
+            host: true,
+        };
+        let mut l = Listener {
+            protocol: Protocol::Tcp,
+            address: "0.0.0.0".parse().unwrap(),
+            port: 40000,
+            v6only: None,
+            uid: 0,
+            inodes: vec![crate::model::Inode(1)],
+            pids: vec![],
+            netns: 1,
+            owner: Owner::Unknown(UnknownOwner::Kernel),
+            portless: None,
+            zone: None,
+        };
+        // A kernel socket: no owner key, so its exact port, not any port of the range.
+        let e = entry(&l, (32768, 60999), &netns);
+        assert_eq!((e.owner, e.port), (None, PortKey::Port(40000)));
+        l.owner = Owner::Unknown(UnknownOwner::NoPermission);
+        assert_eq!(entry(&l, (32768, 60999), &netns).port, PortKey::Port(40000));
+        // Outside the range: the port, whoever holds it.
+        l.port = 5353;
+        assert_eq!(entry(&l, (32768, 60999), &netns).port, PortKey::Port(5353));
+    }
 
     #[test]
     fn the_output_is_a_valid_drop_in_that_a_name_cannot_break() {
