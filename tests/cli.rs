@@ -90,6 +90,26 @@ fn explain_takes_a_service_name() {
 }
 
 #[test]
+fn explain_of_a_service_shows_each_listener_under_its_own_port() {
+    // IANA assigns 83 and 85/tcp to mit-ml-dev: a listener on 83 is not on 85.
+    let ns = Netns::new();
+    let _l = ns.listen(&["tcp:127.0.0.1:83"]);
+    let out = ns.portsentinel(&["explain", "mit-ml-dev/tcp", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let listeners: Vec<(u64, usize)> = v
+        .iter()
+        .map(|e| {
+            (
+                e["port"].as_u64().unwrap(),
+                e["listeners"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(listeners, [(83, 1), (85, 0)], "{v:#?}");
+}
+
+#[test]
 fn scan_reports_and_alerts_a_tcp_listener_on_867() {
     let ns = Netns::new();
     let l = ns.listen(&["tcp:0.0.0.0:867"]);

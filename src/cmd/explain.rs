@@ -157,7 +157,7 @@ pub fn explain(
             .collect(),
         listeners: scan::reports(
             &now.iter()
-                .filter(|l| l.protocol == protocol)
+                .filter(|l| l.protocol == protocol && l.port == port)
                 .cloned()
                 .collect::<Vec<_>>(),
             &classifier,
