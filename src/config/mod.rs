@@ -584,6 +584,12 @@ mod tests {
         assert!(e.contains("absolute path"), "{e}");
         let e = err("[policy\n");
         assert!(e.starts_with("/etc/portsentinel/config.toml:1:"), "{e}");
+        let e = err("[[expect]]\nname = \"ssh\"\nport = 22\nuser = \"root\"\n\n\
+             [[expect]]\nname = \"ssh\"\nport = 2222\nuser = \"root\"\n");
+        assert!(
+            e.contains(":6:1: expect.name: \"ssh\" already names the entry at config.toml:1"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,8 +27,23 @@ pub fn read_rules<'t>(
         allows.extend(allow_rule(doc, i, table));
     }
     let mut expects = Vec::new();
-    for (i, table) in entries_of(doc, "expect", expect).into_iter().enumerate() {
-        expects.extend(expect_rule(doc, i, table));
+    for (i, (table, span)) in entries_of(doc, "expect", expect).into_iter().enumerate() {
+        let Some(rule) = expect_rule(doc, i, (table, span.clone())) else {
+            continue;
+        };
+        // The name (with the file) is what a required entry's state is kept under
+        // across reloads, so it must tell the entries apart.
+        if let Some(first) = expects.iter().find(|e: &&ExpectRule| e.name == rule.name) {
+            doc.error(
+                Some(span),
+                format!(
+                    "expect.name: \"{}\" already names the entry at {}; give each [[expect]] its own name",
+                    rule.name, first.origin
+                ),
+            );
+            continue;
+        }
+        expects.push(rule);
     }
     (allows, expects)
 }

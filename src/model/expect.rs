@@ -59,7 +59,7 @@ enum State {
 /// reload that keeps an entry keeps its state.
 #[derive(Debug, Default)]
 pub struct Watch {
-    states: HashMap<(String, String), State>,
+    states: HashMap<String, State>,
     started: bool,
 }
 
@@ -86,7 +86,7 @@ impl Watch {
         let mut out = Vec::new();
         let mut keep = HashMap::with_capacity(self.states.len());
         for (i, rule) in expects.iter().enumerate().filter(|(_, r)| r.required) {
-            let key = (rule.name.clone(), rule.origin.clone());
+            let key = rule.key();
             let before = self.states.get(&key).copied();
             let state = if satisfied.contains(&i) {
                 if let Some(State::Missing { since, said: true }) = before {
@@ -175,6 +175,31 @@ mod tests {
         // Back within grace: nothing said either way.
         assert!(w.update(at(11), &rules, &no, grace).is_empty());
         assert!(w.update(at(12), &rules, &yes, grace).is_empty());
+    }
+
+    #[test]
+    fn an_entry_moved_by_an_edit_keeps_its_state() {
+        let t0 = Instant::now();
+        let at = |s: u64| Now {
+            at: t0 + Duration::from_secs(s),
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(s),
+        };
+        let grace = Duration::from_secs(3);
+        let mut w = Watch::default();
+        let ev = w.update(at(0), &[rule()], &HashSet::new(), grace);
+        assert_eq!(ev.len(), 1, "missing at start");
+        // A line added above it: the reload reads it at line 2. Still missing, not said
+        // again; restored when it returns.
+        let moved = ExpectRule {
+            origin: "c.toml:2".into(),
+            ..rule()
+        };
+        assert!(
+            w.update(at(5), std::slice::from_ref(&moved), &HashSet::new(), grace)
+                .is_empty()
+        );
+        let ev = w.update(at(6), &[moved], &[0].into(), grace);
+        assert_eq!(ev[0].kind, ExpectKind::Restored);
     }
 
     #[test]

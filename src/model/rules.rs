@@ -335,6 +335,16 @@ impl ExpectRule {
         self.place.matches(l, host)
     }
 
+    /// What a required entry's state is kept under: its name and its file, not its
+    /// line, so that a reload of an edited file keeps the state of an entry it kept.
+    pub fn key(&self) -> String {
+        let file = self
+            .origin
+            .rsplit_once(':')
+            .map_or(&*self.origin, |(f, _)| f);
+        format!("{}:{file}", self.name)
+    }
+
     /// `[[expect]] "ssh" (config.toml:3)`.
     pub fn describe(&self) -> String {
         format!("[[expect]] \"{}\" ({})", self.name, self.origin)

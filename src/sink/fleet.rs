@@ -41,7 +41,7 @@ pub struct AlertLabels {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FleetAlert {
     /// Stable across polls and restarts: the listener's alert id, or the `[[expect]]`
-    /// entry's name and origin.
+    /// entry's name and file.
     pub key: String,
     /// `UnexpectedListener`, `UnexpectedOwner`, `ListenerMissing`.
     pub alertname: &'static str,
@@ -56,9 +56,9 @@ pub struct FleetAlert {
     pub ends_at: Option<SystemTime>,
 }
 
-/// The key of a required listener's alert: its `[[expect]]` entry's name and origin.
+/// The key of a required listener's alert: its `[[expect]]` entry's name and file.
 fn expect_key(rule: &ExpectRule) -> String {
-    format!("expect:{}:{}", rule.name, rule.origin)
+    format!("expect:{}", rule.key())
 }
 
 /// The program label of an owner.
