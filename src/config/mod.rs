@@ -362,9 +362,19 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
 /// Reads and validates a config file, and the drop-in files of `config.d/` beside it.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = read_text(path)?;
-    let mut config = parse(&text, path)?;
-    add_drop_ins(&mut config, &drop_in_dir(path))?;
-    Ok(config)
+    match parse(&text, path) {
+        Ok(mut config) => {
+            add_drop_ins(&mut config, &drop_in_dir(path))?;
+            Ok(config)
+        }
+        // The drop-ins' errors too: every error of every file at once.
+        Err(mut errors) => {
+            if let Err(more) = add_drop_ins(&mut Config::default(), &drop_in_dir(path)) {
+                errors.0.extend(more.0);
+            }
+            Err(errors)
+        }
+    }
 }
 
 /// The config at `path` if given; otherwise the default path if that file exists;
@@ -590,6 +600,37 @@ mod tests {
             e.contains(":6:1: expect.name: \"ssh\" already names the entry at config.toml:1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn drop_ins_are_read_in_name_order_and_their_errors_come_with_the_main_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("config.toml");
+        let d = dir.path().join("config.d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(&main, "[policy]\nalert_on = \"any\"\n").unwrap();
+        std::fs::write(d.join("20-b.toml"), "[[allow]]\nport = 2\n").unwrap();
+        std::fs::write(d.join("10-a.toml"), "\n[[allow]]\nport = 1\n").unwrap();
+        std::fs::write(d.join("README"), "not a drop-in").unwrap();
+        let c = load(&main).unwrap();
+        let origins: Vec<&str> = c.policy.allow.iter().map(|r| r.origin.as_str()).collect();
+        assert_eq!(origins, ["10-a.toml:2", "20-b.toml:1"]);
+        // A bad main file: its errors and every drop-in's, each naming its file.
+        std::fs::write(&main, "[policy]\nalert_on = \"sometimes\"\n").unwrap();
+        std::fs::write(d.join("30-c.toml"), "[daemon]\ninterval = \"1s\"\n").unwrap();
+        std::fs::write(d.join("40-d.toml"), "[[allow]]\nport = 70000\n").unwrap();
+        let e = load(&main).unwrap_err().to_string();
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 3, "{e}");
+        assert!(
+            lines[0].contains("config.toml:2:12: policy.alert_on"),
+            "{e}"
+        );
+        assert!(
+            lines[1].contains("30-c.toml:1:2: unknown field `daemon`"),
+            "{e}"
+        );
+        assert!(lines[2].contains("40-d.toml:2:8: allow.port"), "{e}");
     }
 
     #[test]
