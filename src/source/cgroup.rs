@@ -80,6 +80,10 @@ fn container_from_path(path: &str) -> Option<Container> {
                 pod: None,
                 rootless_uid: None,
             });
+            // The outermost container is the one the host's runtime made: what lies
+            // below it, a process inside may have made (a cgroup named after another
+            // container, to borrow its name and its rules).
+            break;
         }
     }
     let mut c = found?;
@@ -126,10 +130,19 @@ pub fn docker_name(root: &std::path::Path, id: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_owned())
 }
 
+/// The innermost unit; a unit of a user's own service manager is named with it
+/// (`user@1000.service/nginx.service`): any user can start a unit of any name there,
+/// so it must not pass for the system's unit of that name.
 fn unit_from_path(path: &str) -> Option<String> {
-    path.split('/')
-        .rfind(|c| c.ends_with(".service") || c.ends_with(".scope"))
-        .map(str::to_owned)
+    let components: Vec<&str> = path.split('/').collect();
+    let at = components
+        .iter()
+        .rposition(|c| c.ends_with(".service") || c.ends_with(".scope"))?;
+    let unit = components[at];
+    match components[..at].iter().find(|c| delegated_uid(c).is_some()) {
+        Some(manager) => Some(format!("{manager}/{unit}")),
+        None => Some(unit.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +160,19 @@ mod tests {
                 "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-foo.scope\n"
             )
             .as_deref(),
-            Some("app-foo.scope")
+            Some("user@1000.service/app-foo.scope")
+        );
+        // A user's own unit is not the system's unit of the same name.
+        assert_eq!(
+            unit_from_cgroup(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service\n"
+            )
+            .as_deref(),
+            Some("user@1000.service/nginx.service")
+        );
+        assert_eq!(
+            unit_from_cgroup("0::/user.slice/user-1000.slice/user@1000.service\n").as_deref(),
+            Some("user@1000.service")
         );
         assert_eq!(
             unit_from_cgroup("0::/system.slice/foo.service/payload\n").as_deref(),
@@ -188,6 +213,24 @@ mod tests {
                 "containerd",
             ),
             (format!("0::/system.slice/crio-{ID}.scope\n"), "cri-o"),
+            // The same forms on cgroup v1 (a named systemd hierarchy beside the
+            // controllers), and the cgroupfs drivers' paths on v2.
+            (
+                format!(
+                    "12:memory:/system.slice/docker-{ID}.scope\n1:name=systemd:/system.slice/docker-{ID}.scope\n"
+                ),
+                "docker",
+            ),
+            (format!("0::/docker/{ID}\n"), "docker"),
+            (format!("5:pids:/libpod_parent/libpod-{ID}\n"), "podman"),
+            (
+                format!("1:name=systemd:/system.slice/cri-containerd-{ID}.scope\n"),
+                "containerd",
+            ),
+            (
+                format!("1:name=systemd:/system.slice/crio-{ID}.scope\n"),
+                "cri-o",
+            ),
         ] {
             assert_eq!(
                 container(&cgroup),
@@ -203,11 +246,28 @@ mod tests {
             container(&systemd_driver),
             ("containerd".into(), short.into(), Some(POD.into()))
         );
-        let cgroupfs_driver = format!("11:cpu:/kubepods/burstable/pod{POD}/{ID}\n");
-        assert_eq!(
-            container(&cgroupfs_driver),
-            ("kubernetes".into(), short.into(), Some(POD.into()))
+        let v1_systemd_driver = format!(
+            "1:name=systemd:/kubepods.slice/kubepods-pod{}.slice/crio-{ID}.scope\n",
+            POD.replace('-', "_")
         );
+        assert_eq!(
+            container(&v1_systemd_driver),
+            ("cri-o".into(), short.into(), Some(POD.into()))
+        );
+        for cgroupfs_driver in [
+            format!("11:cpu:/kubepods/burstable/pod{POD}/{ID}\n"),
+            format!("0::/kubepods/besteffort/pod{POD}/{ID}\n"),
+        ] {
+            assert_eq!(
+                container(&cgroupfs_driver),
+                ("kubernetes".into(), short.into(), Some(POD.into()))
+            );
+        }
+        // A cgroup made inside a container, named after another one, borrows nothing:
+        // the outermost container is the one the host's runtime made.
+        let other = "aaaaaaaaaaaabbbbbbbbbbbbccccccccccccddddddddddddeeeeeeeeeeeeffff";
+        let nested = format!("0::/system.slice/libpod-{ID}.scope/docker-{other}.scope\n");
+        assert_eq!(container(&nested), ("podman".into(), short.into(), None));
         let rootless = format!(
             "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
         );
