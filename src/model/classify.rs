@@ -134,7 +134,14 @@ impl Classification {
 /// network namespace vpn`.
 pub fn place_words(netns: &NetnsView, container: Option<&Container>) -> Option<String> {
     if let Some(c) = container {
-        return Some(format!("in {} container {}", c.runtime, c.label()));
+        // A container on the host's network (`--network host`, a hostNetwork pod):
+        // its addresses are the host's.
+        let host_network = if netns.host { " (host network)" } else { "" };
+        return Some(format!(
+            "in {} container {}{host_network}",
+            c.runtime,
+            c.label()
+        ));
     }
     (!netns.host).then(|| format!("in network namespace {}", netns.label()))
 }
@@ -255,5 +262,38 @@ mod tests {
         };
         assert_eq!(unlisted.words(), "unassigned (no registry row)");
         assert_eq!(unlisted.column(), "unassigned*");
+    }
+
+    #[test]
+    fn a_containers_addresses_are_its_own_unless_it_is_on_the_host_network() {
+        let web = Container {
+            runtime: "docker".into(),
+            id: "3f4e5d6c7b8a9f0e".into(),
+            name: Some("web-1".into()),
+            pod: None,
+            rootless_uid: None,
+        };
+        let netns = |host| NetnsView {
+            inode: 4026532000,
+            name: None,
+            host,
+        };
+        let all = Reach::AllIpv4;
+        assert_eq!(
+            reach_words(all, &netns(false), Some(&web)),
+            format!("{}, in docker container web-1", all.describe())
+        );
+        assert_eq!(
+            reach_words(all, &netns(true), Some(&web)),
+            format!(
+                "{}, in docker container web-1 (host network)",
+                all.describe()
+            )
+        );
+        assert_eq!(
+            reach_words(all, &netns(false), None),
+            format!("{}, in network namespace netns:4026532000", all.describe())
+        );
+        assert_eq!(reach_words(all, &netns(true), None), all.describe());
     }
 }

@@ -109,7 +109,11 @@ fn reach_words(e: &WireEvent) -> String {
     };
     // Its addresses are a container's or a namespace's, not the host's: say so.
     match (&l.container, l.netns.host) {
-        (Some(c), _) => format!("{reach}, in container {}", clip(c.label(), 40)),
+        (Some(c), false) => format!("{reach}, in container {}", clip(c.label(), 40)),
+        (Some(c), true) => format!(
+            "{reach}, in container {} (host network)",
+            clip(c.label(), 40)
+        ),
         (None, false) => format!(
             "{reach}, in network namespace {}",
             clip(&l.netns.label(), 40)
