@@ -251,7 +251,7 @@ fn holder_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, hold
             holder.containers = doc.each(
                 &k,
                 v,
-                "a container id (or the start of one) or name, or a list",
+                "a container name, or the start of an id (12 digits or more), or a list",
                 |v| text(v).filter(|s| !s.is_empty()).ok_or(None),
             );
         }

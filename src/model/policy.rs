@@ -510,8 +510,14 @@ mod tests {
             );
             assert!(p.judge_with(&reg, &in_ns(7, None)).alert, "{key}");
         }
-        let other = allow(vec![], &["db"], vec![]);
-        assert!(other.judge_with(&reg, &in_ns(7, Some(web.clone()))).alert);
+        // A name that happens to be the start of the id ("3f4e" is hex) is not an id.
+        for other in ["db", "3f4e", "3f4e5d6c7b8"] {
+            let p = allow(vec![], &[other], vec![]);
+            assert!(
+                p.judge_with(&reg, &in_ns(7, Some(web.clone()))).alert,
+                "{other}"
+            );
+        }
         // The same name in a user's own subtree: not without the user in the rule.
         let rootless = Container {
             rootless_uid: Some(0),

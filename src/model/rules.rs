@@ -226,7 +226,7 @@ impl Holder {
                         && self
                             .containers
                             .iter()
-                            .any(|w| c.id.starts_with(w.as_str()) || c.name.as_deref() == Some(w))
+                            .any(|w| container_id_prefix(&c.id, w) || c.name.as_deref() == Some(w))
                 }));
         if !others {
             return RuleMatch::No;
@@ -317,6 +317,13 @@ impl AllowRule {
 
 /// The origin of the built-in rules.
 pub const BUILT_IN: &str = "built-in";
+
+/// Whether a rule's `container` value is the start of this id: at least the 12 digits
+/// `docker ps` shows, since a shorter one (`db`, `cafe`) is the start of one id in a
+/// few hundred, and anyone who may start containers can retry until one matches.
+fn container_id_prefix(id: &str, value: &str) -> bool {
+    value.len() >= 12 && id.starts_with(value)
+}
 
 /// One `[[expect]]` entry: the program that must hold a port (whoever else holds it is
 /// alerted, whatever the other rules say), and with `required`, that something must.
