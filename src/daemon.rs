@@ -114,10 +114,15 @@ impl Daemon {
         daemon
     }
 
-    /// Instant detection as opened, for the metrics: refused means polling alone.
+    /// Instant detection as opened, for the metrics: refused (or for TCP only) means
+    /// the polls alone see some listens.
     fn note_instant(&mut self) {
-        if let Some(InstantDetection::Refused(_)) = &self.instant {
-            self.outputs.fleet.instant_refused();
+        match &self.instant {
+            Some(InstantDetection::Refused(_)) => self.outputs.fleet.instant_refused(),
+            Some(InstantDetection::On(p)) if p.udp_refused.is_some() => {
+                self.outputs.fleet.instant_refused()
+            }
+            _ => {}
         }
     }
 

@@ -221,6 +221,7 @@ impl Daemon {
     /// The ring buffer cannot be waited on any more: instant detection ends, said once.
     fn kernel_lost(&mut self, e: &std::io::Error) {
         self.kernel.on = false;
+        self.outputs.fleet.instant_refused();
         let interval = humantime::format_duration(self.interval());
         let message = format!(
             "instant detection stopped: cannot wait on its ring buffer: {e}; polling every {interval} alone"

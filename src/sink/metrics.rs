@@ -80,6 +80,9 @@ impl Metrics {
         };
         self.m.polls.get_or_create(&BackendLabel { backend }).inc();
         self.set_fallback("sock_diag", backend != "sock_diag");
+        // The endpoint serves the new counts at the next scrape (a quiet host's poll
+        // counter must move, or it looks stuck); the textfile waits for its refresh.
+        self.exposition.bump();
     }
 
     /// Whether instant detection fell back to polling alone.
@@ -517,6 +520,10 @@ mod tests {
         ] {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
+        // A quiet poll: nothing else changed, yet the poll counter moves.
+        m.poll(Duration::from_millis(2), Some(Backend::SockDiag));
+        let again = m.exposition().encoded(Format::Text);
+        assert!(again.contains("portsentinel_polls_total{backend=\"sock_diag\"} 2"));
         let active = text
             .lines()
             .find(|l| l.starts_with("portsentinel_alert_active{"))
