@@ -96,7 +96,9 @@ pub fn postable<'a>(
         labels,
         annotations,
         starts_at: rfc3339(a.starts_at),
-        ends_at: a.ends_at.map(rfc3339),
+        // Never before its start (a clock set back meanwhile): Alertmanager refuses
+        // such an alert, and with it the whole batch, at every retry.
+        ends_at: a.ends_at.map(|t| rfc3339(t.max(a.starts_at))),
         generator_url,
     }
 }
@@ -379,7 +381,8 @@ impl Sender {
 }
 
 fn post(t: &Target, batch: &[Postable<'_>]) -> Result<(), String> {
-    let body = serde_json::to_vec(batch).map_err(|e| e.to_string())?;
+    // Invisible and bidi characters as `\u` escapes, as in every JSON output.
+    let body = crate::text::json::to_string(batch).into_bytes();
     let mut request = t
         .agent
         .post(&t.endpoint)
@@ -428,6 +431,24 @@ mod tests {
         let p = serde_json::to_value(postable(&a, "web-1", Some("http://x/"))).unwrap();
         assert_eq!(p["endsAt"], "1970-01-01T00:01:00.000Z");
         assert_eq!(p["generatorURL"], "http://x/");
+        // The clock set back between start and end: it ends where it started.
+        a.starts_at = SystemTime::UNIX_EPOCH + Duration::from_secs(120);
+        let p = serde_json::to_value(postable(&a, "web-1", None)).unwrap();
+        assert_eq!(p["endsAt"], p["startsAt"]);
+    }
+
+    #[test]
+    fn a_name_that_hides_characters_shows_them_in_labels_and_the_body() {
+        let e = event("ss\u{200b}hd\u{202e}");
+        let a = FleetAlert::raised(&e);
+        assert_eq!(a.labels.program, "/tmp/ss\\u{200b}hd\\u{202e}");
+        let body = crate::text::json::to_string(&[postable(&a, "h", None)]);
+        assert!(
+            !body.contains('\u{200b}') && !body.contains('\u{202e}'),
+            "{body}"
+        );
+        let back: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back[0]["labels"]["program"], a.labels.program.as_str());
     }
 
     #[test]

@@ -61,12 +61,17 @@ fn expect_key(rule: &ExpectRule) -> String {
     format!("expect:{}", rule.key())
 }
 
-/// The program label of an owner.
+/// The program label of an owner, escaped as every output shows a name: a path or a
+/// name is the process's choice, zero-width and bidi characters included.
 fn program(owner: &Owner) -> String {
     match owner {
-        Owner::Process(p) => p.exe.clone().unwrap_or_else(|| p.name.clone()),
+        Owner::Process(p) => visible(p.exe.as_deref().unwrap_or(&p.name)),
         Owner::Unknown(why) => why.as_str().to_owned(),
     }
+}
+
+fn visible(s: &str) -> String {
+    crate::text::escape_control(s).into_owned()
 }
 
 impl FleetAlert {
@@ -94,11 +99,11 @@ impl FleetAlert {
                 port,
                 address,
                 program: program(&l.owner),
-                netns: class.netns.label(),
+                netns: visible(&class.netns.label()),
                 container: class
                     .container
                     .as_ref()
-                    .map(|c| format!("{}:{}", c.runtime, c.label()))
+                    .map(|c| visible(&format!("{}:{}", c.runtime, c.label())))
                     .unwrap_or_default(),
             },
             summary: Record::from_event(e).message,
