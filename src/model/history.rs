@@ -194,7 +194,10 @@ fn duration_ms(from: SystemTime, to: SystemTime) -> u64 {
 fn closes(e: &Entry) -> bool {
     match e.event.as_str() {
         "listener-closed" | "listener-restored" => true,
-        "alert-cleared" => e.detail.as_deref() == Some("listener closed"),
+        // Closed while the daemon ran, or found closed when it started again.
+        "alert-cleared" => e.detail.as_deref().is_some_and(|d| {
+            d == "listener closed" || d == "listener closed while portsentinel was not running"
+        }),
         _ => false,
     }
 }
@@ -285,6 +288,20 @@ mod tests {
         assert_eq!(a.severity.as_deref(), Some("high"));
         assert_eq!(a.reason.as_deref(), Some("867/tcp is unassigned"));
         assert_eq!(a.pids, [10, 11]);
+    }
+
+    #[test]
+    fn an_alert_found_closed_at_the_daemons_start_ends_its_life() {
+        let mut cleared = entry(50, "alert-cleared", "a", 10);
+        cleared.detail = Some("listener closed while portsentinel was not running".into());
+        let lives = lives([
+            entry(0, "alert-raised", "a", 10),
+            cleared,
+            entry(60, "alert-raised", "a", 12),
+        ]);
+        assert_eq!(lives.len(), 2, "{lives:#?}");
+        assert_eq!((lives[0].end, lives[0].duration_ms), (End::Closed, 50_000));
+        assert_eq!(lives[1].end, End::StillListening);
     }
 
     #[test]
