@@ -228,6 +228,8 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
     let mut status = ticker(Duration::from_secs(10));
     let mut last_counts = daemon.counts();
     let mut reload: Option<Reloading> = None;
+    // A reload asked while one reads: the edit may be newer than that read.
+    let mut reload_again = false;
     let mut kernel = daemon.take_probe();
     // A poll the kernel's events asked for: at once, unless a flood has spent the burst
     // (then one per tenth of the interval).
@@ -264,7 +266,7 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
             _ = status.tick() => daemon.supervisor.status(&daemon.status_line()),
             _ = watchdog.tick(), if watchdog_period.is_some() => daemon.supervisor.watchdog(),
             result = async { reload.as_mut().expect("guarded").await }, if reload.is_some() => {
-                reload = None;
+                reload = std::mem::take(&mut reload_again).then(|| start_reload(&daemon.layers));
                 let before = daemon.interval();
                 daemon.reloaded(result);
                 if daemon.interval() != before {
@@ -274,11 +276,10 @@ pub async fn run(mut daemon: Daemon, mut requests: mpsc::Receiver<Request>) {
                 }
             }
             request = requests.recv() => match request {
+                Some(Request::Reload) if reload.is_some() => reload_again = true,
                 Some(Request::Reload) => {
-                    if reload.is_none() {
-                        daemon.supervisor.reloading();
-                        reload = Some(start_reload(&daemon.layers));
-                    }
+                    daemon.supervisor.reloading();
+                    reload = Some(start_reload(&daemon.layers));
                 }
                 Some(Request::Subscribe(join)) => daemon.outputs.subscribe(join, &daemon.tracker),
                 Some(Request::Stop) | None => break,

@@ -106,8 +106,9 @@ fn forward_signals(requests: mpsc::Sender<Request>) -> std::io::Result<()> {
                 _ = term.recv() => Request::Stop,
                 _ = int.recv() => Request::Stop,
             };
-            // A reload asked while one waits is the same reload: coalesce when full.
-            if let Err(mpsc::error::TrySendError::Closed(_)) = requests.try_send(request) {
+            // Waits for room rather than drop a stop: meanwhile the kernel coalesces
+            // further signals of a kind, so a burst of reloads is one reload.
+            if requests.send(request).await.is_err() {
                 return;
             }
         }

@@ -285,6 +285,26 @@ async fn a_reload_judges_every_listener_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_reload_asked_while_one_reads_reads_again() {
+    let world = World::default();
+    let dir = dir_with_config(CONFIG);
+    world.open(867, 10, 100, "/usr/bin/labd");
+    let d = start(&world, &dir, false);
+    pass(1.5).await;
+    d.requests.send(Request::Reload).await.unwrap();
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    // Edited after the first reload began to read: the second request must not be lost.
+    let allowed = format!("{CONFIG}[[allow]]\nport = 867\nexe = \"/usr/bin/labd\"\n");
+    std::fs::write(dir.path().join("config.toml"), allowed).unwrap();
+    d.requests.send(Request::Reload).await.unwrap();
+    pass(1.5).await;
+    let records = d.stop().await;
+    assert_eq!(records.count("alert-cleared"), 1, "{:?}", records.events());
+}
+
+#[tokio::test(start_paused = true)]
 async fn alerts_carry_over_a_restart_of_the_daemon() {
     let world = World::default();
     let dir = dir_with_config(CONFIG);
