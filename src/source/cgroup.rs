@@ -238,6 +238,11 @@ mod tests {
                 "{cgroup}"
             );
         }
+    }
+
+    #[test]
+    fn kubernetes_pods_on_both_drivers_and_both_hierarchies() {
+        let short = &ID[..12];
         let systemd_driver = format!(
             "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{ID}.scope\n",
             POD.replace('-', "_")
@@ -263,6 +268,11 @@ mod tests {
                 ("kubernetes".into(), short.into(), Some(POD.into()))
             );
         }
+    }
+
+    #[test]
+    fn rootless_nested_and_no_containers() {
+        let short = &ID[..12];
         // A cgroup made inside a container, named after another one, borrows nothing:
         // the outermost container is the one the host's runtime made.
         let other = "aaaaaaaaaaaabbbbbbbbbbbbccccccccccccddddddddddddeeeeeeeeeeeeffff";
