@@ -20,7 +20,8 @@ use crate::model::{Inode, Pid};
 pub struct FdScan {
     /// Where each inode was found: the process, and the descriptor number it holds it by.
     pub found: HashMap<Inode, (Pid, u32)>,
-    /// Some fd table or link could not be read for lack of permission.
+    /// Some fd table or link could not be read: refused, or out of descriptors or
+    /// memory. Whatever was not found may be there.
     pub denied: bool,
     /// Fd tables read in this pass.
     pub pids_read: usize,
@@ -84,17 +85,28 @@ impl FdScanner {
             let _ = write!(path, "{}/{}/fd", self.root.display(), pid.0);
             let fd_dir = match open_dir(Path::new(&path)) {
                 Ok(fd) => fd,
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                Err(e) if gone(&e) => continue, // exited, or not a process
+                // Refused, or out of descriptors or memory: this table was not read, so
+                // no owner found elsewhere may be called "none".
+                Err(_) => {
                     scan.denied = true;
                     continue;
                 }
-                Err(_) => continue, // exited, or not a process
             };
             scan.pids_read += 1;
             let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                scan.denied = true;
                 continue;
             };
-            while let Some(Ok(entry)) = dir.read() {
+            while let Some(entry) = dir.read() {
+                let Ok(entry) = entry else {
+                    // A table read halfway is not a table read.
+                    scan.denied |= !matches!(
+                        entry,
+                        Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH)
+                    );
+                    break;
+                };
                 let name = entry.file_name();
                 let Some(fd) = parse_pid(name) else {
                     continue; // `.` and `..`
@@ -199,6 +211,14 @@ fn fd_link_path<'b>(buf: &'b mut [u8; 128], root: &Path, pid: u32, fd: u32) -> O
     CStr::from_bytes_with_nul(&buf[..n]).ok()
 }
 
+/// The process or the directory is gone: nothing was hidden from the pass.
+fn gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH | rustix::io::Errno::NOTDIR)
+    )
+}
+
 fn open_dir(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
         CWD,
@@ -279,6 +299,22 @@ mod tests {
         assert_eq!(parse_socket_link(b"socket:[]"), None);
         assert_eq!(parse_socket_link(b"socket:[12a]"), None);
         assert_eq!(parse_socket_link(b"/dev/null"), None);
+    }
+
+    #[test]
+    fn a_table_that_fails_to_open_is_a_refusal_and_a_gone_one_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        let wanted: HashSet<Inode> = [Inode(7)].into();
+        let mut scanner = FdScanner::new(root.path());
+        // Gone: no `/proc/10` at all.
+        let scan = scanner.scan(&[Pid(10)], &wanted);
+        assert!(!scan.denied && scan.found.is_empty());
+        // `/proc/11/fd` that cannot be opened for another reason (here a link loop; out
+        // of descriptors in the field): the pass is incomplete.
+        std::fs::create_dir(root.path().join("11")).unwrap();
+        std::os::unix::fs::symlink("fd", root.path().join("11/fd")).unwrap();
+        let scan = scanner.scan(&[Pid(11)], &wanted);
+        assert!(scan.denied && scan.found.is_empty());
     }
 
     fn entry(pid: u32, uid: u32, fds: u64) -> ProcEntry {
