@@ -168,6 +168,15 @@ impl Dir {
         read_checked(fd, &path)
     }
 
+    /// Opens `name` in the directory for reading and writing, creating it if need be:
+    /// never through a link.
+    pub fn open_rw(&self, name: &str) -> Result<std::fs::File, FileError> {
+        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o644))
+            .map_err(|e| FileError::Io(self.path.join(name), e.into()))?;
+        Ok(std::fs::File::from(fd))
+    }
+
     /// Replaces `name` atomically: a new temporary file (created exclusively, never
     /// through a link), written and synced, renamed over `name`, then the directory
     /// synced so the rename is on disk too.

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 /// The lock, held until dropped.
@@ -50,17 +49,18 @@ pub fn take(state_dir: &Path) -> Result<Result<Lock, String>, Refusal> {
         return Ok(Err(format!("cannot create {}: {e}", state_dir.display())));
     }
     let path = state_dir.join(LOCK_FILE);
-    let mut file = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-    {
+    // Through the directory as the state files are opened: a state directory that is
+    // someone else's symlink is not followed.
+    let opened = crate::files::Dir::open(state_dir).and_then(|dir| dir.open_rw(LOCK_FILE));
+    let mut file = match opened {
         Ok(f) => f,
-        Err(e) => return Ok(Err(format!("cannot open {}: {e}", path.display()))),
+        Err(e) => {
+            return Ok(Err(format!(
+                "cannot open {}: {}",
+                path.display(),
+                e.reason()
+            )));
+        }
     };
     if flock(&file, FlockOperation::NonBlockingLockExclusive).is_err() {
         let mut text = String::new();
@@ -116,6 +116,33 @@ mod tests {
         )));
         drop(first);
         assert!(take(dir.path()).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_state_directory_someone_else_linked_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        let state = dir.path().join("state");
+        std::os::unix::fs::symlink(&victim, &state).unwrap();
+        // A link of another user's (the tests run as root; unprivileged, a link of
+        // one's own is followed, as for systemd's StateDirectory= links).
+        let nobody = rustix::fs::Uid::from_raw(65534);
+        if rustix::fs::chownat(
+            rustix::fs::CWD,
+            &state,
+            Some(nobody),
+            None,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .is_err()
+        {
+            eprintln!("cannot chown a link here: skipped");
+            return;
+        }
+        let why = take(&state).unwrap().unwrap_err();
+        assert!(why.contains("symlink") || why.contains("link"), "{why}");
+        assert!(!victim.join(LOCK_FILE).exists());
     }
 
     #[test]
