@@ -278,6 +278,9 @@ mod tests {
         let other = "aaaaaaaaaaaabbbbbbbbbbbbccccccccccccddddddddddddeeeeeeeeeeeeffff";
         let nested = format!("0::/system.slice/libpod-{ID}.scope/docker-{other}.scope\n");
         assert_eq!(container(&nested), ("podman".into(), short.into(), None));
+        // A component with bytes that are not UTF-8 (read lossily) hides nothing else.
+        let odd = format!("0::/system.slice/docker-{ID}.scope/\u{fffd}\u{fffd}x\n");
+        assert_eq!(container(&odd), ("docker".into(), short.into(), None));
         let rootless = format!(
             "0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container\n"
         );

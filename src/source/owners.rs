@@ -522,7 +522,12 @@ impl ProcessDetails for SysinfoDetails {
             };
             let uid = p.user_id().map(|u| **u);
             let dir = self.proc_root.join(pid.0.to_string());
-            let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+            // As bytes: a cgroup path, like a name, may hold any byte (a directory
+            // made with one must not hide the unit and container of the rest).
+            let read = |name: &str| {
+                std::fs::read(dir.join(name)).map(|b| String::from_utf8_lossy(&b).into_owned())
+            };
+            let cgroup = read("cgroup").unwrap_or_default();
             let unit = super::cgroup::unit_from_cgroup(&cgroup);
             let container = super::cgroup::container_from_cgroup(&cgroup);
             let process = Process {
@@ -539,9 +544,7 @@ impl ProcessDetails for SysinfoDetails {
                 mount_ns: super::ns_inode(&self.proc_root, &pid.0.to_string(), "mnt"),
                 start_time: p.start_time(),
                 container,
-                ns_pid: std::fs::read_to_string(dir.join("status"))
-                    .ok()
-                    .and_then(|s| ns_pid(&s)),
+                ns_pid: read("status").ok().and_then(|s| ns_pid(&s)),
             };
             found.push(process);
         }
