@@ -19,7 +19,8 @@ use super::listener::{FileId, Kind, Listener, NetnsView, Owner, Process, Protoco
 pub trait Host {
     /// The identity of the file at `path`, following symlinks.
     fn file_id(&self, path: &str) -> Option<FileId>;
-    /// The daemon's own mount namespace.
+    /// The host's mount namespace: init's (the shipped unit gives the daemon a private
+    /// one of its own), or the daemon's where init's cannot be read.
     fn mount_ns(&self) -> Option<u64>;
     /// `net.ipv4.ip_local_port_range` of a network namespace.
     fn ephemeral_ports(&self, netns: u64) -> (u16, u16);
@@ -384,8 +385,8 @@ impl ExpectRule {
 /// Whether the program a process runs is the host's file at `path`, not only a file that
 /// its own mount namespace shows at that path: the same device and inode. A binary
 /// replaced on disk since the process started (an upgrade: `... (deleted)`) has no file
-/// left to compare; it passes when the process shares the daemon's mount namespace,
-/// where nothing but root can have put another file at that path.
+/// left to compare; it passes when the process runs in the host's mount namespace
+/// (init's), where nothing but root can have put another file at that path.
 fn exe_is_hosts(p: &Process, exe: &str, path: &str, host: &dyn Host) -> Result<(), String> {
     let replaced = exe.ends_with(" (deleted)");
     if replaced && p.mount_ns.is_some() && p.mount_ns == host.mount_ns() {

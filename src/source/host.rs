@@ -1,5 +1,5 @@
 //! The host as the policy needs to know it: what an `exe` rule's path is here (device and
-//! inode), the daemon's own mount namespace, the kernel's ephemeral port range, the
+//! inode), the host's mount namespace, the kernel's ephemeral port range, the
 //! system's user database (NSS, so LDAP and systemd-homed users count), and the time.
 
 use std::collections::HashMap;
@@ -28,7 +28,10 @@ pub struct SystemHost {
 impl SystemHost {
     pub fn new(proc_root: &Path, namespaces: Arc<NamespaceTable>) -> SystemHost {
         SystemHost {
-            mount_ns: super::ns_inode(proc_root, "self", "mnt"),
+            // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
+            // daemon's own.
+            mount_ns: super::ns_inode(proc_root, "1", "mnt")
+                .or_else(|| super::ns_inode(proc_root, "self", "mnt")),
             uids: Mutex::new(HashMap::new()),
             namespaces,
         }
