@@ -581,8 +581,10 @@ mod tests {
                 .lines()
                 .find(|l| l.starts_with("portsentinel_alert_active{"))
                 .unwrap();
+            // The newline shown as `\n` (as in every output), that backslash escaped by
+            // the format.
             assert!(
-                line.contains(r#"program="x\"} 1\nportsentinel_fake{a=\"""#),
+                line.contains(r#"program="x\"} 1\\nportsentinel_fake{a=\"""#),
                 "{line}"
             );
         }
