@@ -63,8 +63,9 @@ pub struct KernelWatch {
     processes: HashMap<(u32, u64), (Arc<Process>, std::time::Instant)>,
     pub stats: KernelStats,
     /// Losses as last said (events lost, sightings not followed, short-lived listeners
-    /// beyond [`SHORT_LIVED_PER_POLL`]), and when: said at most once every 10 s.
-    said: (u64, u64, u64),
+    /// beyond [`SHORT_LIVED_PER_POLL`], short lives folded into an earlier record of the
+    /// same listener), and when: said at most once every 10 s.
+    said: (u64, u64, u64, u64),
     said_at: Option<std::time::Instant>,
     /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`] at one poll, not recorded.
     pub flood_skipped: u64,
@@ -316,14 +317,17 @@ impl Daemon {
                 self.kernel.flood_skipped += 1;
                 continue;
             }
-            recorded += 1;
             let closed = s.closed_ns.unwrap_or(now_ns);
             let times = (
                 moment(s.opened.at_ns, now_ns, now),
                 moment(closed, now_ns, now),
             );
             let (tracker, c) = self.tracker_and_classifier();
+            let before = events.len();
             tracker.short_lived(times, l, &|l| c.classify(l), events);
+            // Only what was recorded counts: the lives of a flapping listener are folded
+            // (counted by the tracker) and cost no record.
+            recorded += usize::from(events.len() > before);
         }
         self.kernel.stats.short_lived += recorded as u64;
         self.forget_processes();
@@ -452,7 +456,12 @@ impl Daemon {
     /// every 10 s, not one a poll).
     fn say_losses(&mut self) {
         let w = &mut self.kernel;
-        let now = (w.stats.lost, w.sightings.overflowed, w.flood_skipped);
+        let now = (
+            w.stats.lost,
+            w.sightings.overflowed,
+            w.flood_skipped,
+            self.tracker.short_folded,
+        );
         if now == w.said
             || w.said_at
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
@@ -477,6 +486,12 @@ impl Daemon {
             parts.push(format!(
                 "{} short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)",
                 now.2 - w.said.2
+            ));
+        }
+        if now.3 > w.said.3 {
+            parts.push(format!(
+                "{} short lives of listeners not recorded one by one (each had one recorded less than restart_grace before: flapping)",
+                now.3 - w.said.3
             ));
         }
         w.said = now;

@@ -189,6 +189,12 @@ pub struct Tracker {
     /// outlives the listeners by the quiet time, and thousands of small keys scattered
     /// over the heap would keep the flood's memory from being returned.
     last_alert: HashMap<u64, Instant>,
+    /// When each identity's last short life was recorded (by the same digest): its lives
+    /// within `restart_grace` of that are one flapping listener, counted, not recorded
+    /// one by one, or a loop of `listen`/`close` on one port would flood the journal.
+    short_recorded: HashMap<u64, Instant>,
+    /// Short lives folded so, since the daemon started.
+    pub short_folded: u64,
     /// Alerts a previous run raised (from the state file), until the first snapshot.
     restored: Option<HashMap<ListenerKey, Listener>>,
     /// Which listener each socket belongs to: a new identity on a known socket is that
@@ -255,6 +261,8 @@ impl Tracker {
             timing,
             entries: HashMap::new(),
             last_alert: HashMap::new(),
+            short_recorded: HashMap::new(),
+            short_folded: 0,
             restored: Some(restored.into_iter().collect()),
             by_inode: HashMap::new(),
             generation: 0,
@@ -306,6 +314,12 @@ impl Tracker {
         if !self.last_alert.is_empty() {
             self.last_alert
                 .retain(|_, t| now.at.saturating_duration_since(*t) < quiet);
+        }
+        let grace = self.timing.restart_grace;
+        if !self.short_recorded.is_empty() {
+            self.short_recorded
+                .retain(|_, t| now.at.saturating_duration_since(*t) < grace);
+            shrink(&mut self.short_recorded);
         }
         // After a flood has come and gone, give its memory back.
         shrink(&mut self.entries);
@@ -575,7 +589,9 @@ impl Tracker {
     /// A listener that opened and closed between two polls, known from the kernel's events
     /// alone: judged like any new one, and recorded as opened (or alerted) at `opened`, then
     /// closed (or cleared) at `closed`. The quiet time applies as for any alert. Nothing is
-    /// recorded when its identity is listening now: the polls already speak of it.
+    /// recorded when its identity is listening now: the polls already speak of it, nor
+    /// when the same identity's last short life was recorded less than `restart_grace`
+    /// before it opened (a flapping listener, counted in `short_folded`).
     pub fn short_lived(
         &mut self,
         (opened, closed): (Now, Now),
@@ -587,6 +603,15 @@ impl Tracker {
         if self.entries.contains_key(&key) {
             return;
         }
+        let digest = fingerprint(&key);
+        let grace = self.timing.restart_grace;
+        if let Some(&at) = self.short_recorded.get(&digest)
+            && opened.at.saturating_duration_since(at) < grace
+        {
+            self.short_folded += 1;
+            return;
+        }
+        self.short_recorded.insert(digest, opened.at);
         let class = Arc::new(classify(&l));
         let lifetime = closed.at.saturating_duration_since(opened.at);
         let event = |kind, now| {
@@ -962,6 +987,30 @@ mod tests {
         assert!(
             s.short_lived(9, 10, listener(9999, 15, "/tmp/y"))
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_flapping_short_lived_listener_is_one_record_per_grace() {
+        let mut s = Script::new(vec![]);
+        s.at(0, vec![]);
+        let mut recorded = 0;
+        // `listen`/`close` on one port in a loop: 200 lives in 2 s.
+        for i in 0..200u32 {
+            let t = 10 + u64::from(i / 100);
+            recorded += s.short_lived(t, t, listener(4444, 100 + i, "/tmp/x")).len();
+        }
+        assert_eq!(recorded, 2, "one opened/closed pair within the grace");
+        assert_eq!(s.tracker.short_folded, 199);
+        // Past the grace of the last record: recorded again.
+        assert_eq!(
+            s.short_lived(14, 14, listener(4444, 400, "/tmp/x")).len(),
+            2
+        );
+        // Another port is another listener, whatever the flapping one does.
+        assert_eq!(
+            s.short_lived(14, 14, listener(4445, 401, "/tmp/x")).len(),
+            2
         );
     }
 
