@@ -49,6 +49,38 @@ fn scanned(ns: &Netns, pid: u32) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A process the daemon has already seen in its own namespace enters a new one (the
+/// same pid: `exec unshare --net`) and listens there. Its namespace link was read
+/// before, and a full look comes only every 30 polls (30 s here); the kernel's event
+/// names the unknown namespace, and the next poll looks for it.
+#[test]
+fn a_known_process_that_unshares_later_is_found_by_the_next_poll() {
+    let ns = Netns::new();
+    let mut d = Daemon::start_with_env(
+        &ns,
+        &["--log", "json", "--interval", "1s", "--namespaces", "all"],
+        &[("PORTSENTINEL_LOG", "debug")],
+    );
+    // TCP listens are what this needs (UDP binds may be left to the polls here).
+    let word = d.wait_for("instant detection", |l| l.contains("instant detection"));
+    assert!(
+        word.contains("instant detection on") || word.contains("for TCP only"),
+        "{word}"
+    );
+    let mut c = ns.command("sh");
+    c.arg("-c").arg(format!(
+        "sleep 3; exec unshare --net {} tcp:0.0.0.0:867",
+        listen_bin().display()
+    ));
+    let l = Listen::start(c);
+    let alert = d.record("alert-raised", l.pid);
+    assert_eq!(
+        alert["LISTEN_NETNS"],
+        netns_inode(l.pid).to_string(),
+        "{alert}"
+    );
+}
+
 /// Acceptance 1: a listener in a namespace no name points at, made by `unshare --net`.
 #[test]
 fn a_listener_in_a_fresh_namespace_is_alerted_with_its_namespace() {

@@ -253,6 +253,9 @@ impl Daemon {
             {
                 continue;
             }
+            if e.happened.opens() {
+                self.poller.heard_of_namespace(e.netns);
+            }
             let w = &mut self.kernel;
             w.stats.events += 1;
             let who = (e.pid, e.start_ns);

@@ -77,6 +77,11 @@ impl Poller {
         &self.sockets
     }
 
+    /// The kernel named a network namespace: see [`SocketSource::heard_of_namespace`].
+    pub fn heard_of_namespace(&mut self, inode: u64) {
+        self.source.heard_of_namespace(inode);
+    }
+
     /// A running process's details, if `pid` still names the one started at `start_time`.
     pub fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
         self.owners.process(pid, start_time)

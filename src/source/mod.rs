@@ -61,6 +61,10 @@ pub enum SourceError {
 pub trait SocketSource {
     /// Replaces `out`'s content with the listening sockets of this network namespace.
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError>;
+
+    /// The kernel named a network namespace (a listen in it): one not known yet is
+    /// looked for at the next read, not at the next full look.
+    fn heard_of_namespace(&mut self, _inode: u64) {}
 }
 
 /// Which backends a [`KernelSource`] may use.

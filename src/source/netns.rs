@@ -111,6 +111,11 @@ impl NamespaceTable {
         *self.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
     }
 
+    fn knows(&self, inode: u64) -> bool {
+        inode == self.host
+            || (self.entries.read().unwrap_or_else(|p| p.into_inner())).contains_key(&inode)
+    }
+
     fn others(&self) -> Vec<(u64, NsEntry)> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<(u64, NsEntry)> = entries
@@ -161,6 +166,9 @@ pub struct Discovery {
     /// Every pid seen, and its namespace.
     pids: HashMap<u32, u64>,
     polls: u64,
+    /// The next look reads every pid's namespace again: the kernel named a namespace
+    /// not known (a process that unshared or entered one after its link was read).
+    force_full: bool,
 }
 
 impl Discovery {
@@ -170,22 +178,28 @@ impl Discovery {
             forks: None,
             pids: HashMap::new(),
             polls: 0,
+            force_full: false,
         }
     }
 
     /// The namespaces now, or `None` when nothing can have changed since the last look
     /// (no process started, no name added or removed, not time for a full look).
+    /// `named_before` is the other namespaces as last found; `host` the daemon's own,
+    /// left out of the comparison whether it has a name or not.
     pub fn refresh(
         &mut self,
         named_before: &HashMap<u64, NsEntry>,
+        host: u64,
     ) -> Option<HashMap<u64, NsEntry>> {
         self.polls += 1;
         let forks = forks(&self.proc_root);
         let named = self.named_paths();
-        let full = self.polls % FULL_EVERY == 1;
-        let named_same = named.len() == named_before.values().filter(|e| e.name.is_some()).count()
-            && named
-                .iter()
+        let full = self.polls % FULL_EVERY == 1 || std::mem::take(&mut self.force_full);
+        let named_others = named.iter().filter(|(i, _)| **i != host);
+        let named_same = named_others.clone().count()
+            == named_before.values().filter(|e| e.name.is_some()).count()
+            && named_others
+                .into_iter()
                 .all(|(i, (n, _))| named_before.get(i).and_then(|e| e.name.as_ref()) == Some(n));
         if !full && forks.is_some() && forks == self.forks && named_same {
             return None;
@@ -406,8 +420,8 @@ impl MultiSource {
     /// gone: a sock_diag socket would keep a namespace alive.
     fn discover(&mut self) {
         let before: HashMap<u64, NsEntry> = self.table.others().into_iter().collect();
-        if let Some(entries) = self.discovery.refresh(&before) {
-            let host = self.table.host();
+        let host = self.table.host();
+        if let Some(entries) = self.discovery.refresh(&before, host) {
             for (inode, e) in &entries {
                 if *inode != host && !before.contains_key(inode) {
                     tracing::debug!("watching network namespace {}", label(*inode, e));
@@ -606,6 +620,12 @@ fn open_inside(path: &Path) -> Result<SockDiag, (bool, String)> {
 }
 
 impl SocketSource for MultiSource {
+    fn heard_of_namespace(&mut self, inode: u64) {
+        if self.scope == Scope::All && inode != 0 && !self.table.knows(inode) {
+            self.discovery.force_full = true;
+        }
+    }
+
     fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<Backend, SourceError> {
         let backend = self.host.listeners(out)?;
         let host = self.table.host();
@@ -696,7 +716,9 @@ mod tests {
         let root = Path::new("/proc");
         let table = NamespaceTable::new(root);
         let mut d = Discovery::new(root);
-        let entries = d.refresh(&HashMap::new()).expect("a first look");
+        let entries = d
+            .refresh(&HashMap::new(), table.host())
+            .expect("a first look");
         assert!(entries.contains_key(&table.host()), "{entries:?}");
         assert!(table.view(table.host()).host);
         assert_eq!(table.find("host"), Some(table.host()));
