@@ -241,8 +241,13 @@ impl<D: ProcessDetails> Attributor<D> {
         checked
     }
 
-    /// The rounds of checks, from the cache as it is now.
+    /// The rounds of checks, from the cache as it is now, each in a fixed order and
+    /// resumed after the last one checked: a change of the cache (one new socket a poll
+    /// is enough) must not send the rounds back to their start, or the owners at their
+    /// end would never be checked again.
     fn rebuild_rounds(&mut self) {
+        let last_pid = self.owner_pids.get(self.alive_at).copied();
+        let last_inode = self.verify_order.get(self.verify_at).copied();
         self.verify_order.clear();
         self.owner_pids.clear();
         for (inode, k) in &self.cache {
@@ -251,10 +256,11 @@ impl<D: ProcessDetails> Attributor<D> {
                 self.owner_pids.push(pid);
             }
         }
+        self.verify_order.sort_unstable();
         self.owner_pids.sort_unstable();
         self.owner_pids.dedup();
-        self.verify_at = 0;
-        self.alive_at = 0;
+        self.alive_at = resume_at(&self.owner_pids, last_pid);
+        self.verify_at = resume_at(&self.verify_order, last_inode);
         self.rounds_stale = false;
     }
 
@@ -567,6 +573,16 @@ impl ProcessDetails for SysinfoDetails {
 
 /// The pid in the innermost PID namespace, from `/proc/PID/status`'s `NSpid:` line, when
 /// the process is in a namespace of its own (the line has more than one pid).
+/// The cursor of a round over `sorted` that last checked `last`: the index before the
+/// first element after it (the rounds step first, then check).
+fn resume_at<T: Ord + Copy>(sorted: &[T], last: Option<T>) -> usize {
+    let (Some(last), false) = (last, sorted.is_empty()) else {
+        return 0;
+    };
+    let next = sorted.partition_point(|x| *x <= last);
+    (next + sorted.len() - 1) % sorted.len()
+}
+
 fn ns_pid(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
     let pids: Vec<&str> = line.split_whitespace().collect();
@@ -732,6 +748,53 @@ mod tests {
 
     /// A pid reused by another program between finding the socket and reading the details
     /// is not reported as the owner.
+    #[test]
+    fn every_owner_is_checked_again_though_the_table_changes_at_every_pass() {
+        // More owners than one pass checks (ALIVE_PER_PASS), and a new socket at every
+        // pass, as any user can make.
+        let owners: Vec<(u32, Vec<u64>)> = (0..300u32)
+            .map(|i| (10 + i, vec![1000 + u64::from(i)]))
+            .collect();
+        let procs: Vec<(u32, &[u64])> = owners.iter().map(|(p, i)| (*p, &i[..])).collect();
+        let root = fake_proc(&procs);
+        let fake = Fake {
+            root: root.path().into(),
+            reuse: None,
+            calls: Cell::new(0),
+        };
+        let mut a = Attributor::new(root.path(), fake);
+        let mut sockets: Vec<Socket> = (1000..1300).map(sock).collect();
+        a.attribute(&sockets, true);
+        // The last owner in pid order exits; its socket lives on (passed on, say).
+        let last = sock(1299);
+        assert!(matches!(a.owner_of(&last), Owner::Process(p) if p.pid == Pid(309)));
+        std::fs::remove_dir_all(root.path().join("309")).unwrap();
+        for pass in 0..4u32 {
+            let (pid, inode) = (400 + pass, 2000 + u64::from(pass));
+            let fd = root.path().join(format!("{pid}/fd"));
+            std::fs::create_dir_all(&fd).unwrap();
+            std::os::unix::fs::symlink(format!("socket:[{inode}]"), fd.join("3")).unwrap();
+            write_stat(root.path(), pid, 5000);
+            sockets.push(sock(inode));
+            a.attribute(&sockets, true);
+        }
+        assert!(
+            !matches!(a.owner_of(&last), Owner::Process(_)),
+            "an owner that exited is still the owner: {:?}",
+            a.owner_of(&last)
+        );
+    }
+
+    #[test]
+    fn rounds_resume_after_the_last_checked() {
+        assert_eq!(resume_at(&[1, 5, 9], Some(5)), 1);
+        assert_eq!(resume_at(&[1, 5, 9], Some(6)), 1);
+        assert_eq!(resume_at(&[1, 5, 9], Some(9)), 2);
+        assert_eq!(resume_at(&[1, 5, 9], Some(0)), 2, "wraps to the first");
+        assert_eq!(resume_at::<u32>(&[], Some(3)), 0);
+        assert_eq!(resume_at(&[1, 5], None), 0);
+    }
+
     #[test]
     fn a_pid_that_changed_hands_is_not_the_owner() {
         let root = fake_proc(&[(10, &[100])]);
