@@ -115,6 +115,53 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
     assert!(d.terminate().success());
 }
 
+/// An allowed program that keeps its listening socket and `execve`s another: same pid,
+/// same start time, same descriptor. The owner's program is checked again on later
+/// polls, so the change is recorded and the new program judged (and alerted).
+#[test]
+fn an_allowed_program_that_execs_another_is_judged_again() {
+    let ns = Netns::new();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    let (_dir, cfg) = config_file(&format!(
+        "[daemon]\ninterval = \"1s\"\n[policy]\nalert_on = \"any\"\n\
+         [[allow]]\nname = \"py\"\nport = 868\nexe = \"{}\"\n",
+        python.display()
+    ));
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the start", |l| l.contains("starting"));
+    let script = "import os, socket, sys\n\
+        s = socket.socket()\n\
+        s.bind(('0.0.0.0', 868))\n\
+        s.listen()\n\
+        os.set_inheritable(s.fileno(), True)\n\
+        print(f'ready pid={os.getpid()} ports=868', flush=True)\n\
+        sys.stdin.readline()\n\
+        os.execv('/usr/bin/sleep', ['sleep', '3600'])\n";
+    let mut c = ns.command(&python);
+    c.arg("-c").arg(script);
+    let mut l = Listen::start(c);
+    let opened = d.wait_for("the allowed listener", |l| l.contains("LISTEN_PORT=868"));
+    assert!(
+        opened.contains("PORTSENTINEL_EVENT=listener-opened"),
+        "{opened}"
+    );
+    l.say("exec");
+    let changed = d.wait_for("the new program", |l| l.contains("listener-owner-changed"));
+    assert!(
+        changed.contains(" LISTENER_EXE=/usr/bin/sleep "),
+        "{changed}"
+    );
+    assert!(
+        changed.contains(&format!(" LISTENER_PREVIOUS_EXE={} ", python.display())),
+        "{changed}"
+    );
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(
+        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{alert}"
+    );
+}
+
 /// In a user and mount namespace of its own, anyone can bind-mount another binary over
 /// /usr/bin/sleep: /proc/PID/exe then reads /usr/bin/sleep. The rule's path is checked as
 /// the host's file, so the spoof is alerted, and the verdict says why.

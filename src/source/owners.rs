@@ -234,8 +234,23 @@ impl<D: ProcessDetails> Attributor<D> {
             };
             let Some((pid, fd)) = k.held_by else { continue };
             checked += 1;
-            if self.fds.still_holds(pid, fd, inode) == Holds::No {
-                wanted.insert(inode, k.uid);
+            // Let go of the socket, or holds it still but runs another program now
+            // (an `execve` keeps the pid, its start time and its descriptors).
+            let exec = || match &k.owner {
+                Owner::Process(p) => p.exe_file.is_some_and(|was| {
+                    super::host::file_id(&self.root.join(pid.0.to_string()).join("exe"))
+                        .is_some_and(|now| now != was)
+                }),
+                Owner::Unknown(_) => false,
+            };
+            match self.fds.still_holds(pid, fd, inode) {
+                Holds::No => {
+                    wanted.insert(inode, k.uid);
+                }
+                Holds::Yes if exec() => {
+                    wanted.insert(inode, k.uid);
+                }
+                _ => {}
             }
         }
         checked
@@ -432,7 +447,9 @@ impl<D: ProcessDetails> Attributor<D> {
 /// The same owner: the same process (pid and start time), or the same reason for none.
 fn same_owner(a: &Owner, b: &Owner) -> bool {
     match (a, b) {
-        (Owner::Process(x), Owner::Process(y)) => x.pid == y.pid && x.start_time == y.start_time,
+        (Owner::Process(x), Owner::Process(y)) => {
+            x.pid == y.pid && x.start_time == y.start_time && x.exe_file == y.exe_file
+        }
         (Owner::Unknown(x), Owner::Unknown(y)) => x == y,
         _ => false,
     }
