@@ -438,6 +438,16 @@ impl MultiSource {
         }
     }
 
+    /// What was read of a namespace last, for a poll that could not read it through its
+    /// process; the next look finds another process in it (or finds it gone).
+    fn stand_in(&mut self, inode: u64, out: &mut Vec<Socket>) {
+        self.discovery.force_full = true;
+        if let Some(last) = self.last.get_mut(&inode) {
+            last.age = last.age.saturating_add(1);
+            out.extend_from_slice(&last.sockets);
+        }
+    }
+
     /// sock_diag opened inside the namespace, when the daemon may enter it.
     fn open_reader(&mut self, entry: &NsEntry) -> Reader {
         if self.may_enter == Some(false) {
@@ -500,6 +510,16 @@ impl MultiSource {
             out.extend_from_slice(&last.sockets);
             return Ok(());
         }
+        // The process it is read through must still be in it: one that exited (or left)
+        // would fail the read or, its pid reused, show another namespace's tables as
+        // this one's. Then what was read before stands for a poll, and the next poll
+        // looks for another process in it.
+        if let Some(pid) = entry.pid
+            && !pid_in(&self.proc_root, pid, inode)
+        {
+            self.stand_in(inode, out);
+            return Ok(());
+        }
         let counts = entry
             .pid
             .and_then(|pid| socket_counts(&self.proc_root.join(pid.to_string())));
@@ -515,6 +535,13 @@ impl MultiSource {
         }
         let at = out.len();
         let read = self.read_now(inode, entry, out);
+        if let Some(pid) = entry.pid
+            && !pid_in(&self.proc_root, pid, inode)
+        {
+            out.truncate(at);
+            self.stand_in(inode, out);
+            return Ok(());
+        }
         match (&read, counts) {
             (Ok(()), Some(counts)) => {
                 let last = self.last.entry(inode).or_default();
@@ -592,6 +619,14 @@ impl MultiSource {
         }));
         Ok(())
     }
+}
+
+/// Whether `pid` is (still) in the network namespace `inode`.
+fn pid_in(proc_root: &Path, pid: u32, inode: u64) -> bool {
+    std::fs::read_link(proc_root.join(pid.to_string()).join("ns/net"))
+        .ok()
+        .and_then(|l| ns_link_inode(l.as_os_str().as_encoded_bytes()))
+        == Some(inode)
 }
 
 /// Opens a sock_diag socket inside the namespace at `path`, from a thread of its own
@@ -678,6 +713,16 @@ impl SocketSource for MultiSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_is_checked_against_the_namespace_it_stands_for() {
+        let root = Path::new("/proc");
+        let me = std::process::id();
+        let mine = NamespaceTable::new(root).host();
+        assert!(pid_in(root, me, mine));
+        assert!(!pid_in(root, me, mine + 1), "another namespace's pid");
+        assert!(!pid_in(root, u32::MAX, mine), "a pid that is gone");
+    }
 
     #[test]
     fn namespace_links() {
