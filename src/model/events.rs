@@ -291,7 +291,13 @@ impl Tracker {
             match self.entries.get_mut(&key) {
                 Some(e) => {
                     reindex(&mut self.by_inode, &e.listener.inodes, &l.inodes, &e.key);
-                    Self::seen_again(e, self.generation, now, l, out);
+                    // The same program back, but what the identity does not hold (its
+                    // user, unit, container, the socket's maker) may judge it otherwise.
+                    if Self::seen_again(e, self.generation, now, l, out) {
+                        let class = (now, classify(&e.listener));
+                        let last = &mut self.last_alert;
+                        Self::judged_again(&key, e, last, class, "its restart", out);
+                    }
                 }
                 None => new.push((key, l)),
             }
@@ -330,15 +336,16 @@ impl Tracker {
 
     /// A known listener in this snapshot: back within its grace window, or taken over by
     /// a new pid, is a restart.
+    /// Returns whether it was a restart.
     fn seen_again(
         e: &mut Entry,
         generation: u64,
         now: Now,
         l: Listener,
         out: &mut Vec<Arc<Event>>,
-    ) {
+    ) -> bool {
         if e.seen_in == generation {
-            return; // same identity twice in one snapshot: already folded in
+            return false; // same identity twice in one snapshot: already folded in
         }
         e.seen_in = generation;
         let old_pid = e.listener.owner.process().map(|p| p.pid);
@@ -358,6 +365,7 @@ impl Tracker {
             ev.alert_suppressed = e.alert == AlertState::Suppressed;
             out.push(Arc::new(ev));
         }
+        returned || replaced
     }
 
     /// A listener identity not seen before: classify it once, record it, alert on it.
@@ -551,39 +559,61 @@ impl Tracker {
     /// ones raise an alert, newly allowed ones clear theirs.
     pub fn rejudge(&mut self, now: Now, classify: Classify<'_>, out: &mut Vec<Arc<Event>>) {
         for (key, e) in self.entries.iter_mut() {
-            e.class = Arc::new(classify(&e.listener));
-            match (e.alert, e.class.verdict.alert) {
-                (AlertState::Active, false) => {
-                    e.alert = AlertState::None;
-                    e.raised = None;
-                    let detail = format!("allowed after config reload: {}", e.class.verdict.reason);
-                    let ev = Event::new(EventKind::AlertCleared, now, &e.listener, &e.class);
-                    out.push(Arc::new(ev.with_detail(detail)));
-                }
-                (AlertState::Active, true) => {
-                    // Still alerted: a new subscriber hears the current reason.
-                    let time = e.raised.as_ref().map_or(now.wall, |r| r.time);
-                    let mut ev = Event::new(EventKind::AlertRaised, now, &e.listener, &e.class);
-                    ev.time = time;
-                    e.raised = Some(Arc::new(ev));
-                }
-                (AlertState::Suppressed, false) => e.alert = AlertState::None,
-                (AlertState::None, true) => {
-                    e.alert = AlertState::Active;
-                    self.last_alert.insert(fingerprint(key), now.at);
-                    let raise = Arc::new(Event::new(
-                        EventKind::AlertRaised,
-                        now,
-                        &e.listener,
-                        &e.class,
-                    ));
-                    e.raised = Some(Arc::clone(&raise));
-                    out.push(raise);
-                }
-                _ => {}
-            }
+            let class = classify(&e.listener);
+            Self::judged_again(
+                key,
+                e,
+                &mut self.last_alert,
+                (now, class),
+                "config reload",
+                out,
+            );
         }
         self.recount();
+    }
+
+    /// One listener judged again (after a reload, or a restart by another process that
+    /// the identity does not tell apart: another user, unit or container): what changed
+    /// is raised or cleared.
+    fn judged_again(
+        key: &ListenerKey,
+        e: &mut Entry,
+        last_alert: &mut HashMap<u64, Instant>,
+        (now, class): (Now, Classification),
+        after: &str,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        e.class = Arc::new(class);
+        match (e.alert, e.class.verdict.alert) {
+            (AlertState::Active, false) => {
+                e.alert = AlertState::None;
+                e.raised = None;
+                let detail = format!("allowed after {after}: {}", e.class.verdict.reason);
+                let ev = Event::new(EventKind::AlertCleared, now, &e.listener, &e.class);
+                out.push(Arc::new(ev.with_detail(detail)));
+            }
+            (AlertState::Active, true) => {
+                // Still alerted: a new subscriber hears the current reason.
+                let time = e.raised.as_ref().map_or(now.wall, |r| r.time);
+                let mut ev = Event::new(EventKind::AlertRaised, now, &e.listener, &e.class);
+                ev.time = time;
+                e.raised = Some(Arc::new(ev));
+            }
+            (AlertState::Suppressed, false) => e.alert = AlertState::None,
+            (AlertState::None, true) => {
+                e.alert = AlertState::Active;
+                last_alert.insert(fingerprint(key), now.at);
+                let raise = Arc::new(Event::new(
+                    EventKind::AlertRaised,
+                    now,
+                    &e.listener,
+                    &e.class,
+                ));
+                e.raised = Some(Arc::clone(&raise));
+                out.push(raise);
+            }
+            _ => {}
+        }
     }
 
     /// A listener that opened and closed between two polls, known from the kernel's events
@@ -860,6 +890,52 @@ mod tests {
         assert_eq!(s.at(5, vec![]), [(AlertCleared, 867)]);
         assert_eq!(s.tracker.listener_count(), 0);
         assert_eq!(s.tracker.alert_count(), 0);
+    }
+
+    /// A rule that names a user: the same program back within the grace, run by
+    /// another user, is one restart and judged again (what the identity does not hold
+    /// may change the verdict).
+    #[test]
+    fn a_restart_by_another_user_is_judged_again() {
+        use crate::model::rules::{AllowRule, Holder, Place, UserMatch};
+        let mut s = Script::new(vec![]);
+        s.policy.allow = vec![AllowRule {
+            name: Some("x".into()),
+            origin: "c.toml:1".into(),
+            place: Place {
+                ports: vec![crate::model::PortMatch::Range(867, 867)],
+                ..Place::default()
+            },
+            holder: Holder {
+                exes: vec!["/tmp/x".into()],
+                users: vec![UserMatch::Uid(0)],
+                ..Holder::default()
+            },
+            ..AllowRule::default()
+        }];
+        assert_eq!(
+            s.at(0, vec![listener(867, 11, "/tmp/x")]),
+            [(ListenerPresent, 867)]
+        );
+        assert_eq!(s.tracker.alert_count(), 0);
+        assert!(s.at(1, vec![]).is_empty());
+        let mut theirs = listener(867, 12, "/tmp/x");
+        if let Owner::Process(p) = &mut theirs.owner {
+            std::sync::Arc::make_mut(p).uid = Some(1000);
+        }
+        assert_eq!(
+            s.at(2, vec![theirs]),
+            [(ListenerRestarted, 867), (AlertRaised, 867)]
+        );
+        // Root's back: cleared, with why.
+        assert!(s.at(3, vec![]).is_empty());
+        let out = s.events(4, vec![listener(867, 13, "/tmp/x")]);
+        assert_eq!(out[1].kind, AlertCleared);
+        assert!(
+            (out[1].detail.as_deref().unwrap_or("")).starts_with("allowed after its restart"),
+            "{:?}",
+            out[1].detail
+        );
     }
 
     #[test]
