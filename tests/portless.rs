@@ -209,3 +209,57 @@ fn dhclient_is_allowed_by_its_file_and_a_namesake_is_not() {
         }
     }
 }
+
+/// Debian's real tcpdump: started by root, it opens its socket as root and then runs as
+/// user `tcpdump`. The built-in rule allows it by the socket's maker and records it as
+/// worth a look (`VERDICT_SEVERITY=low`); the same tcpdump run by another user (given
+/// CAP_NET_RAW) is alerted.
+#[test]
+fn tcpdump_run_by_root_is_allowed_and_a_users_is_not() {
+    let tcpdump = std::path::Path::new("/usr/bin/tcpdump");
+    if !tcpdump.exists() {
+        panic!("/usr/bin/tcpdump is missing: tests/run-all.sh installs tcpdump");
+    }
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let capture = |by_user: bool| {
+        let mut c = if by_user {
+            let mut c = ns.command("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .args(["--inh-caps=+net_raw", "--ambient-caps=+net_raw"])
+                .arg(tcpdump);
+            c
+        } else {
+            ns.command(tcpdump)
+        };
+        c.args(["-i", "lo", "-n", "-w", "/dev/null"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut root = capture(false);
+    let line = d.wait_for("root's capture", |l| {
+        l.contains("\"LISTEN_KIND\":\"packet\"") && l.contains("/usr/bin/tcpdump")
+    });
+    let _ = root.kill();
+    let _ = root.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["PORTSENTINEL_EVENT"], "listener-opened", "{v}");
+    assert!(
+        v["VERDICT_REASON"]
+            .as_str()
+            .unwrap()
+            .contains("built-in rule \"tcpdump run by root (capture)\""),
+        "{v}"
+    );
+    assert_eq!(v["VERDICT_SEVERITY"], "low", "{v}");
+    let mut user = capture(true);
+    let alert = d.wait_for("a user's capture", |l| {
+        l.contains("\"PORTSENTINEL_EVENT\":\"alert-raised\"") && l.contains("/usr/bin/tcpdump")
+    });
+    let _ = user.kill();
+    let _ = user.wait();
+    let v: serde_json::Value = serde_json::from_str(&alert).unwrap();
+    assert_eq!(v["ALERT_SEVERITY"], "high", "{v}");
+}

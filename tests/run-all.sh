@@ -37,6 +37,8 @@ need=(
   "ypbind:nis"
   # The real DHCP client whose packet socket the built-in rule allows (tests/portless.rs).
   "dhclient:isc-dhcp-client"
+  # A real capture tool, allowed when root starts it (tests/portless.rs).
+  "tcpdump:tcpdump"
   # The compiler of record for the eBPF program: tests/bpf_object.rs rebuilds
   # bpf/instant.bpf.o from its source and checks it is the committed one.
   "clang-14:clang-14"

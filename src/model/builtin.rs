@@ -31,6 +31,7 @@ fn rule(name: &str, exe: &str, place: Place) -> AllowRule {
             ..Holder::default()
         },
         until: None,
+        severity: None,
     }
 }
 
@@ -120,7 +121,9 @@ const PACKET_PROGRAMS: [(&str, &[&str]); 7] = [
     ("hostapd (EAPOL)", &["/usr/sbin/hostapd"]),
 ];
 
-/// Capture tools, allowed when root runs them (anyone else is alerted).
+/// Capture tools, allowed when root started them: their socket was made by root (they
+/// may run as a user of their own by the time the daemon looks). Anyone else's is
+/// alerted.
 const CAPTURE_TOOLS: [(&str, &[&str]); 3] = [
     (
         "tcpdump run by root (capture)",
@@ -147,12 +150,14 @@ fn packet(name: &str, exes: &[&str], root_only: bool) -> AllowRule {
         holder: Holder {
             exes: exes.iter().map(|&e| e.to_owned()).collect(),
             users: if root_only {
-                vec![UserMatch::Uid(0)]
+                vec![UserMatch::SocketUid(0)]
             } else {
                 Vec::new()
             },
             ..Holder::default()
         },
         until: None,
+        // A capture running is allowed, and still recorded as worth a look.
+        severity: root_only.then_some(super::policy::Severity::Low),
     }
 }

@@ -263,6 +263,7 @@ impl Policy {
                 RuleMatch::Yes => {
                     let mut v = Verdict::allowed(format!("allowed by {}", rule.describe()));
                     v.rule = Some(i);
+                    v.severity = rule.severity.unwrap_or(v.severity);
                     return v;
                 }
                 RuleMatch::ExeNotHost(why) if near_miss.is_none() => {
@@ -705,6 +706,28 @@ mod tests {
             &listener(Protocol::Udp, "127.0.0.1", 60000, process("a", "/a")),
         );
         assert_eq!((v.alert, v.severity), (true, Severity::Low));
+    }
+
+    /// tcpdump started by root opens its socket as root, then runs as `tcpdump`: allowed
+    /// by the socket's maker, not the process's uid now. Anyone else's is alerted.
+    #[test]
+    fn a_capture_tool_is_allowed_when_root_made_its_socket() {
+        use crate::model::Filter;
+        let reg = Registry::builtin();
+        let p = Policy::default();
+        let mut tcpdump = process("tcpdump", "/usr/bin/tcpdump");
+        if let Owner::Process(p) = &mut tcpdump {
+            std::sync::Arc::make_mut(p).uid = Some(105);
+        }
+        let mut l = portless(Protocol::Packet, 3, Filter::Attached(4), tcpdump);
+        let v = p.judge_with(&reg, &l);
+        assert!(
+            !v.alert && v.reason.contains("tcpdump run by root"),
+            "{v:?}"
+        );
+        assert_eq!(v.severity, Severity::Low, "allowed, and still worth a look");
+        l.uid = 1000;
+        assert!(p.judge_with(&reg, &l).alert, "a user's own capture");
     }
 
     fn portless(

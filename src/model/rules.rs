@@ -94,6 +94,10 @@ impl AddressMatch {
 pub enum UserMatch {
     Name(String),
     Uid(u32),
+    /// The uid the socket was made with, whatever its holder runs as now: a capture
+    /// tool started by root opens its socket as root, then drops to a user of its own
+    /// (Debian's tcpdump runs as `tcpdump`). Built-in rules only.
+    SocketUid(u32),
 }
 
 /// A network namespace a rule accepts.
@@ -254,6 +258,7 @@ impl Holder {
         self.users.iter().any(|u| match u {
             UserMatch::Uid(n) => *n == uid,
             UserMatch::Name(n) => host.uid_of(n) == Some(uid),
+            UserMatch::SocketUid(n) => *n == l.uid,
         })
     }
 
@@ -276,6 +281,7 @@ impl Holder {
                 .map(|u| match u {
                     UserMatch::Name(n) => n.clone(),
                     UserMatch::Uid(n) => n.to_string(),
+                    UserMatch::SocketUid(n) => format!("{n} (the socket's maker)"),
                 })
                 .collect();
             format!("user {}", join(&users))
@@ -294,6 +300,9 @@ pub struct AllowRule {
     pub holder: Holder,
     /// The rule matches nothing from this moment on.
     pub until: Option<SystemTime>,
+    /// The severity of what it allows, when that is more than `info`: allowed, not
+    /// alerted, but worth a look (a capture tool). Built-in rules only.
+    pub severity: Option<super::policy::Severity>,
 }
 
 impl AllowRule {

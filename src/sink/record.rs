@@ -125,6 +125,10 @@ impl Record {
             f.push(("ALERT_SEVERITY", verdict.severity.to_string()));
         } else {
             f.push(("VERDICT_REASON", verdict.reason.clone()));
+            // Allowed, yet worth a look (a capture tool running).
+            if verdict.severity != crate::model::Severity::Info {
+                f.push(("VERDICT_SEVERITY", verdict.severity.to_string()));
+            }
         }
         if e.alert_suppressed {
             f.push(("ALERT_SUPPRESSED", "flapping".to_owned()));
