@@ -85,8 +85,9 @@ fn impostor(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// `[[expect]]` on 22: a program named sshd that is not the expected file is alerted
-/// (unexpected-owner, naming both); nothing on 22 for longer than the grace is one
+/// `[[expect]]` on 22, held as expected when the daemon starts; then a program named sshd
+/// that is not the expected file takes the port: alerted once (unexpected-owner, naming
+/// both), and nothing that satisfies the entry for longer than the grace is one
 /// listener-missing record; the expected program back is one listener-restored.
 #[test]
 fn an_expected_owner_and_a_required_listener() {
@@ -102,10 +103,13 @@ fn an_expected_owner_and_a_required_listener() {
         ),
     )
     .unwrap();
+    let first = ns.listen(&["tcp:0.0.0.0:22"]);
+    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
+    d.wait_for("the expected listener", |l| l.contains("LISTEN_PORT=22"));
+    first.stop();
     let mut c = ns.command(&fake);
     c.args(["--name", "sshd", "tcp:0.0.0.0:22"]);
     let wrong = util::Listen::start(c);
-    let mut d = Daemon::start(&ns, &["--log", "text", "--config", cfg.to_str().unwrap()]);
     let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
     assert!(alert.contains(" ALERT_SEVERITY=high"), "{alert}");
     let reason = alert.split("ALERT_REASON=").nth(1).unwrap();
@@ -122,8 +126,8 @@ fn an_expected_owner_and_a_required_listener() {
         "unexpected-owner"
     );
 
-    wrong.stop();
     let missing = d.wait_for("the missing record", |l| l.contains("listener-missing"));
+    wrong.stop();
     assert!(
         missing.contains(" <4> ") && missing.contains(" EXPECT_NAME=ssh "),
         "{missing}"
@@ -136,6 +140,7 @@ fn an_expected_owner_and_a_required_listener() {
     assert!(restored.contains(" <5> "), "{restored}");
     let (_, seen) = d.terminate_lines();
     let count = |needle: &str| seen.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(count("PORTSENTINEL_EVENT=alert-raised"), 1, "{seen:#?}");
     assert_eq!(count("PORTSENTINEL_EVENT=listener-missing"), 1, "{seen:#?}");
     assert_eq!(
         count("PORTSENTINEL_EVENT=listener-restored"),
@@ -296,21 +301,38 @@ impl Drop for Running {
     }
 }
 
-/// Runs `program` in the namespace until the scan shows a listener of its own; returns
-/// those listeners (the program is stopped again).
-fn start_and_scan(ns: &Netns, program: &mut Command, exe: &str) -> Vec<serde_json::Value> {
+/// Runs `program` in the namespace until the scan shows its well-known listeners, the
+/// same two scans in a row (it has opened all it opens); returns those listeners, after
+/// `scan --check` has said nothing in the namespace is alerted (the program is stopped
+/// again). `config` is the config `scan` reads: the default policy, whatever the machine
+/// has at /etc/portsentinel.
+fn start_and_scan(
+    ns: &Netns,
+    program: &mut Command,
+    exe: &str,
+    config: &str,
+) -> Vec<serde_json::Value> {
     let spawned = program.stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     let _running = Running(spawned.unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut before: Option<Vec<serde_json::Value>> = None;
     loop {
-        let scan = scan_json(ns, &[]);
+        let scan = scan_json(ns, &["--config", config]);
         let own: Vec<serde_json::Value> = scan
             .into_iter()
             .filter(|e| e["process"]["exe"] == exe && e["range"] == "well-known")
             .collect();
-        if !own.is_empty() {
+        let ports = |v: &[serde_json::Value]| -> Vec<String> {
+            v.iter()
+                .map(|e| format!("{}/{}", e["port"], e["protocol"]))
+                .collect()
+        };
+        if !own.is_empty() && before.as_deref().is_some_and(|b| ports(b) == ports(&own)) {
+            let check = ns.portsentinel(&["scan", "--check", "--config", config]);
+            assert!(check.status.success(), "{exe}: {}", util::stdout(&check));
             return own;
         }
+        before = Some(own);
         assert!(Instant::now() < deadline, "{exe} never listened");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -334,10 +356,14 @@ fn real_daemons_are_allowed_by_the_built_in_rules() {
     .unwrap();
     let yp = tmp.path().join("yp.conf");
     std::fs::write(&yp, "ypserver 127.0.0.1\n").unwrap();
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.to_str().unwrap();
     let mut rpcbind = ns.command("/usr/sbin/rpcbind");
     let spawned = rpcbind.args(["-f", "-w"]).spawn();
     let rpcbind = Running(spawned.expect("rpcbind (Debian package rpcbind)"));
     let mut seen = Vec::new();
+    let mut starts: std::collections::HashMap<&str, usize> = Default::default();
     for _ in 0..6 {
         let mut chronyd = ns.command("/usr/sbin/chronyd");
         chronyd.args(["-d", "-x", "-f"]).arg(&conf);
@@ -353,11 +379,12 @@ fn real_daemons_are_allowed_by_the_built_in_rules() {
             (statd, "/usr/sbin/rpc.statd"),
             (ypbind, "/usr/sbin/ypbind"),
         ] {
-            seen.extend(start_and_scan(&ns, &mut cmd, exe));
+            seen.extend(start_and_scan(&ns, &mut cmd, exe, empty));
+            *starts.entry(exe).or_default() += 1;
         }
     }
     drop(rpcbind);
-    assert!(seen.len() >= 18, "{seen:#?}");
+    assert!(starts.values().all(|&n| n == 6), "{starts:?}");
     for e in &seen {
         assert_eq!(e["verdict"]["alert"], false, "{e}");
         assert!(
@@ -371,7 +398,52 @@ fn real_daemons_are_allowed_by_the_built_in_rules() {
     // Impostors: a name is not a program, and chrony's port is allowed on loopback only.
     let _named = ns.listen(&["--name", "rpc.statd", "udp:0.0.0.0:867"]);
     let _wide = ns.listen(&["udp:0.0.0.0:323"]);
-    let scan = scan_json(&ns, &[]);
+    let scan = scan_json(&ns, &["--config", empty]);
     assert_eq!(find(&scan, "udp", 867)[0]["verdict"]["alert"], true);
     assert_eq!(find(&scan, "udp", 323)[0]["verdict"]["alert"], true);
+}
+
+/// The real chronyd told to take its command port on every interface: its rule is for
+/// loopback only, so it is alerted.
+#[test]
+fn chronyd_on_every_interface_is_alerted() {
+    let ns = Netns::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("chrony.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pidfile {0}/chronyd.pid\ncmdport 323\nbindcmdaddress 0.0.0.0\ndriftfile {0}/drift\n",
+            tmp.path().display()
+        ),
+    )
+    .unwrap();
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let mut chronyd = ns.command("/usr/sbin/chronyd");
+    chronyd.args(["-d", "-x", "-f"]).arg(&conf);
+    let _running = Running(
+        chronyd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let wide = loop {
+        let scan = scan_json(&ns, &["--config", empty.to_str().unwrap()]);
+        if let Some(e) = scan.into_iter().find(|e| {
+            e["process"]["exe"] == "/usr/sbin/chronyd"
+                && e["port"] == 323
+                && e["address"] == "0.0.0.0"
+        }) {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chronyd never listened on 0.0.0.0:323"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(wide["verdict"]["alert"], true, "{wide}");
 }

@@ -708,6 +708,41 @@ mod tests {
         assert_eq!((v.alert, v.severity), (true, Severity::Low));
     }
 
+    /// chronyd's command port is allowed where chronyd keeps it, 323/udp on loopback,
+    /// by the file; on any other address, or by another program, alerted.
+    #[test]
+    fn chronyd_is_allowed_on_its_loopback_command_port_only() {
+        let reg = Registry::builtin();
+        let p = Policy::default();
+        let chronyd = process("chronyd", "/usr/sbin/chronyd");
+        let judge = |proto, addr: &str, owner: &Owner| {
+            p.judge_with(&reg, &listener(proto, addr, 323, owner.clone()))
+        };
+        for addr in ["127.0.0.1", "::1"] {
+            let v = judge(Protocol::Udp, addr, &chronyd);
+            assert!(
+                !v.alert && v.reason.contains("chronyd command port"),
+                "{v:?}"
+            );
+        }
+        assert!(
+            judge(Protocol::Udp, "0.0.0.0", &chronyd).alert,
+            "all interfaces"
+        );
+        assert!(
+            judge(Protocol::Udp, "10.0.0.5", &chronyd).alert,
+            "an address"
+        );
+        // 323/tcp is IANA's rpki-rtr: not alerted by default, and not by chronyd's rule.
+        let tcp = judge(Protocol::Tcp, "127.0.0.1", &chronyd);
+        assert!(!tcp.reason.contains("chronyd"), "{tcp:?}");
+        let namesake = process("chronyd", "/tmp/chronyd");
+        assert!(
+            judge(Protocol::Udp, "127.0.0.1", &namesake).alert,
+            "a namesake"
+        );
+    }
+
     /// tcpdump started by root opens its socket as root, then runs as `tcpdump`: allowed
     /// by the socket's maker, not the process's uid now. Anyone else's is alerted.
     #[test]
