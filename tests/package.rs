@@ -34,6 +34,9 @@ fn lintian_reports_no_error() {
     eprintln!("lintian:\n{text}{}", String::from_utf8_lossy(&out.stderr));
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E:")).collect();
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
+    // Exit 0: it read the package and found no error (1 is errors, 2 a failure to run
+    // at all, which must not pass for "no error").
+    assert!(out.status.success(), "lintian exited with {}", out.status);
 }
 
 #[test]
