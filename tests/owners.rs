@@ -115,6 +115,37 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
     assert!(d.terminate().success());
 }
 
+/// A thread with an fd table of its own (`unshare(CLONE_FILES)`) listens on 867: the
+/// socket is in no `/proc/PID/fd`, only in that thread's table. Its process is named,
+/// never "kernel".
+#[test]
+fn a_socket_in_a_threads_own_fd_table_is_its_process() {
+    let ns = Netns::new();
+    let script = "import ctypes, os, socket, sys, threading\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        def hide():\n\
+        \x20   assert libc.unshare(0x400) == 0  # CLONE_FILES\n\
+        \x20   s = socket.socket()\n\
+        \x20   s.bind(('0.0.0.0', 867))\n\
+        \x20   s.listen()\n\
+        \x20   print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+        \x20   threading.Event().wait()\n\
+        threading.Thread(target=hide, daemon=True).start()\n\
+        sys.stdin.readline()\n";
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    let l = Listen::start(c);
+    let main_table = std::fs::read_dir(format!("/proc/{}/fd", l.pid)).unwrap();
+    let in_main = main_table.flatten().any(|e| {
+        std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+    });
+    assert!(!in_main, "the socket is in the thread's table only");
+    let scan = scan_json(&ns, &[]);
+    let e = find(&scan, "tcp", 867)[0];
+    assert_eq!(e["process"]["pid"], l.pid, "{e}");
+    assert!(e["owner_unknown"].is_null(), "{e}");
+}
+
 /// An allowed program that keeps its listening socket and `execve`s another: same pid,
 /// same start time, same descriptor. The owner's program is checked again on later
 /// polls, so the change is recorded and the new program judged (and alerted).

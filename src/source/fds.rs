@@ -83,52 +83,93 @@ impl FdScanner {
             path.clear();
             use std::fmt::Write as _;
             let _ = write!(path, "{}/{}/fd", self.root.display(), pid.0);
-            let fd_dir = match open_dir(Path::new(&path)) {
-                Ok(fd) => fd,
-                Err(e) if gone(&e) => continue, // exited, or not a process
-                // Refused, or out of descriptors or memory: this table was not read, so
-                // no owner found elsewhere may be called "none".
-                Err(_) => {
+            self.read_table(Path::new(&path), pid, (wanted, &mut missing), &mut scan);
+        }
+        scan
+    }
+
+    /// The fd tables of the other threads of `order`'s processes, for what [`scan`]
+    /// did not find: a thread may have a table of its own (`unshare(CLONE_FILES)`), and
+    /// a process whose main thread has exited shows an empty `/proc/PID/fd` while its
+    /// other threads run on. Found there, a socket is the process's (its pid). Read
+    /// only before an owner is called none (kernel or in flight): it reads every thread.
+    ///
+    /// [`scan`]: Self::scan
+    pub fn scan_threads(&mut self, order: &[Pid], wanted: &HashSet<Inode>) -> FdScan {
+        let mut scan = FdScan::default();
+        let mut missing = wanted.len();
+        for &pid in order {
+            if missing == 0 {
+                break;
+            }
+            let tasks = self.root.join(pid.0.to_string()).join("task");
+            let Ok(entries) = std::fs::read_dir(&tasks) else {
+                continue; // exited
+            };
+            for entry in entries.flatten() {
+                let tid = entry.file_name();
+                if missing == 0 || tid.to_str() == Some(&pid.0.to_string()) {
+                    continue;
+                }
+                let fd = entry.path().join("fd");
+                self.read_table(&fd, pid, (wanted, &mut missing), &mut scan);
+            }
+        }
+        scan
+    }
+
+    /// Reads one fd table, noting each inode of `wanted` it holds as `pid`'s.
+    fn read_table(
+        &mut self,
+        path: &Path,
+        pid: Pid,
+        (wanted, missing): (&HashSet<Inode>, &mut usize),
+        scan: &mut FdScan,
+    ) {
+        let fd_dir = match open_dir(path) {
+            Ok(fd) => fd,
+            Err(e) if gone(&e) => return, // exited, or not a process
+            // Refused, or out of descriptors or memory: this table was not read, so
+            // no owner found elsewhere may be called "none".
+            Err(_) => {
+                scan.denied = true;
+                return;
+            }
+        };
+        scan.pids_read += 1;
+        let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+            scan.denied = true;
+            return;
+        };
+        while let Some(entry) = dir.read() {
+            let Ok(entry) = entry else {
+                // A table read halfway is not a table read.
+                scan.denied |= !matches!(
+                    entry,
+                    Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH)
+                );
+                return;
+            };
+            let name = entry.file_name();
+            let Some(fd) = parse_pid(name) else {
+                continue; // `.` and `..`
+            };
+            let inode = match self.socket_inode(&fd_dir, name) {
+                Ok(Some(inode)) => inode,
+                Ok(None) => continue,
+                Err(Refused) => {
                     scan.denied = true;
                     continue;
                 }
             };
-            scan.pids_read += 1;
-            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
-                scan.denied = true;
-                continue;
-            };
-            while let Some(entry) = dir.read() {
-                let Ok(entry) = entry else {
-                    // A table read halfway is not a table read.
-                    scan.denied |= !matches!(
-                        entry,
-                        Err(rustix::io::Errno::NOENT | rustix::io::Errno::SRCH)
-                    );
-                    break;
-                };
-                let name = entry.file_name();
-                let Some(fd) = parse_pid(name) else {
-                    continue; // `.` and `..`
-                };
-                let inode = match self.socket_inode(&fd_dir, name) {
-                    Ok(Some(inode)) => inode,
-                    Ok(None) => continue,
-                    Err(Refused) => {
-                        scan.denied = true;
-                        continue;
-                    }
-                };
-                if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
-                    scan.found.insert(inode, (pid, fd));
-                    missing -= 1;
-                    if missing == 0 {
-                        break;
-                    }
+            if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
+                scan.found.insert(inode, (pid, fd));
+                *missing -= 1;
+                if *missing == 0 {
+                    return;
                 }
             }
         }
-        scan
     }
 
     /// `socket:[N]` → N for one fd link; `Ok(None)` for anything else or a link that

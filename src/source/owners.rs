@@ -296,6 +296,18 @@ impl<D: ProcessDetails> Attributor<D> {
         self.previous_pids = pids.iter().map(|p| p.pid).collect();
         let set: HashSet<Inode> = wanted.keys().copied().collect();
         let mut scan = self.fds.scan(&order, &set);
+        // Before any socket is called no process's: the tables of threads too.
+        let rest: HashSet<Inode> = set
+            .iter()
+            .filter(|i| !scan.found.contains_key(i))
+            .copied()
+            .collect();
+        if !rest.is_empty() && listed {
+            let threads = self.fds.scan_threads(&order, &rest);
+            scan.pids_read += threads.pids_read;
+            scan.denied |= threads.denied;
+            scan.found.extend(threads.found);
+        }
         scan.pids_read += self.prefer_parents(&mut scan.found);
         let details = self.details_of(&scan);
         let mut changed = false;
