@@ -75,6 +75,12 @@ fn the_package_installs_runs_and_purges_without_a_trace() {
     let alerts = sd.wait_journal(&["-u", "portsentinel", "LISTEN_PORT=867", "PRIORITY=4"], 1);
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     sd.sh_ok("test -s /var/lib/portsentinel/alerts.json");
+    // The catalog is in journald's database: `journalctl -x` explains the alert.
+    let explained = sd.sh_ok("journalctl -x --no-pager -u portsentinel LISTEN_PORT=867 PRIORITY=4");
+    assert!(
+        explained.contains("What to do"),
+        "no catalog text:\n{explained}"
+    );
 
     // What the package put on the machine.
     let files: Vec<String> = sd
@@ -93,7 +99,11 @@ fn the_package_installs_runs_and_purges_without_a_trace() {
     sd.sh_ok("dpkg --purge portsentinel");
     let left = sd.sh_ok(&format!(
         "for f in {}; do [ -d \"$f\" ] || {{ [ -e \"$f\" ] || [ -L \"$f\" ]; }} && [ ! -d \"$f\" ] && echo \"$f\"; done
-         for d in /var/lib/portsentinel /var/lib/private/portsentinel /etc/portsentinel; do
+         for d in /var/lib/portsentinel /var/lib/private/portsentinel /etc/portsentinel \
+                  /run/portsentinel \
+                  /etc/systemd/system/multi-user.target.wants/portsentinel.service \
+                  /var/lib/systemd/deb-systemd-helper-enabled/portsentinel.service \
+                  /var/lib/systemd/deb-systemd-helper-enabled/multi-user.target.wants/portsentinel.service; do
              {{ [ -e \"$d\" ] || [ -L \"$d\" ]; }} && echo \"$d\"
          done
          true",
