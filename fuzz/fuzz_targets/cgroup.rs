@@ -1,8 +1,9 @@
 //! `portsentinel::source::cgroup::unit_from_cgroup`: the systemd unit in
 //! `/proc/PID/cgroup`.
 //!
-//! Invariants: no panic; a unit ends with ".service" or ".scope", contains no '/', and
-//! appears in the input.
+//! Invariants: no panic; a unit ends with ".service" or ".scope"; it is one path
+//! component of the input, or a user's service manager (`user@UID.service`) and one
+//! component below it, each in the input.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,10 +18,19 @@ fuzz_target!(|data: &[u8]| {
             unit.ends_with(".service") || unit.ends_with(".scope"),
             "unit {unit:?} from {content:?}"
         );
-        assert!(!unit.contains('/'), "unit {unit:?} from {content:?}");
-        assert!(
-            content.contains(unit.as_str()),
-            "unit {unit:?} not in {content:?}"
-        );
+        let (manager, own) = match unit.split_once('/') {
+            Some((m, u)) => (Some(m), u),
+            None => (None, unit.as_str()),
+        };
+        assert!(!own.contains('/'), "unit {unit:?} from {content:?}");
+        assert!(content.contains(own), "unit {unit:?} not in {content:?}");
+        if let Some(m) = manager {
+            let uid = m.strip_prefix("user@").and_then(|m| m.strip_suffix(".service"));
+            assert!(
+                uid.is_some_and(|u| u.parse::<u32>().is_ok()),
+                "manager {m:?} of {unit:?}"
+            );
+            assert!(content.contains(m), "manager {m:?} not in {content:?}");
+        }
     }
 });
