@@ -6,7 +6,8 @@
 //! cargo run --example listen -- --name 'evil<b>' tcp:127.0.0.1:0*50
 //! ```
 //!
-//! Specs: `PROTO:ADDR:PORT[:v6only|:dual][*COUNT]`, PROTO one of `tcp`, `udp`, `udplite`,
+//! Specs: `PROTO:ADDR:PORT[:v6only|:dual][:reuse][*COUNT]` (`:reuse`: `SO_REUSEADDR`, to
+//! share a UDP port with another socket that has it), PROTO one of `tcp`, `udp`, `udplite`,
 //! `sctp`, `udp-connected` (a client socket bound to an ephemeral port and connected to
 //! ADDR:PORT); `packet:all[:filter]` and `raw:tcp[:filter]`, sockets with no port (with a
 //! classic BPF filter attached);
@@ -58,6 +59,12 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
     let (kind, rest) = spec
         .split_once(':')
         .ok_or_else(|| format!("{spec}: expected PROTO:ADDR:PORT"))?;
+    // `:reuse`: SO_REUSEADDR on a UDP socket, to share its address and port with
+    // another socket that has it too.
+    let (rest, reuse) = match rest.strip_suffix(":reuse") {
+        Some(r) => (r, true),
+        None => (rest, false),
+    };
     let (addr, flag) = match rest.rsplit_once(':') {
         Some((a, f)) if f == "v6only" || f == "dual" => (a, Some(f == "v6only")),
         _ => (rest, None),
@@ -86,7 +93,7 @@ fn open(spec: &str) -> Result<Vec<Socket>, String> {
             s.connect(&addr.into())
                 .map_err(|e| format!("{spec}: connect: {e}"))?;
         } else {
-            if kind == "tcp" {
+            if kind == "tcp" || reuse {
                 s.set_reuse_address(true)
                     .map_err(|e| format!("{spec}: {e}"))?;
             }

@@ -18,6 +18,7 @@ fn socket_of(l: &TcpListener) -> Socket {
         v6only: None,
         uid: 0,
         inode,
+        cookie: 0,
         netns: 0,
         portless: None,
         zone: None,

@@ -146,6 +146,39 @@ fn a_hundred_short_listeners_are_a_hundred_alerts_without_duplicates() {
     assert_eq!(ours(&lines, "alert-cleared").len(), 100);
 }
 
+/// A UDP socket of 5 ms that shares its address and port with a lasting one
+/// (`SO_REUSEADDR` on both, as beside avahi on 5353): told apart by the kernel's socket
+/// cookie, so the short one is recorded, not taken for the one that stays.
+#[test]
+fn a_short_udp_socket_beside_a_lasting_one_on_the_same_port_is_recorded() {
+    let _kernel = shared();
+    let ns = Netns::new();
+    let (_dir, config) = config_file("[policy]\nalert_on = [\"any\"]\n");
+    let config = config.to_str().unwrap().to_owned();
+    let mut d = daemon(&ns, &["--config", &config, "--interval", "1s"]);
+    let script = "import os, socket, sys\n\
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+        s.bind(('127.0.0.1', 5999))\n\
+        print(f'ready pid={os.getpid()} ports=5999', flush=True)\n\
+        sys.stdin.readline()\n";
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    let lasting = util::Listen::start(c);
+    d.lines.wait_until("the lasting socket", |ls| {
+        !records_of(ls, "alert-raised", lasting.pid).is_empty()
+    });
+    let pid = short_lived(&ns, "5", &["udp:127.0.0.1:5999:reuse"]);
+    d.lines.wait_until("the short one cleared", |ls| {
+        !records_of(ls, "alert-cleared", pid).is_empty()
+    });
+    let (_, lines) = d.terminate_lines();
+    let raised = records_of(&lines, "alert-raised", pid);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0]["EVENT_SOURCE"], "ebpf", "{}", raised[0]);
+    assert_eq!(raised[0]["LISTEN_PORT"], "5999", "{}", raised[0]);
+}
+
 /// One port opened and closed in a loop, 2,000 times (what any user can do to flood the
 /// journal): at most one opened/closed pair per `restart_grace` of flapping (the rest
 /// are counted, or are the poll's one listener), and a real listener opened right after

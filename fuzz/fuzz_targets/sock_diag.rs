@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             v6only: None,
             uid: 0,
             inode: portsentinel::model::Inode(1),
+            cookie: 0,
             netns: 0,
             portless: None,
             zone: None,

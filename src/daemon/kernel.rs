@@ -289,9 +289,17 @@ impl Daemon {
             .filter(|s| s.protocol == Protocol::Tcp)
             .map(|s| s.inode)
             .collect();
+        // UDP sockets by their cookie where the source gives it (sock_diag): two sockets
+        // may share an address and port (`SO_REUSEADDR`), and a short-lived one beside a
+        // lasting one must not pass for it. By place where it does not (`/proc/net`).
+        let cookies: HashSet<u64> = sockets
+            .iter()
+            .filter(|s| s.protocol.is_datagram() && s.cookie != 0)
+            .map(|s| s.cookie)
+            .collect();
         let places: HashSet<(u64, Protocol, IpAddr, u16)> = sockets
             .iter()
-            .filter(|s| s.protocol.is_datagram())
+            .filter(|s| s.protocol.is_datagram() && s.cookie == 0)
             .map(|s| (s.netns, s.protocol, s.address, s.port))
             .collect();
         let now_ns = boottime_ns();
@@ -304,7 +312,10 @@ impl Daemon {
             .sightings
             .resolve(now_ns, &|e| match e.protocol {
                 Protocol::Tcp => inodes.contains(&Inode(e.key)),
-                _ => places.contains(&(e.netns, e.protocol, e.address, e.port)),
+                _ => {
+                    cookies.contains(&e.key)
+                        || places.contains(&(e.netns, e.protocol, e.address, e.port))
+                }
             });
         self.annotate(events);
         let now = super::now();

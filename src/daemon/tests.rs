@@ -37,6 +37,7 @@ impl World {
             v6only: None,
             uid: 0,
             inode: Inode(inode),
+            cookie: 0,
             netns: 0,
             portless: None,
             zone: None,

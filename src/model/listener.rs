@@ -238,6 +238,9 @@ pub struct Socket {
     pub uid: u32,
     /// 0 for a socket no file refers to (some kernel sockets).
     pub inode: Inode,
+    /// The kernel's cookie for the socket (what eBPF programs see), from sock_diag; 0
+    /// when the source cannot say (`/proc/net`).
+    pub cookie: u64,
     /// The inode of the network namespace it lives in (0 until the source says).
     pub netns: u64,
     /// For packet and raw sockets: what they listen to.

@@ -161,6 +161,7 @@ mod tests {
             v6only: None,
             uid: 33,
             inode: Inode(inode),
+            cookie: 0,
             netns: 0,
             portless: None,
             zone: None,

@@ -701,6 +701,7 @@ mod tests {
             v6only: None,
             uid: 0,
             inode: Inode(inode),
+            cookie: 0,
             netns: 0,
             portless: None,
             zone: None,

@@ -104,6 +104,7 @@ fn parse_socket(payload: &[u8]) -> Result<Socket, ParseFailure> {
         v6only: None,
         uid,
         inode: Inode(u64::from(inode)),
+        cookie: 0,
         netns: 0,
         zone: None,
         portless: Some(Box::new(PortLess {

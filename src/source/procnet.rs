@@ -99,6 +99,7 @@ fn parse_line(
         v6only: None,
         uid,
         inode: Inode(inode),
+        cookie: 0,
         netns: 0,
         // /proc/net does not say which interface a link-local address is on.
         zone: None,
@@ -144,6 +145,7 @@ pub fn parse_packet(reader: impl BufRead, out: &mut Vec<Socket>) -> Result<(), (
             v6only: None,
             uid,
             inode: Inode(inode),
+            cookie: 0,
             netns: 0,
             zone: None,
             portless: Some(Box::new(PortLess {

@@ -150,6 +150,13 @@ fn parse_socket(payload: &[u8], protocol: Protocol) -> Result<Socket, ParseFailu
     Ok(socket(&h, v6only, protocol))
 }
 
+/// `idiag_cookie`: two 32-bit halves in the host's order, low half first; the value
+/// `bpf_get_socket_cookie` gives for the same socket.
+fn cookie(b: [u8; 8]) -> u64 {
+    let half = |i: usize| u64::from(u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]));
+    half(4) << 32 | half(0)
+}
+
 /// The socket a reply describes; `IPV6_V6ONLY` only means something for an IPv6 address.
 fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> Socket {
     let address: IpAddr = h.socket_id.source_address;
@@ -160,6 +167,7 @@ fn socket(h: &InetResponseHeader, v6only: Option<bool>, protocol: Protocol) -> S
         v6only: if address.is_ipv6() { v6only } else { None },
         uid: h.uid,
         inode: Inode(u64::from(h.inode)),
+        cookie: cookie(h.socket_id.cookie),
         netns: 0,
         portless: None,
         zone: crate::model::Zone::of(address, h.socket_id.interface_id).map(Box::new),
@@ -500,6 +508,14 @@ mod tests {
         p.extend_from_slice(&1000u32.to_ne_bytes()); // uid
         p.extend_from_slice(&4242u32.to_ne_bytes()); // inode
         nlmsg(SOCK_DIAG_BY_FAMILY, 2, &p)
+    }
+
+    #[test]
+    fn the_cookie_is_the_one_ebpf_sees() {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&0x1234_5678u32.to_ne_bytes());
+        b[4..].copy_from_slice(&0x9abc_def0u32.to_ne_bytes());
+        assert_eq!(cookie(b), 0x9abc_def0_1234_5678);
     }
 
     #[test]
