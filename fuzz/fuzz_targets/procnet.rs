@@ -1,5 +1,6 @@
 //! `portsentinel::source::procnet::parse_reader`: `/proc/net/{tcp,tcp6,udp,udp6}` (and
-//! `udplite`, `raw`), and `parse_packet`: `/proc/net/packet`.
+//! `udplite`, `raw`), `parse_packet`: `/proc/net/packet`, and `parse_sctp_eps`:
+//! `/proc/net/sctp/eps`.
 //!
 //! Invariants: no panic; only appends to `out`; at most one socket per line after the
 //! header; every socket carries the protocol asked for and `v6only: None`; an error
@@ -8,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use portsentinel::model::Protocol;
-use portsentinel::source::procnet::{parse_packet, parse_reader};
+use portsentinel::source::procnet::{parse_packet, parse_reader, parse_sctp_eps};
 
 fuzz_target!(|data: &[u8]| {
     // What BufRead::lines() counts: one per '\n', plus an unterminated last line.
@@ -46,5 +47,16 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(s.protocol, Protocol::Packet);
         let p = s.portless.as_deref().expect("a packet socket says what it listens to");
         assert_eq!(p.filter, portsentinel::model::Filter::Unknown);
+    }
+    // `/proc/net/sctp/eps`: at most one SCTP listener per line after the header, never
+    // on port 0.
+    let mut out = Vec::new();
+    if let Err((line, message)) = parse_sctp_eps(data, &mut out) {
+        assert!(line >= 1 && line <= lines, "error on line {line} of {lines}: {message}");
+    }
+    assert!(out.len() <= lines.saturating_sub(1));
+    for s in &out {
+        assert_eq!(s.protocol, Protocol::Sctp);
+        assert_ne!(s.port, 0, "{s:?}");
     }
 });

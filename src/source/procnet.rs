@@ -1,4 +1,5 @@
-//! The fallback source: `/proc/net/{tcp,tcp6,udp,udp6}`.
+//! The fallback source: `/proc/net/{tcp,tcp6,udp,udp6}`, and UDP-Lite, SCTP (`sctp/eps`),
+//! raw and packet sockets.
 //!
 //! Slower than sock_diag (the kernel prints every socket in every state and we filter) and
 //! blind to `IPV6_V6ONLY`, so IPv6 sockets from here carry `v6only: None`. It is used only
@@ -116,6 +117,51 @@ fn parse_line(
     }))
 }
 
+/// Parses `/proc/net/sctp/eps`: `ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS...`, one
+/// line an endpoint; the listening ones (`SST` 10) are listeners, at their first local
+/// address (the one sctp_diag shows too).
+pub fn parse_sctp_eps(reader: impl BufRead, out: &mut Vec<Socket>) -> Result<(), (usize, String)> {
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| (i + 1, e.to_string()))?;
+        if i == 0 || line.trim().is_empty() {
+            continue; // header
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [_, _, _, state, _, port, uid, inode, ref addresses @ ..] = f[..] else {
+            return Err((i + 1, format!("{} fields, expected at least 8", f.len())));
+        };
+        // A listening endpoint has an address; were one to show none, it still listens.
+        let address = addresses.first().copied().unwrap_or("0.0.0.0");
+        let number = |what: &str, v: &str| {
+            v.parse::<u64>()
+                .map_err(|e| (i + 1, format!("{what} `{v}`: {e}")))
+        };
+        if number("state", state)? != u64::from(TCP_LISTEN) {
+            continue;
+        }
+        let port = u16::try_from(number("port", port)?).map_err(|e| (i + 1, e.to_string()))?;
+        if port == 0 {
+            continue;
+        }
+        let address: IpAddr = address
+            .parse()
+            .map_err(|e| (i + 1, format!("address `{address}`: {e}")))?;
+        out.push(Socket {
+            protocol: Protocol::Sctp,
+            address,
+            port,
+            v6only: None,
+            uid: u32::try_from(number("uid", uid)?).map_err(|e| (i + 1, e.to_string()))?,
+            inode: Inode(number("inode", inode)?),
+            cookie: 0,
+            netns: 0,
+            portless: None,
+            zone: None,
+        });
+    }
+    Ok(())
+}
+
 /// Parses `/proc/net/packet`: `sk RefCnt Type Proto Iface R Rmem User Inode`, the
 /// ethertype in hex. It does not say whether a filter is attached.
 pub fn parse_packet(reader: impl BufRead, out: &mut Vec<Socket>) -> Result<(), (usize, String)> {
@@ -200,26 +246,45 @@ impl ProcNet {
     /// Every listener: port listeners, raw and packet sockets.
     pub fn listeners(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
         let start = out.len();
-        let result = self.ports(out).and_then(|()| self.raw(out)).and_then(|()| {
-            let path = self.net_dir.join("packet");
-            let f = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                // No AF_PACKET in this kernel: no packet socket either.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(source) => return Err(ProcNetError::Read { path, source }),
-            };
-            parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| {
-                ProcNetError::Parse {
-                    path,
-                    line,
-                    message,
-                }
-            })
-        });
+        let result = self
+            .ports(out)
+            .and_then(|()| self.sctp(out))
+            .and_then(|()| self.raw(out))
+            .and_then(|()| {
+                let path = self.net_dir.join("packet");
+                let f = match std::fs::File::open(&path) {
+                    Ok(f) => f,
+                    // No AF_PACKET in this kernel: no packet socket either.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(source) => return Err(ProcNetError::Read { path, source }),
+                };
+                parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| {
+                    ProcNetError::Parse {
+                        path,
+                        line,
+                        message,
+                    }
+                })
+            });
         if result.is_err() {
             out.truncate(start);
         }
         result
+    }
+
+    /// Listening SCTP endpoints (`sctp/eps`); none when the kernel has no SCTP.
+    fn sctp(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        let path = self.net_dir.join("sctp/eps");
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(ProcNetError::Read { path, source }),
+        };
+        parse_sctp_eps(io::BufReader::new(f), out).map_err(|(line, message)| ProcNetError::Parse {
+            path,
+            line,
+            message,
+        })
     }
 
     /// Raw sockets (`raw`, `raw6`), which sock_diag gives only with `raw_diag` (and
@@ -280,6 +345,33 @@ impl ProcNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `/proc/net/sctp/eps` as the kernel prints it (`sctp_eps_seq_show`): a listener on
+    /// 867 bound to two addresses, a one-to-many socket on [::]:9899, and an endpoint not
+    /// listening.
+    #[test]
+    fn sctp_endpoints() {
+        let text = " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+            ffff8a1c3b0e4000 ffff8a1c05d9b800 1   10  12    867       0 30321 127.0.0.1 10.0.0.5 \n\
+            ffff8a1c3b0e4800 ffff8a1c05d9c000 2   10  30   9899    1000 30322 :: \n\
+            ffff8a1c3b0e5000 ffff8a1c05d9c800 1   7   0       0       0 30323 \n";
+        let mut out = Vec::new();
+        parse_sctp_eps(text.as_bytes(), &mut out).unwrap();
+        let got: Vec<(String, u16, u32, u64)> = out
+            .iter()
+            .map(|s| (s.address.to_string(), s.port, s.uid, s.inode.0))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("127.0.0.1".to_owned(), 867, 0, 30321),
+                ("::".to_owned(), 9899, 1000, 30322)
+            ]
+        );
+        assert!(out.iter().all(|s| s.protocol == Protocol::Sctp));
+        let bad = " ENDPT\nffff 1 2\n";
+        assert_eq!(parse_sctp_eps(bad.as_bytes(), &mut out).unwrap_err().0, 2);
+    }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:0363 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 31337 1 0000000000000000 100 0 0 10 0
