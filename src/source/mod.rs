@@ -117,13 +117,19 @@ impl KernelSource {
                 .diag
                 .insert(SockDiag::open().map_err(|e| e.to_string())?),
         };
-        diag.listeners(out).map_err(|e| {
+        let dumped = diag.listeners(out);
+        let missing = diag.unsupported().to_vec();
+        dumped.map_err(|e| {
             // A socket that saw an error may hold stale replies: start afresh next time.
             self.diag = None;
             e.to_string()
         })?;
-        // Raw sockets: sock_diag has them only with the `raw_diag` module.
-        self.procnet.raw(out).map_err(|e| e.to_string())
+        // Raw sockets: sock_diag has them only with the `raw_diag` module; and the
+        // protocols whose diag module this kernel lacks, from their /proc tables.
+        self.procnet.raw(out).map_err(|e| e.to_string())?;
+        self.procnet
+            .fill_in(&missing, out)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -589,9 +589,14 @@ impl MultiSource {
                     .and_then(|()| match entry.pid {
                         // Raw sockets come from /proc, through a process in it. One that
                         // has just exited fails no read: the next look finds another.
+                        // So do the protocols whose diag module the kernel lacks.
                         Some(pid) => {
                             let dir = self.proc_root.join(pid.to_string());
-                            match ProcNet::new(&dir).raw(&mut self.scratch) {
+                            let net = ProcNet::new(&dir);
+                            let read = net
+                                .raw(&mut self.scratch)
+                                .and_then(|()| net.fill_in(d.unsupported(), &mut self.scratch));
+                            match read {
                                 Err(_) if !dir.exists() => Ok(()),
                                 other => other.map_err(|e| e.to_string()),
                             }

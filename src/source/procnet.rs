@@ -250,26 +250,50 @@ impl ProcNet {
             .ports(out)
             .and_then(|()| self.sctp(out))
             .and_then(|()| self.raw(out))
-            .and_then(|()| {
-                let path = self.net_dir.join("packet");
-                let f = match std::fs::File::open(&path) {
-                    Ok(f) => f,
-                    // No AF_PACKET in this kernel: no packet socket either.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                    Err(source) => return Err(ProcNetError::Read { path, source }),
-                };
-                parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| {
-                    ProcNetError::Parse {
-                        path,
-                        line,
-                        message,
-                    }
-                })
-            });
+            .and_then(|()| self.packet(out));
         if result.is_err() {
             out.truncate(start);
         }
         result
+    }
+
+    /// The listeners of the protocols sock_diag cannot dump on this kernel (their diag
+    /// module is missing), from their tables here.
+    pub fn fill_in(
+        &self,
+        protocols: &[Protocol],
+        out: &mut Vec<Socket>,
+    ) -> Result<(), ProcNetError> {
+        for protocol in protocols {
+            match protocol {
+                Protocol::UdpLite => self.tables(
+                    &[
+                        ("udplite", Protocol::UdpLite),
+                        ("udplite6", Protocol::UdpLite),
+                    ],
+                    out,
+                )?,
+                Protocol::Sctp => self.sctp(out)?,
+                Protocol::Packet => self.packet(out)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Packet sockets (`packet`); none when the kernel has no `AF_PACKET`.
+    fn packet(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        let path = self.net_dir.join("packet");
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(ProcNetError::Read { path, source }),
+        };
+        parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| ProcNetError::Parse {
+            path,
+            line,
+            message,
+        })
     }
 
     /// Listening SCTP endpoints (`sctp/eps`); none when the kernel has no SCTP.
@@ -345,6 +369,33 @@ impl ProcNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel whose packet_diag and sctp_diag modules are missing: those listeners come
+    /// from their tables; a protocol sock_diag dumps is not read twice.
+    #[test]
+    fn what_sock_diag_cannot_dump_is_filled_in() {
+        let root = tempfile::tempdir().unwrap();
+        let net = root.path().join("net");
+        std::fs::create_dir_all(net.join("sctp")).unwrap();
+        std::fs::write(
+            net.join("packet"),
+            "sk       RefCnt Type Proto  Iface R Rmem   User   Inode\n\
+             0000000000000000 3      3    0003   2     1 0      0      4242\n",
+        )
+        .unwrap();
+        std::fs::write(
+            net.join("sctp/eps"),
+            " ENDPT     SOCK   STY SST HBKT LPORT   UID INODE LADDRS\n\
+             ffff8a1c3b0e4000 ffff8a1c05d9b800 1   10  12    867       0 30321 0.0.0.0 \n",
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let p = ProcNet::new(root.path());
+        p.fill_in(&[Protocol::Packet, Protocol::Sctp, Protocol::Tcp], &mut out)
+            .unwrap();
+        let got: Vec<(Protocol, u64)> = out.iter().map(|s| (s.protocol, s.inode.0)).collect();
+        assert_eq!(got, [(Protocol::Packet, 4242), (Protocol::Sctp, 30321)]);
+    }
 
     /// `/proc/net/sctp/eps` as the kernel prints it (`sctp_eps_seq_show`): a listener on
     /// 867 bound to two addresses, a one-to-many socket on [::]:9899, and an endpoint not

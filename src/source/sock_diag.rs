@@ -269,8 +269,8 @@ fn unsupported_once(protocol: Protocol, errno: &io::Error) {
     let errno = errno.kind();
     if std::path::Path::new(proc_file).exists() {
         tracing::warn!(
-            "{protocol} listeners are not watched: this kernel has {protocol} but answers its \
-             sock_diag dump with {errno} (its diag module is missing)"
+            "{protocol} listeners are read from {proc_file}: this kernel has {protocol} but \
+             answers its sock_diag dump with {errno} (its diag module is missing)"
         );
     } else {
         tracing::info!(
@@ -319,6 +319,11 @@ impl SockDiag {
             self.handled(Protocol::Packet, dumped)?;
         }
         Ok(())
+    }
+
+    /// The protocols this kernel has no sock_diag handler for (found so far).
+    pub fn unsupported(&self) -> &[Protocol] {
+        &self.unsupported
     }
 
     /// One kernel-filtered dump. On failure, `out` is left as it was before the call.
