@@ -89,6 +89,22 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, Failure> {
                 })
             }
         };
+        // Records that went to standard error only (the queue to journald was full):
+        // said last. (Those journald could not take are kept and sent when it returns.)
+        let diverted = log
+            .stats
+            .overflow
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if diverted > 0 {
+            records.send(Record::plain(
+                priority::WARNING,
+                None,
+                format!(
+                    "{diverted} records of this run went to standard error only, not to \
+                     journald as records: they came faster than journald took them"
+                ),
+            ));
+        }
         log.close();
         Ok(code)
     })
