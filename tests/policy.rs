@@ -338,6 +338,18 @@ fn start_and_scan(
     }
 }
 
+/// A chrony.conf in `dir` that keeps chronyd's files there and takes its command port
+/// on `bind`.
+fn chrony_conf(dir: &Path, bind: &str) -> std::path::PathBuf {
+    let conf = dir.join("chrony.conf");
+    let text = format!(
+        "pidfile {0}/chronyd.pid\ncmdport 323\nbindcmdaddress {bind}\ndriftfile {0}/drift\n",
+        dir.display()
+    );
+    std::fs::write(&conf, text).unwrap();
+    conf
+}
+
 /// Debian's real chronyd, rpc.statd and ypbind, six starts each, under the default
 /// policy: never alerted, allowed by a built-in rule; a process that merely calls itself
 /// rpc.statd, and one on 323/udp on all interfaces, are alerted.
@@ -345,15 +357,7 @@ fn start_and_scan(
 fn real_daemons_are_allowed_by_the_built_in_rules() {
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let conf = tmp.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "pidfile {0}/chronyd.pid\ncmdport 323\nbindcmdaddress 127.0.0.1\ndriftfile {0}/drift\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
+    let conf = chrony_conf(tmp.path(), "127.0.0.1");
     let yp = tmp.path().join("yp.conf");
     std::fs::write(&yp, "ypserver 127.0.0.1\n").unwrap();
     let empty = tmp.path().join("empty.toml");
@@ -409,15 +413,7 @@ fn real_daemons_are_allowed_by_the_built_in_rules() {
 fn chronyd_on_every_interface_is_alerted() {
     let ns = Netns::new();
     let tmp = tempfile::tempdir().unwrap();
-    let conf = tmp.path().join("chrony.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "pidfile {0}/chronyd.pid\ncmdport 323\nbindcmdaddress 0.0.0.0\ndriftfile {0}/drift\n",
-            tmp.path().display()
-        ),
-    )
-    .unwrap();
+    let conf = chrony_conf(tmp.path(), "0.0.0.0");
     let empty = tmp.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
     let mut chronyd = ns.command("/usr/sbin/chronyd");

@@ -117,6 +117,11 @@ fn parse_line(
     }))
 }
 
+/// A parser of one `/proc/net` table: its sockets appended, or the line that does not
+/// parse and why.
+type TableParser =
+    fn(io::BufReader<std::fs::File>, &mut Vec<Socket>) -> Result<(), (usize, String)>;
+
 /// Parses `/proc/net/sctp/eps`: `ENDPT SOCK STY SST HBKT LPORT UID INODE LADDRS...`, one
 /// line an endpoint; the listening ones (`SST` 10) are listeners, at their first local
 /// address (the one sctp_diag shows too).
@@ -283,28 +288,28 @@ impl ProcNet {
 
     /// Packet sockets (`packet`); none when the kernel has no `AF_PACKET`.
     fn packet(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
-        let path = self.net_dir.join("packet");
-        let f = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(ProcNetError::Read { path, source }),
-        };
-        parse_packet(io::BufReader::new(f), out).map_err(|(line, message)| ProcNetError::Parse {
-            path,
-            line,
-            message,
-        })
+        self.optional("packet", parse_packet, out)
     }
 
     /// Listening SCTP endpoints (`sctp/eps`); none when the kernel has no SCTP.
     fn sctp(&self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
-        let path = self.net_dir.join("sctp/eps");
+        self.optional("sctp/eps", parse_sctp_eps, out)
+    }
+
+    /// A table the kernel has only with its protocol: none, nothing listens on it.
+    fn optional(
+        &self,
+        name: &str,
+        parse: TableParser,
+        out: &mut Vec<Socket>,
+    ) -> Result<(), ProcNetError> {
+        let path = self.net_dir.join(name);
         let f = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(source) => return Err(ProcNetError::Read { path, source }),
         };
-        parse_sctp_eps(io::BufReader::new(f), out).map_err(|(line, message)| ProcNetError::Parse {
+        parse(io::BufReader::new(f), out).map_err(|(line, message)| ProcNetError::Parse {
             path,
             line,
             message,
