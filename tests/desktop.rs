@@ -274,3 +274,37 @@ fn direct_mode_needs_no_agent() {
     assert_eq!(calls[0].summary, "Unexpected listener on 867/udp");
     assert_eq!(calls[0].urgency, Some(2));
 }
+
+/// The agent reads the same config file as the daemon: `[events] socket` from
+/// `--config`, no `--socket`. Its log goes to a pipe here: no colour codes in it.
+#[test]
+fn the_agent_takes_its_socket_from_the_config_and_writes_no_colour_to_a_pipe() {
+    let ns = Netns::new();
+    let mut session = Session::start();
+    session.start_monitor();
+    let d = daemon(&ns);
+    let (_dir, cfg) = config_file(&format!(
+        "[events]\nsocket = \"{}\"\n",
+        d.socket().display()
+    ));
+    let mut c = std::process::Command::new(bin());
+    c.args(["notify-agent", "--config", cfg.to_str().unwrap()])
+        .env("DBUS_SESSION_BUS_ADDRESS", &session.address)
+        .env_remove("NO_COLOR");
+    let mut agent = Agent::spawn(c);
+    let connected = agent
+        .lines
+        .wait_for("the connection", |l| l.contains("connected to"));
+    assert!(
+        connected.contains(&d.socket().display().to_string()),
+        "{connected}"
+    );
+    assert!(
+        !connected.contains('\u{1b}'),
+        "colour codes in a pipe: {connected:?}"
+    );
+    let _l = ns.listen(&["tcp:0.0.0.0:867"]);
+    session.wait_calls("a notification for 867", |c| {
+        c.iter().any(|c| c.summary.contains("867/tcp"))
+    });
+}
