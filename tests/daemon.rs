@@ -177,8 +177,10 @@ fn a_second_daemon_is_refused_and_the_first_keeps_its_socket() {
     let dir = first.dir.path().to_str().unwrap().to_owned();
     let other = tempfile::tempdir().unwrap();
     let other = other.path().to_str().unwrap();
-    // The same state directory (and socket); then another state directory, the same socket.
-    for (state, what) in [(dir.as_str(), "holds"), (other, "serves the event socket")] {
+    // The same state directory (and socket); then another state directory, the same
+    // socket, whose own lock beside it refuses.
+    let socket_lock = format!("holds {dir}/events.sock.lock");
+    for (state, what) in [(dir.as_str(), "holds"), (other, socket_lock.as_str())] {
         let out = ns
             .command(bin())
             .args(["run", "--namespaces", "host", "--log", "text"])

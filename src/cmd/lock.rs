@@ -44,14 +44,28 @@ impl std::fmt::Display for Refusal {
 /// Takes the state directory's lock. `Ok(Err(why))`: it could not be made (a read-only
 /// directory): the daemon runs without it, the caller says so.
 pub fn take(state_dir: &Path) -> Result<Result<Lock, String>, Refusal> {
+    take_named(state_dir, LOCK_FILE)
+}
+
+/// Takes the lock beside the event socket `socket` (`events.sock.lock`): two daemons
+/// with different state directories that start at once must not both pass
+/// [`check_socket`] and then take the socket from each other.
+pub fn take_for_socket(socket: &Path) -> Result<Result<Lock, String>, Refusal> {
+    let (Some(dir), Some(name)) = (socket.parent(), socket.file_name()) else {
+        return Ok(Err(format!("{} names no file", socket.display())));
+    };
+    take_named(dir, &format!("{}.lock", name.to_string_lossy()))
+}
+
+fn take_named(dir: &Path, name: &str) -> Result<Result<Lock, String>, Refusal> {
     use rustix::fs::{FlockOperation, flock};
-    if let Err(e) = std::fs::create_dir_all(state_dir) {
-        return Ok(Err(format!("cannot create {}: {e}", state_dir.display())));
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Ok(Err(format!("cannot create {}: {e}", dir.display())));
     }
-    let path = state_dir.join(LOCK_FILE);
-    // Through the directory as the state files are opened: a state directory that is
-    // someone else's symlink is not followed.
-    let opened = crate::files::Dir::open(state_dir).and_then(|dir| dir.open_rw(LOCK_FILE));
+    let path = dir.join(name);
+    // Through the directory as the state files are opened: a directory that is someone
+    // else's symlink is not followed.
+    let opened = crate::files::Dir::open(dir).and_then(|dir| dir.open_rw(name));
     let mut file = match opened {
         Ok(f) => f,
         Err(e) => {
@@ -143,6 +157,20 @@ mod tests {
         let why = take(&state).unwrap().unwrap_err();
         assert!(why.contains("symlink") || why.contains("link"), "{why}");
         assert!(!victim.join(LOCK_FILE).exists());
+    }
+
+    #[test]
+    fn the_socket_has_a_lock_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("run/events.sock");
+        let first = take_for_socket(&socket).unwrap().unwrap();
+        let refused = take_for_socket(&socket).unwrap_err();
+        assert!(
+            refused.to_string().contains("events.sock.lock"),
+            "{refused}"
+        );
+        drop(first);
+        assert!(take_for_socket(&socket).unwrap().is_ok());
     }
 
     #[test]

@@ -160,7 +160,9 @@ async fn serve(
             None
         }
     };
+    let mut _socket_lock = None;
     if let Some(path) = &config.events.socket {
+        _socket_lock = super::lock::take_for_socket(path).map_err(refused)?.ok();
         super::lock::check_socket(path).map_err(refused)?;
     }
     let (delivery, mut tasks) = open_fanout(&config, requests);
