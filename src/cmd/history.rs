@@ -157,7 +157,7 @@ pub fn run(args: &HistoryArgs) -> Result<ExitCode, Failure> {
     }
     if args.json {
         write_stdout(|out| {
-            serde_json::to_writer_pretty(&mut *out, &found)?;
+            crate::text::json::to_writer_pretty(&mut *out, &found)?;
             writeln!(out)
         })?;
     } else {
@@ -304,14 +304,14 @@ mod tests {
     fn journalctl_is_asked_for_the_events_of_the_unit_only() {
         let args = HistoryArgs {
             since: Some("-2h".into()),
-            until: None,
+            until: Some("2027-01-01 00:00".into()),
             port: Some(867),
-            exe: None,
+            exe: Some("/usr/bin/nc".into()),
             alerts: false,
             boot: Some("0".into()),
             json: false,
             directory: Some("/var/log/journal/remote".into()),
-            file: vec![],
+            file: vec!["/tmp/copy.journal".into()],
             unit: "portsentinel.service".into(),
             all_sources: false,
         };
@@ -322,6 +322,10 @@ mod tests {
             .collect();
         for want in [
             "--since=-2h",
+            "--until=2027-01-01 00:00",
+            "LISTENER_EXE=/usr/bin/nc",
+            "--file",
+            "/tmp/copy.journal",
             "--boot=0",
             "--directory",
             "/var/log/journal/remote",
