@@ -109,6 +109,14 @@ pub fn group_listeners(
             std::collections::btree_map::Entry::Occupied(mut e) => {
                 let l = e.get_mut();
                 l.inodes.push(s.inode);
+                // Sockets of one program that read the same frames: the listener shows the
+                // one with a filter (or one that may have one), never a decoy's "none".
+                if let (Some(seen), Some(this)) = (&l.portless, &s.portless)
+                    && this.filter.may_be_attached()
+                    && !seen.filter.may_be_attached()
+                {
+                    l.portless = s.portless.clone();
+                }
                 if let Owner::Process(p) = &owner
                     && !l.pids.contains(&p.pid)
                 {
@@ -197,6 +205,29 @@ mod tests {
         assert_eq!(ls[1].owner.process().unwrap().pid, Pid(101));
         assert_eq!(ls[1].pids, [Pid(101), Pid(102), Pid(103)]);
         assert_eq!(group_listeners(&sockets, owner, true).len(), 4);
+    }
+
+    #[test]
+    fn a_filtered_packet_socket_is_not_hidden_behind_an_unfiltered_one() {
+        use crate::model::{Filter, PortLess};
+        let packet = |inode: u64, filter: Filter| Socket {
+            protocol: Protocol::Packet,
+            port: 3,
+            portless: Some(Box::new(PortLess {
+                socket_type: "raw".into(),
+                ifindex: 0,
+                interface: None,
+                filter,
+                fanout: None,
+            })),
+            ..sock(0, inode)
+        };
+        // The dump lists the newest first: the decoy (no filter) before the real one.
+        let sockets = [packet(2, Filter::None), packet(1, Filter::Attached(6))];
+        let ls = group_listeners(&sockets, |_| proc_(7, "/tmp/x"), false);
+        assert_eq!(ls.len(), 1);
+        let p = ls[0].portless.as_deref().unwrap();
+        assert_eq!(p.filter, Filter::Attached(6));
     }
 
     #[test]
