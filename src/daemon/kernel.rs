@@ -64,8 +64,9 @@ pub struct KernelWatch {
     pub stats: KernelStats,
     /// Losses as last said (events lost, sightings not followed, short-lived listeners
     /// beyond [`SHORT_LIVED_PER_POLL`], short lives folded into an earlier record of the
-    /// same listener), and when: said at most once every 10 s.
-    said: (u64, u64, u64, u64),
+    /// same listener, sightings forgotten unconfirmed), and when: said at most once every
+    /// 10 s.
+    said: (u64, u64, u64, u64, u64),
     said_at: Option<std::time::Instant>,
     /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`] at one poll, not recorded.
     pub flood_skipped: u64,
@@ -475,6 +476,7 @@ impl Daemon {
             w.sightings.overflowed,
             w.flood_skipped,
             self.tracker.short_folded,
+            w.sightings.unconfirmed,
         );
         if now == w.said
             || w.said_at
@@ -500,6 +502,13 @@ impl Daemon {
             parts.push(format!(
                 "{} short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)",
                 now.2 - w.said.2
+            ));
+        }
+        if now.4 > w.said.4 {
+            parts.push(format!(
+                "{} announced sockets neither seen by a poll nor closed within 30 s (their \
+                 close lost, or in a namespace the daemon cannot read)",
+                now.4 - w.said.4
             ));
         }
         if now.3 > w.said.3 {
