@@ -188,7 +188,10 @@ fn latency_run(bin: &str, interval: &str, binds: usize, instant: bool) {
 /// a second for `seconds`, paced in steps of a millisecond. The daemon's CPU over the
 /// flood, and what it said of it when stopped: events, the polls they asked for, events
 /// lost.
-fn flood_run(bin: &str, rate: u64, seconds: u64) {
+/// A flood of short-lived sockets: UDP binds to ports the kernel picks (a client's
+/// pattern), or, with `tcp`, one TCP port listened on and closed again and again (a
+/// flapping listener, what anyone can do to flood a journal).
+fn flood_run(bin: &str, rate: u64, seconds: u64, tcp: bool) {
     let d = Daemon::start(bin, "1s", true);
     d.wait("portsentinel 0.1.0 starting");
     std::thread::sleep(Duration::from_secs(2));
@@ -200,7 +203,11 @@ fn flood_run(bin: &str, rate: u64, seconds: u64) {
     while start.elapsed() < Duration::from_secs(seconds) {
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due {
-            drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            if tcp {
+                drop(std::net::TcpListener::bind("127.0.0.1:4444").unwrap());
+            } else {
+                drop(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+            }
             sent += 1;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -226,8 +233,13 @@ fn flood_run(bin: &str, rate: u64, seconds: u64) {
         .and_then(|s| s.split('"').next())
         .unwrap_or("(no summary)")
         .to_owned();
+    let what = if tcp {
+        "TCP listens and closes of 127.0.0.1:4444"
+    } else {
+        "UDP binds"
+    };
     println!(
-        "| {rate} UDP binds/s for {seconds} s ({sent} binds) | {:.1} % of one core over {total:.0} s | {summary} |",
+        "| {rate} {what}/s for {seconds} s ({sent} sockets) | {:.1} % of one core over {total:.0} s | {summary} |",
         cpu / total * 100.0
     );
 }
@@ -243,9 +255,16 @@ fn portsentinel_interval(s: &str) -> Duration {
 fn main() {
     let bin = std::env::args()
         .nth(1)
-        .expect("usage: daemon_bench PORTSENTINEL [--cpu-seconds N] [--binds N]");
+        .expect("usage: daemon_bench PORTSENTINEL [--cpu-seconds N] [--binds N] [--floods-only]");
     let seconds = arg("--cpu-seconds", 60);
     let binds = arg("--binds", 200) as usize;
+    if std::env::args().any(|a| a == "--floods-only") {
+        println!("| flood | daemon CPU | what the daemon counted |");
+        println!("|---|---|---|");
+        flood_run(&bin, 10_000, 10, false);
+        flood_run(&bin, 10_000, 10, true);
+        return;
+    }
     println!(
         "| daemon | wall | CPU (utime+stime) | of one core | CPU per day | RSS | of it, heap and stacks | of it, mapped files | peak RSS |"
     );
@@ -263,5 +282,6 @@ fn main() {
     println!();
     println!("| flood | daemon CPU | what the daemon counted |");
     println!("|---|---|---|");
-    flood_run(&bin, 10_000, 10);
+    flood_run(&bin, 10_000, 10, false);
+    flood_run(&bin, 10_000, 10, true);
 }
