@@ -256,7 +256,7 @@ pub struct NotifyAgentArgs {
 
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
-    /// Write `until = TIME` on every entry (RFC 3339 in UTC, e.g. 2026-12-31T18:00:00Z):
+    /// Write `until = TIME` on every entry (RFC 3339, e.g. 2026-12-31T18:00:00Z):
     /// the rules stop matching then.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,

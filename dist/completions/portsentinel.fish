@@ -75,7 +75,7 @@ complete -c portsentinel -n "__fish_portsentinel_using_subcommand notify-agent" 
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand notify-agent" -s q -l quiet -d 'Say less: -q for errors only, -qq for nothing'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand notify-agent" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand notify-agent" -s V -l version -d 'Print version'
-complete -c portsentinel -n "__fish_portsentinel_using_subcommand baseline" -l until -d 'Write `until = TIME` on every entry (RFC 3339 in UTC, e.g. 2026-12-31T18:00:00Z): the rules stop matching then' -r
+complete -c portsentinel -n "__fish_portsentinel_using_subcommand baseline" -l until -d 'Write `until = TIME` on every entry (RFC 3339, e.g. 2026-12-31T18:00:00Z): the rules stop matching then' -r
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand baseline" -l netns -d 'Which network namespaces: `all` (every one on the machine), `host` (this one), or one by name (an `ip netns` name, a container\'s network, or `netns:INODE`)' -r
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand baseline" -s c -l config -d 'Config file [default: /etc/portsentinel/config.toml if it exists, else built-in defaults]' -r -F
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand baseline" -s v -l verbose -d 'Say more: -v for info, -vv for debug, -vvv for trace [default: warnings; the daemon and the agent: info] (PORTSENTINEL_LOG=LEVEL does the same)'

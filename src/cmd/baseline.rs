@@ -52,9 +52,9 @@ enum PortKey {
 
 pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
     let until = match &args.until {
-        Some(t) => Some(humantime::parse_rfc3339(t).map_err(|e| {
+        Some(t) => Some(crate::config::parse_moment(t).map_err(|e| {
             Failure::Usage(format!(
-                "--until `{t}` is not a date-time ({e}); write it in UTC, e.g. 2026-12-31T18:00:00Z"
+                "--until `{t}` is not a date-time ({e}); write it as RFC 3339, e.g. 2026-12-31T18:00:00Z"
             ))
         })?),
         None => None,

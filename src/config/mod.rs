@@ -10,6 +10,8 @@ mod fleet;
 mod rules;
 mod settings;
 
+pub use rules::parse_moment;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -600,6 +602,35 @@ mod tests {
             e.contains(":6:1: expect.name: \"ssh\" already names the entry at config.toml:1"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn until_takes_rfc_3339_with_an_offset_too() {
+        let utc = parse_moment("2026-12-31T18:00:00Z").unwrap();
+        for same in [
+            "2026-12-31T19:00:00+01:00",
+            "2026-12-31T12:30:00-05:30",
+            "2026-12-31T18:00:00+00:00",
+        ] {
+            assert_eq!(parse_moment(same), Ok(utc), "{same}");
+        }
+        let half = parse_moment("2026-12-31T19:00:00.5+01:00").unwrap();
+        assert_eq!(
+            half.duration_since(utc).unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["2026-12-31T19:00:00+25:00", "tomorrow", "2026-12-31 19:00"] {
+            assert!(parse_moment(bad).is_err(), "{bad}");
+        }
+        // A bare TOML date-time with an offset, and the same as a string.
+        for until in ["2026-12-31T19:00:00+01:00", "\"2026-12-31T19:00:00+01:00\""] {
+            let c = parse(
+                &format!("[[allow]]\nport = 867\nuntil = {until}\n"),
+                Path::new("c.toml"),
+            )
+            .unwrap();
+            assert_eq!(c.policy.allow[0].until, Some(utc), "{until}");
+        }
     }
 
     #[test]

@@ -308,16 +308,47 @@ fn until<'t>(doc: &mut Doc<'t>, v: &Value<'t>) -> Option<SystemTime> {
             return None;
         }
     };
-    match humantime::parse_rfc3339(&written) {
+    match parse_moment(&written) {
         Ok(t) => Some(t),
         Err(e) => {
             doc.error(
                 Some(v.span()),
-                format!("allow.until: `{written}` is not a date-time ({e}); write it in UTC, e.g. 2026-12-31T18:00:00Z"),
+                format!("allow.until: `{written}` is not a date-time ({e}); write it as RFC 3339, e.g. 2026-12-31T18:00:00Z or 2026-12-31T19:00:00+01:00"),
             );
             None
         }
     }
+}
+
+/// An RFC 3339 date-time, in UTC (`Z`) or with an offset (`+01:00`, `-05:30`).
+pub fn parse_moment(s: &str) -> Result<SystemTime, String> {
+    let s = s.trim();
+    if let Ok(t) = humantime::parse_rfc3339(s) {
+        return Ok(t);
+    }
+    // `...+HH:MM`: the same wall time read as UTC, then moved by the offset.
+    let offset = s.len().checked_sub(6).and_then(|at| {
+        let (rest, tail) = s.split_at(at);
+        let sign = match tail.as_bytes()[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = tail[1..].split_once(':')?;
+        let (h, m): (u64, u64) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some((rest, sign, h * 3600 + m * 60))
+    });
+    let Some((rest, sign, secs)) = offset else {
+        return humantime::parse_rfc3339(s).map_err(|e| e.to_string());
+    };
+    let wall = humantime::parse_rfc3339(&format!("{rest}Z")).map_err(|e| e.to_string())?;
+    let by = std::time::Duration::from_secs(secs);
+    let t = if sign > 0 {
+        wall.checked_sub(by)
+    } else {
+        wall.checked_add(by)
+    };
+    t.ok_or_else(|| "out of range".to_owned())
 }
 
 fn parse_port(v: &DeValue<'_>) -> Result<PortMatch, Option<String>> {
