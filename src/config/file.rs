@@ -192,7 +192,8 @@ impl<'t> Doc<'t> {
         allowed: &str,
         parse: impl Fn(&DeValue<'t>) -> Result<T, Option<String>>,
     ) -> Vec<T> {
-        let items: Vec<&DeValue<'t>> = match v.get_ref() {
+        // Each item with its own place: an error in a list points at the item.
+        let items: Vec<(&DeValue<'t>, std::ops::Range<usize>)> = match v.get_ref() {
             DeValue::Array(items) if items.is_empty() => {
                 self.error(
                     Some(v.span()),
@@ -200,16 +201,16 @@ impl<'t> Doc<'t> {
                 );
                 return Vec::new();
             }
-            DeValue::Array(items) => items.iter().map(Spanned::get_ref).collect(),
-            one => vec![one],
+            DeValue::Array(items) => items.iter().map(|i| (i.get_ref(), i.span())).collect(),
+            one => vec![(one, v.span())],
         };
         let mut out = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, span) in items {
             match parse(item) {
                 Ok(t) => out.push(t),
                 Err(why) => {
                     let why = why.unwrap_or_else(|| format!("is not valid; expected {allowed}"));
-                    self.error(Some(v.span()), format!("{key}: {} {why}", shown(item)));
+                    self.error(Some(span), format!("{key}: {} {why}", shown(item)));
                 }
             }
         }

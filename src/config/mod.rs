@@ -581,7 +581,7 @@ mod tests {
         );
         assert!(e.contains("0-65535"), "{e}");
         let e = err("[[allow]]\nport = 22\naddress = [\"loopback\", \"10.0.0.0/33\"]\n");
-        assert!(e.contains(":3:11: allow.address: \"10.0.0.0/33\""), "{e}");
+        assert!(e.contains(":3:24: allow.address: \"10.0.0.0/33\""), "{e}");
         let e = err("[policy]\nalert_on = [\"well-known\", \"everything\"]\n");
         assert!(
             e.contains(":2:27: policy.alert_on: unknown condition `everything`"),
