@@ -604,6 +604,46 @@ mod tests {
         );
     }
 
+    /// Valid, but never matching as written: said as warnings, not errors.
+    #[test]
+    fn rules_that_can_never_match_are_warned_of() {
+        let c = parse(
+            "[[allow]]\nname = \"a\"\nport = 1\nuser = \"nosuchuser\"\n\
+             [[allow]]\nname = \"b\"\nport = 2\nunit = \"nginx.socket\"\n\
+             [[allow]]\nname = \"c\"\nport = 3\nuntil = \"2001-01-01T00:00:00Z\"\n\
+             [[allow]]\nname = \"d\"\nport = 4\nuser = \"root\"\nunit = \"ssh.service\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let notes = c.lint(&crate::model::classify::TestHost);
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        let said = |what: &str| notes.iter().any(|n| n.contains(what));
+        assert!(said("no user `nosuchuser`"), "{notes:#?}");
+        assert!(
+            said("`nginx.socket` is not a .service or .scope unit"),
+            "{notes:#?}"
+        );
+        // A user manager's unit, as the daemon names it, is a unit; a made-up path is not.
+        let rule = |unit: &str| format!("[[allow]]\nport = 1\nunit = \"{unit}\"\n");
+        let c = parse(&rule("user@1000.service/app-x.scope"), Path::new("c.toml")).unwrap();
+        assert_eq!(
+            c.policy.allow[0].holder.units,
+            ["user@1000.service/app-x.scope"]
+        );
+        for bad in [
+            "nginx",
+            "a/b.service",
+            "user@x.service/a.scope",
+            "user@1.service/a/b.scope",
+        ] {
+            assert!(parse(&rule(bad), Path::new("c.toml")).is_err(), "{bad}");
+        }
+        assert!(
+            said("[[allow]] \"c\" (c.toml:9): expired at 2001-01-01T00:00:00Z"),
+            "{notes:#?}"
+        );
+    }
+
     #[test]
     fn until_takes_rfc_3339_with_an_offset_too() {
         let utc = parse_moment("2026-12-31T18:00:00Z").unwrap();

@@ -264,12 +264,8 @@ fn holder_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, hold
             holder.units = doc.each(
                 &k,
                 v,
-                "a systemd unit name such as \"ssh.service\", or a list",
-                |v| {
-                    text(v)
-                        .filter(|s| s.contains('.') && !s.contains('/'))
-                        .ok_or(None)
-                },
+                "a systemd unit name such as \"ssh.service\" (a user's own, \"user@1000.service/app.scope\"), or a list",
+                |v| text(v).filter(|s| unit_name(s)).ok_or(None),
             );
             for unit in &holder.units {
                 if !(unit.ends_with(".service") || unit.ends_with(".scope")) {
@@ -283,6 +279,24 @@ fn holder_key<'t>(doc: &mut Doc<'t>, table: &str, key: &str, v: &Value<'t>, hold
             }
         }
     }
+}
+
+/// `ssh.service`, or a unit of a user's service manager as the daemon names it:
+/// `user@1000.service/app-foo.scope`.
+fn unit_name(s: &str) -> bool {
+    let own = match s.split_once('/') {
+        Some((manager, own)) => {
+            let uid = manager
+                .strip_prefix("user@")
+                .and_then(|m| m.strip_suffix(".service"));
+            if uid.is_none_or(|u| u.parse::<u32>().is_err()) {
+                return false;
+            }
+            own
+        }
+        None => s,
+    };
+    own.contains('.') && !own.contains('/')
 }
 
 fn text(v: &DeValue<'_>) -> Option<String> {
