@@ -600,8 +600,6 @@ impl ProcessDetails for SysinfoDetails {
     }
 }
 
-/// The pid in the innermost PID namespace, from `/proc/PID/status`'s `NSpid:` line, when
-/// the process is in a namespace of its own (the line has more than one pid).
 /// The cursor of a round over `sorted` that last checked `last`: the index before the
 /// first element after it (the rounds step first, then check).
 fn resume_at<T: Ord + Copy>(sorted: &[T], last: Option<T>) -> usize {
@@ -612,6 +610,8 @@ fn resume_at<T: Ord + Copy>(sorted: &[T], last: Option<T>) -> usize {
     (next + sorted.len() - 1) % sorted.len()
 }
 
+/// The pid in the innermost PID namespace, from `/proc/PID/status`'s `NSpid:` line, when
+/// the process is in a namespace of its own (the line has more than one pid).
 fn ns_pid(status: &str) -> Option<u32> {
     let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
     let pids: Vec<&str> = line.split_whitespace().collect();
@@ -776,8 +776,6 @@ mod tests {
         assert_eq!(a.owner_of(&sock(300)), Owner::Unknown(UnknownOwner::Kernel));
     }
 
-    /// A pid reused by another program between finding the socket and reading the details
-    /// is not reported as the owner.
     #[test]
     fn every_owner_is_checked_again_though_the_table_changes_at_every_pass() {
         // More owners than one pass checks (ALIVE_PER_PASS), and a new socket at every
@@ -825,6 +823,8 @@ mod tests {
         assert_eq!(resume_at(&[1, 5], None), 0);
     }
 
+    /// A pid reused by another program between finding the socket and reading the details
+    /// is not reported as the owner.
     #[test]
     fn a_pid_that_changed_hands_is_not_the_owner() {
         let root = fake_proc(&[(10, &[100])]);
