@@ -523,16 +523,6 @@ impl MultiSource {
             out.extend_from_slice(&last.sockets);
             return Ok(());
         }
-        // The process it is read through must still be in it: one that exited (or left)
-        // would fail the read or, its pid reused, show another namespace's tables as
-        // this one's. Then what was read before stands for a poll, and the next poll
-        // looks for another process in it.
-        if let Some(pid) = entry.pid
-            && !pid_in(&self.proc_root, pid, inode)
-        {
-            self.stand_in(inode, out);
-            return Ok(());
-        }
         let counts = entry
             .pid
             .and_then(|pid| socket_counts(&self.proc_root.join(pid.to_string())));
@@ -548,6 +538,11 @@ impl MultiSource {
         }
         let at = out.len();
         let read = self.read_now(inode, entry, out);
+        // The process it was read through must still be in it: one that exited (or left)
+        // fails the read or, its pid reused, shows another namespace's tables as this
+        // one's. Then what was read before stands for a poll, and the next poll looks for
+        // another process in it. (Checked after a read only: counts that did not move
+        // mean the last read stands anyway.)
         if let Some(pid) = entry.pid
             && !pid_in(&self.proc_root, pid, inode)
         {
