@@ -102,17 +102,18 @@ impl FdScanner {
             if missing == 0 {
                 break;
             }
-            let tasks = self.root.join(pid.0.to_string()).join("task");
-            let Ok(entries) = std::fs::read_dir(&tasks) else {
+            let leader = pid.0.to_string();
+            let Ok(tasks) = std::fs::read_dir(self.root.join(&leader).join("task")) else {
                 continue; // exited
             };
-            for entry in entries.flatten() {
-                let tid = entry.file_name();
-                if missing == 0 || tid.to_str() == Some(&pid.0.to_string()) {
-                    continue;
+            for task in tasks.flatten() {
+                if missing == 0 {
+                    break;
                 }
-                let fd = entry.path().join("fd");
-                self.read_table(&fd, pid, (wanted, &mut missing), &mut scan);
+                if task.file_name() != leader.as_str() {
+                    let fd = task.path().join("fd");
+                    self.read_table(&fd, pid, (wanted, &mut missing), &mut scan);
+                }
             }
         }
         scan
