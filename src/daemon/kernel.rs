@@ -62,11 +62,9 @@ pub struct KernelWatch {
     /// socket of theirs waits for a poll.
     processes: HashMap<(u32, u64), (Arc<Process>, std::time::Instant)>,
     pub stats: KernelStats,
-    /// Losses as last said (events lost, sightings not followed, short-lived listeners
-    /// beyond [`SHORT_LIVED_PER_POLL`], short lives folded into an earlier record of the
-    /// same listener, sightings forgotten unconfirmed), and when: said at most once every
-    /// 10 s.
-    said: (u64, u64, u64, u64, u64),
+    /// Losses as last said, in [`Daemon::say_losses`]'s order, and when: said at most
+    /// once every 10 s.
+    said: [u64; 5],
     said_at: Option<std::time::Instant>,
     /// Short-lived listeners beyond [`SHORT_LIVED_PER_POLL`] at one poll, not recorded.
     pub flood_skipped: u64,
@@ -465,58 +463,46 @@ impl Daemon {
         }
     }
 
-    /// Events lost to a full ring buffer, sightings beyond the table's room, and
-    /// short-lived listeners beyond what one poll records: said at warning, what is new
-    /// since the last word, at most once every 10 s (a sustained flood is one warning
-    /// every 10 s, not one a poll).
+    /// Events lost to a full ring buffer, sightings beyond the table's room, short-lived
+    /// listeners beyond what one poll records, sightings forgotten unconfirmed, and short
+    /// lives folded into a flapping listener's record: said at warning, what is new since
+    /// the last word, at most once every 10 s (a sustained flood is one warning every
+    /// 10 s, not one a poll).
     fn say_losses(&mut self) {
         let w = &mut self.kernel;
-        let now = (
+        let now = [
             w.stats.lost,
             w.sightings.overflowed,
             w.flood_skipped,
-            self.tracker.short_folded,
             w.sightings.unconfirmed,
-        );
+            self.tracker.short_folded,
+        ];
         if now == w.said
             || w.said_at
                 .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
         {
             return;
         }
-        let mut parts = Vec::new();
-        if now.0 > w.said.0 {
-            parts.push(format!(
-                "{} kernel events lost (the ring buffer was full)",
-                now.0 - w.said.0
-            ));
-        }
-        if now.1 > w.said.1 {
-            parts.push(format!(
-                "{} announced sockets not followed (more than {} at once)",
-                now.1 - w.said.1,
+        let what = [
+            "kernel events lost (the ring buffer was full)".to_owned(),
+            format!(
+                "announced sockets not followed (more than {} at once)",
                 crate::model::instant::MAX_SIGHTINGS
-            ));
-        }
-        if now.2 > w.said.2 {
-            parts.push(format!(
-                "{} short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)",
-                now.2 - w.said.2
-            ));
-        }
-        if now.4 > w.said.4 {
-            parts.push(format!(
-                "{} announced sockets neither seen by a poll nor closed within 30 s (their \
-                 close lost, or in a namespace the daemon cannot read)",
-                now.4 - w.said.4
-            ));
-        }
-        if now.3 > w.said.3 {
-            parts.push(format!(
-                "{} short lives of listeners not recorded one by one (each had one recorded less than restart_grace before: flapping)",
-                now.3 - w.said.3
-            ));
-        }
+            ),
+            format!(
+                "short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)"
+            ),
+            "announced sockets neither seen by a poll nor closed within 30 s (their close \
+             lost, or in a namespace the daemon cannot read)"
+                .to_owned(),
+            "short lives of listeners not recorded one by one (each had one recorded less \
+             than restart_grace before: flapping)"
+                .to_owned(),
+        ];
+        let parts: Vec<String> = (now.iter().zip(w.said).zip(what))
+            .filter(|((n, said), _)| **n > *said)
+            .map(|((n, said), what)| format!("{} {what}", n - said))
+            .collect();
         w.said = now;
         w.said_at = Some(std::time::Instant::now());
         let message = format!(
