@@ -160,11 +160,15 @@ async fn serve(
             None
         }
     };
-    let mut _socket_lock = None;
-    if let Some(path) = &config.events.socket {
-        _socket_lock = super::lock::take_for_socket(path).map_err(refused)?.ok();
-        super::lock::check_socket(path).map_err(refused)?;
-    }
+    let _socket_lock = match &config.events.socket {
+        Some(path) => {
+            let lock = super::lock::take_for_socket(path).map_err(refused)?;
+            super::lock::check_socket(path).map_err(refused)?;
+            // Where no lock can be made, no socket can be bound either: that says why.
+            lock.ok()
+        }
+        None => None,
+    };
     let (delivery, mut tasks) = open_fanout(&config, requests);
     let mut edges = open_edges(&config, records.clone(), delivery)?;
     edges.fleet = open_fleet(&config, records, &mut tasks).await;
