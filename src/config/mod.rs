@@ -659,7 +659,12 @@ mod tests {
             half.duration_since(utc).unwrap(),
             Duration::from_millis(500)
         );
-        for bad in ["2026-12-31T19:00:00+25:00", "tomorrow", "2026-12-31 19:00"] {
+        for bad in [
+            "2026-12-31T19:00:00+25:00",
+            "tomorrow",
+            "2026-12-31 19:00",
+            "2026-12-31T19:00:00é+1:00",
+        ] {
             assert!(parse_moment(bad).is_err(), "{bad}");
         }
         // A bare TOML date-time with an offset, and the same as a string.

@@ -342,7 +342,8 @@ pub fn parse_moment(s: &str) -> Result<SystemTime, String> {
     }
     // `...+HH:MM`: the same wall time read as UTC, then moved by the offset.
     let offset = s.len().checked_sub(6).and_then(|at| {
-        let (rest, tail) = s.split_at(at);
+        // Not `split_at`: a multi-byte character may straddle `at`.
+        let (rest, tail) = (s.get(..at)?, s.get(at..)?);
         let sign = match tail.as_bytes()[0] {
             b'+' => 1,
             b'-' => -1,
