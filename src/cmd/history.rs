@@ -74,7 +74,10 @@ pub fn entry(v: &Value) -> Option<Entry> {
     let expectation = event == "listener-missing" || event == "listener-restored";
     let key = match text(v, "LISTENER_ID") {
         Some(id) => id,
-        None if expectation => format!("expect:{}:{}", field("EXPECT_NAME"), field("EXPECT_RULE")),
+        None if expectation => format!(
+            "expect:{}",
+            crate::model::rules::expect_key(&field("EXPECT_NAME"), &field("EXPECT_RULE"))
+        ),
         None => [
             "LISTEN_NETNS",
             "LISTEN_PROTO",
@@ -298,6 +301,23 @@ mod tests {
         assert_eq!(e.reason.as_deref(), Some("unassigned"));
         // Not one of the daemon's event records.
         assert!(entry(&serde_json::json!({"MESSAGE": "x"})).is_none());
+    }
+
+    #[test]
+    fn a_missing_listener_moved_by_an_edit_is_one_life() {
+        let v = |secs: u64, event: &str, line: u32| {
+            serde_json::json!({"__REALTIME_TIMESTAMP": format!("{}", secs * 1_000_000),
+                "PORTSENTINEL_EVENT": event, "EXPECT_NAME": "ssh",
+                "EXPECT_RULE": format!("config.toml:{line}"), "LISTEN_PORT": "22"})
+        };
+        // Missing, then the file edited (the entry now at line 4), then restored.
+        let found = lives(
+            [v(10, "listener-missing", 3), v(20, "listener-restored", 4)]
+                .iter()
+                .map(|v| entry(v).unwrap()),
+        );
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].end, End::Closed);
     }
 
     #[test]

@@ -335,6 +335,14 @@ fn container_id_prefix(id: &str, value: &str) -> bool {
     value.len() >= 12 && id.starts_with(value)
 }
 
+/// An `[[expect]]` entry's key from its name and origin (`config.toml:14`): the name and
+/// the file, not the line. Records carry the origin (`EXPECT_RULE`), so `history` keys
+/// them the same way.
+pub fn expect_key(name: &str, origin: &str) -> String {
+    let file = origin.rsplit_once(':').map_or(origin, |(f, _)| f);
+    format!("{name}:{file}")
+}
+
 /// One `[[expect]]` entry: the program that must hold a port (whoever else holds it is
 /// alerted, whatever the other rules say), and with `required`, that something must.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -355,11 +363,7 @@ impl ExpectRule {
     /// What a required entry's state is kept under: its name and its file, not its
     /// line, so that a reload of an edited file keeps the state of an entry it kept.
     pub fn key(&self) -> String {
-        let file = self
-            .origin
-            .rsplit_once(':')
-            .map_or(&*self.origin, |(f, _)| f);
-        format!("{}:{file}", self.name)
+        expect_key(&self.name, &self.origin)
     }
 
     /// `[[expect]] "ssh" (config.toml:3)`.
