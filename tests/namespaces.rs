@@ -51,8 +51,9 @@ fn scanned(ns: &Netns, pid: u32) -> Vec<serde_json::Value> {
 
 /// A process the daemon has already seen in its own namespace enters a new one (the
 /// same pid: `exec unshare --net`) and listens there. Its namespace link was read
-/// before, and a full look comes only every 30 polls (30 s here); the kernel's event
-/// names the unknown namespace, and the next poll looks for it.
+/// before, and a full look comes only every 30 polls (30 s here, longer than the record
+/// is waited for); the kernel's event names the unknown namespace, and the next poll
+/// looks for it.
 #[test]
 fn a_known_process_that_unshares_later_is_found_by_the_next_poll() {
     let ns = Netns::new();
@@ -67,13 +68,23 @@ fn a_known_process_that_unshares_later_is_found_by_the_next_poll() {
         word.contains("instant detection on") || word.contains("for TCP only"),
         "{word}"
     );
+    // The shell says its pid, then waits for a word before it becomes the listener.
     let mut c = ns.command("sh");
     c.arg("-c").arg(format!(
-        "sleep 3; exec unshare --net {} tcp:0.0.0.0:867",
+        "echo ready pid=$$; read go; exec unshare --net {} tcp:0.0.0.0:867 >/dev/null",
         listen_bin().display()
     ));
-    let l = Listen::start(c);
+    let mut l = Listen::start(c);
+    // A listener opened after the shell started is recorded by a poll that has read the
+    // shell's namespace link (in the daemon's own namespace): only then the word.
+    let marker = ns.listen(&["tcp:127.0.0.1:0"]);
+    d.record("listener-opened", marker.pid);
+    l.say("go");
     let alert = d.record("alert-raised", l.pid);
+    assert!(
+        alert.get("LISTEN_LIFETIME_MS").is_none(),
+        "still listening: {alert}"
+    );
     assert_eq!(
         alert["LISTEN_NETNS"],
         netns_inode(l.pid).to_string(),
