@@ -25,7 +25,9 @@
 //! `--decoy PROGRAM` plays the decoy an attacker sets up: the sockets are handed to PROGRAM
 //! (started with them inherited, and `3600` as its argument) and closed here, so PROGRAM
 //! is their only holder; `ready` then also says `decoy=PID`. A line `take` on standard
-//! input takes them back with `pidfd_getfd` and kills PROGRAM.
+//! input takes them back with `pidfd_getfd` and kills PROGRAM; a line `share` takes them
+//! back and leaves PROGRAM holding them too (a decoy kept alive), until standard input
+//! closes.
 
 use std::ffi::CString;
 use std::io::Read;
@@ -193,18 +195,14 @@ fn hand_to(program: &str, sockets: Vec<Socket>) -> (std::process::Child, Vec<i32
     (child, fds)
 }
 
-/// Takes the sockets back from the decoy and kills it.
-fn take_back(child: &mut std::process::Child, fds: &[i32]) -> Vec<std::os::fd::OwnedFd> {
+/// Takes the sockets back from the decoy, which holds them on.
+fn take_back(child: &std::process::Child, fds: &[i32]) -> Vec<std::os::fd::OwnedFd> {
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
     let pid = Pid::from_raw(child.id() as i32).expect("a child pid");
     let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
-    let taken = fds
-        .iter()
+    fds.iter()
         .map(|&fd| pidfd_getfd(&pidfd, fd, PidfdGetfdFlags::empty()).expect("pidfd_getfd"))
-        .collect();
-    let _ = child.kill();
-    let _ = child.wait();
-    taken
+        .collect()
 }
 
 /// Thousands of sockets need more than the usual 1,024 descriptors: the soft limit goes
@@ -291,8 +289,14 @@ fn main() {
         let _ = std::io::stdout().flush();
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
-        let _held = take_back(&mut child, &fds);
+        let _held = take_back(&child, &fds);
+        if line.trim() != "share" {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        let _ = child.kill();
+        let _ = child.wait();
         return;
     }
     println!("ready pid={} ports={}", std::process::id(), ports.join(","));

@@ -158,6 +158,7 @@ impl Daemon {
         );
         if let Look::Listeners(mut listeners) = look {
             self.owners_from_events(&mut listeners);
+            self.judge_holders(&mut listeners);
             let (tracker, c) = self.tracker_and_classifier();
             tracker.update(now(), listeners, &|l| c.classify(l), &mut events);
         }

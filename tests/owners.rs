@@ -115,6 +115,61 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
     assert!(d.terminate().success());
 }
 
+/// The decoy kept alive: the allowed /usr/bin/sleep holds the socket on while the process
+/// that took it back serves on it. The owners' sweep of every fd table finds the second
+/// holder (within SWEEP_EVERY polls: 6.4 s at this interval), and the listener is judged
+/// as it, named and alerted.
+#[test]
+fn a_decoy_kept_alive_does_not_vouch_for_the_program_beside_it() {
+    let ns = Netns::new();
+    let config = ALLOW_SLEEP.replace("\"1s\"", "\"100ms\"");
+    let (_dir, cfg) = config_file(&config);
+    let args = [
+        "--log",
+        "text",
+        "--instant",
+        "off",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let mut d = Daemon::start(&ns, &args);
+    d.wait_for("the start", |l| l.contains("starting"));
+    let mut l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
+    let decoy = l.decoy.expect("a decoy");
+    let opened = d.wait_for("the decoy's listener", |l| l.contains("LISTEN_PORT=868"));
+    assert!(
+        opened.contains(&format!(" LISTENER_PID={decoy} ")),
+        "{opened}"
+    );
+    l.say("share");
+    let changed = d.wait_for("the second holder", |l| {
+        l.contains("listener-owner-changed")
+    });
+    assert!(
+        changed.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{changed}"
+    );
+    assert!(
+        changed.contains(&format!(" LISTENER_PREVIOUS_PID={decoy} ")),
+        "{changed}"
+    );
+    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
+    assert!(
+        alert.contains(&format!(" LISTENER_EXE={} ", listen_bin().display())),
+        "{alert}"
+    );
+    // sleep still holds the socket: it was not let go of, and is not said to be.
+    assert!(
+        std::fs::read_dir(format!("/proc/{decoy}/fd"))
+            .unwrap()
+            .flatten()
+            .any(|e| std::fs::read_link(e.path())
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))),
+        "the decoy let go of the socket; the test proves nothing"
+    );
+    assert!(d.terminate().success());
+}
+
 /// A thread with an fd table of its own (`unshare(CLONE_FILES)`) listens on 867: the
 /// socket is in no `/proc/PID/fd`, only in that thread's table. Its process is named,
 /// never "kernel".

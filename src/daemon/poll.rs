@@ -33,6 +33,8 @@ pub struct Poller {
     inodes: Vec<Inode>,
     previous_inodes: Vec<Inode>,
     looked: bool,
+    /// The listeners are to be worked out at the next look even if nothing changed.
+    regroup: bool,
     failing: Latch,
     /// Which source read the last look's table; `None` when none worked.
     backend: Option<crate::source::Backend>,
@@ -58,6 +60,7 @@ impl Poller {
             inodes: Vec::new(),
             previous_inodes: Vec::new(),
             looked: false,
+            regroup: false,
             backend: None,
             failing: Latch::new(
                 "cannot read listening sockets",
@@ -80,6 +83,27 @@ impl Poller {
     /// The kernel named a network namespace: see [`SocketSource::heard_of_namespace`].
     pub fn heard_of_namespace(&mut self, inode: u64) {
         self.source.heard_of_namespace(inode);
+    }
+
+    /// The listeners are worked out at the next look even if the sockets and their owners
+    /// stay the same: the policy changed, and which of a socket's holders it is judged
+    /// as may change with it.
+    pub fn regroup(&mut self) {
+        self.regroup = true;
+    }
+
+    /// Processes that hold one of `l`'s sockets too while running another program than
+    /// its owner's, one per program (found by the owners' periodic sweep).
+    pub fn also_held_by(&self, l: &Listener) -> Vec<Arc<Process>> {
+        let mut also: Vec<Arc<Process>> = Vec::new();
+        for &inode in &l.inodes {
+            for p in self.owners.also_held_by(inode) {
+                if !also.iter().any(|a| a.pid == p.pid) {
+                    also.push(p);
+                }
+            }
+        }
+        also
     }
 
     /// A running process's details, if `pid` still names the one started at `start_time`.
@@ -121,7 +145,8 @@ impl Poller {
         // Owners are checked again even when the table is the same: one that let go of its
         // socket, or one that could not be named before, changes the listeners too.
         let owners = self.owners.attribute(&self.sockets, !unchanged);
-        if unchanged && !force && !owners.owners_changed {
+        let regroup = std::mem::take(&mut self.regroup);
+        if unchanged && !force && !regroup && !owners.owners_changed {
             return Look::Unchanged;
         }
         let owners = &self.owners;

@@ -88,6 +88,45 @@ impl FdScanner {
         scan
     }
 
+    /// Every holder of each inode of `wanted` among `order`'s processes: every table is
+    /// read to its end (no early stop), for the sweep that finds a socket's other holders.
+    /// Returns the holders of each inode found, lowest pid first, and the tables read.
+    pub fn holders(
+        &mut self,
+        order: &[Pid],
+        wanted: &HashSet<Inode>,
+    ) -> (HashMap<Inode, Vec<Pid>>, usize) {
+        let mut held: HashMap<Inode, Vec<Pid>> = HashMap::new();
+        let mut read = 0;
+        for &pid in order {
+            let Ok(fd_dir) = open_dir(&self.root.join(pid.0.to_string()).join("fd")) else {
+                continue; // exited, or not readable: the first-found owner stands
+            };
+            read += 1;
+            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                continue;
+            };
+            while let Some(Ok(entry)) = dir.read() {
+                let name = entry.file_name();
+                if parse_pid(name).is_none() {
+                    continue;
+                }
+                if let Ok(Some(inode)) = self.socket_inode(&fd_dir, name)
+                    && wanted.contains(&inode)
+                {
+                    let pids = held.entry(inode).or_default();
+                    if !pids.contains(&pid) {
+                        pids.push(pid);
+                    }
+                }
+            }
+        }
+        for pids in held.values_mut() {
+            pids.sort_unstable();
+        }
+        (held, read)
+    }
+
     /// The fd tables of the other threads of `order`'s processes, for what [`scan`]
     /// did not find: a thread may have a table of its own (`unshare(CLONE_FILES)`), and
     /// a process whose main thread has exited shows an empty `/proc/PID/fd` while its

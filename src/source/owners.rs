@@ -4,13 +4,15 @@
 //! seen before, visits each pid at most once per poll, and stops as soon as every new inode
 //! is found. It looks first at processes that appeared since the last look (a new listener
 //! usually belongs to a new process), then at processes of the socket's uid, then the rest.
-//! Owners are cached by inode: while the socket exists, its owner does not change.
+//! Owners are cached by inode and checked again within a budget each pass; every
+//! [`SWEEP_EVERY`] passes, every fd table is read to its end to find the other programs
+//! that hold a socket beside its owner.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::fds::{FdScan, FdScanner, Holds, attribution_order};
+use super::fds::{FdScanner, Holds, attribution_order};
 use super::procfs::Stat;
 use crate::model::{Inode, Owner, Pid, Process, Socket, UnknownOwner};
 
@@ -34,6 +36,12 @@ pub trait OwnerSource {
         let _ = (pid, start_time);
         None
     }
+    /// Processes running another program than the owner's that hold the socket too, as
+    /// the last sweep of every fd table found them (see [`SWEEP_EVERY`]).
+    fn also_held_by(&self, inode: Inode) -> Vec<Arc<Process>> {
+        let _ = inode;
+        Vec::new()
+    }
 }
 
 impl<D: ProcessDetails> OwnerSource for Attributor<D> {
@@ -43,6 +51,13 @@ impl<D: ProcessDetails> OwnerSource for Attributor<D> {
 
     fn owner_of(&self, socket: &Socket) -> Owner {
         Attributor::owner_of(self, socket)
+    }
+
+    fn also_held_by(&self, inode: Inode) -> Vec<Arc<Process>> {
+        self.cache
+            .get(&inode)
+            .map(|k| k.also.clone())
+            .unwrap_or_default()
     }
 
     fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
@@ -85,6 +100,9 @@ pub const VERIFY_PER_PASS: usize = 8;
 /// An owner that could not be named is looked up again after 1, 2, 4 ... passes, at most
 /// this many apart: an nfsd socket costs a full scan once a minute, not every second.
 pub const RETRY_MAX: u64 = 64;
+/// Every this many passes (a minute at the default interval), every fd table is read to
+/// its end for the sockets that have an owner, to find the other programs holding them.
+pub const SWEEP_EVERY: u64 = 64;
 
 /// What is known of one socket's owner.
 #[derive(Debug, Clone)]
@@ -99,6 +117,9 @@ struct Known {
     /// pass says whether the socket still exists (most often it was closed after the
     /// table was read, and its owner did not change at all).
     unconfirmed: bool,
+    /// Processes running other programs that hold the socket too, one per program, as
+    /// the last sweep found them (a decoy kept alive beside the program that serves).
+    also: Vec<Arc<Process>>,
 }
 
 /// inode → owner, cached while the socket lives and checked again while it does: an owner
@@ -123,6 +144,8 @@ pub struct Attributor<D> {
     rounds_stale: bool,
     passes: u64,
     previous_pids: HashSet<Pid>,
+    /// A holder beside an owner exited since the last pass.
+    also_gone: bool,
 }
 
 impl<D: ProcessDetails> Attributor<D> {
@@ -140,6 +163,7 @@ impl<D: ProcessDetails> Attributor<D> {
             rounds_stale: false,
             passes: 0,
             previous_pids: HashSet::new(),
+            also_gone: false,
         }
     }
 
@@ -166,14 +190,19 @@ impl<D: ProcessDetails> Attributor<D> {
         let mut stats = AttributionStats {
             new_inodes,
             verified,
+            owners_changed: std::mem::take(&mut self.also_gone),
             ..AttributionStats::default()
         };
-        if wanted.is_empty() {
-            return stats;
+        if !wanted.is_empty() {
+            let (pids_read, changed) = self.look_up(&wanted);
+            stats.pids_read = pids_read;
+            stats.owners_changed |= changed;
         }
-        let (pids_read, changed) = self.look_up(&wanted);
-        stats.pids_read = pids_read;
-        stats.owners_changed = changed;
+        if self.passes.is_multiple_of(SWEEP_EVERY) {
+            let (pids_read, changed) = self.sweep();
+            stats.pids_read += pids_read;
+            stats.owners_changed |= changed;
+        }
         stats
     }
 
@@ -219,9 +248,15 @@ impl<D: ProcessDetails> Attributor<D> {
             }
         }
         if !gone.is_empty() {
-            for (inode, k) in &self.cache {
+            for (inode, k) in &mut self.cache {
                 if k.held_by.is_some_and(|(pid, _)| gone.contains(&pid)) {
                     wanted.insert(*inode, k.uid);
+                }
+                let before = k.also.len();
+                k.also.retain(|p| !gone.contains(&p.pid));
+                if k.also.len() != before {
+                    self.also_gone = true;
+                    self.rounds_stale = true;
                 }
             }
         }
@@ -270,6 +305,7 @@ impl<D: ProcessDetails> Attributor<D> {
                 self.verify_order.push(*inode);
                 self.owner_pids.push(pid);
             }
+            self.owner_pids.extend(k.also.iter().map(|p| p.pid));
         }
         self.verify_order.sort_unstable();
         self.owner_pids.sort_unstable();
@@ -309,7 +345,10 @@ impl<D: ProcessDetails> Attributor<D> {
             scan.found.extend(threads.found);
         }
         scan.pids_read += self.prefer_parents(&mut scan.found);
-        let details = self.details_of(&scan);
+        let mut owner_pids: Vec<Pid> = scan.found.values().map(|(p, _)| *p).collect();
+        owner_pids.sort_unstable();
+        owner_pids.dedup();
+        let details = self.details_of(&owner_pids);
         let mut changed = false;
         for (&inode, &uid) in wanted {
             let found = scan.found.get(&inode).copied();
@@ -369,19 +408,16 @@ impl<D: ProcessDetails> Attributor<D> {
     /// The details of every pid found, keeping only pids that still name the process found
     /// holding the socket (its start time the same before and after), with the name read
     /// from `/proc/PID/stat` as the bytes it is.
-    fn details_of(&mut self, scan: &FdScan) -> HashMap<Pid, Arc<Process>> {
-        let mut owner_pids: Vec<Pid> = scan.found.values().map(|(p, _)| *p).collect();
-        owner_pids.sort_unstable();
-        owner_pids.dedup();
+    fn details_of(&mut self, owner_pids: &[Pid]) -> HashMap<Pid, Arc<Process>> {
         let root = &self.root;
         let stats = |pids: &[Pid]| -> HashMap<Pid, Stat> {
             pids.iter()
                 .filter_map(|&p| super::procfs::stat(root, p.0).map(|s| (p, s)))
                 .collect()
         };
-        let before = stats(&owner_pids);
-        let mut details = self.details.details(&owner_pids);
-        let after = stats(&owner_pids);
+        let before = stats(owner_pids);
+        let mut details = self.details.details(owner_pids);
+        let after = stats(owner_pids);
         details.retain(|pid, p| match (before.get(pid), after.get(pid)) {
             (Some(s0), Some(s1)) if s0.start_time == s1.start_time => {
                 let name = String::from_utf8_lossy(&s1.comm);
@@ -433,6 +469,11 @@ impl<D: ProcessDetails> Attributor<D> {
             self.retry.insert(inode, (self.passes + gap, gap));
         }
         self.rounds_stale = true;
+        // The other holders stay, but for the one that is now the owner.
+        let mut also = previous.map(|k| k.also.clone()).unwrap_or_default();
+        if let Owner::Process(p) = &owner {
+            also.retain(|a| a.pid != p.pid && a.exe_file != p.exe_file);
+        }
         self.cache.insert(
             inode,
             Known {
@@ -440,9 +481,75 @@ impl<D: ProcessDetails> Attributor<D> {
                 uid,
                 held_by,
                 unconfirmed: false,
+                also,
             },
         );
         changed
+    }
+
+    /// Reads every fd table to its end for the sockets that have an owner, and notes
+    /// beside each owner the processes that hold its socket too while running another
+    /// program (another executable file): one per program, lowest pid first. A decoy that
+    /// an allowed program plays while it keeps the socket cannot hide the program that
+    /// serves on it. Pid 1 is left out: a service manager holds the sockets it activates
+    /// for its services. Returns the tables read, and whether any owner's company changed.
+    fn sweep(&mut self) -> (usize, bool) {
+        let wanted: HashSet<Inode> = self
+            .cache
+            .iter()
+            .filter(|(_, k)| k.held_by.is_some() || !k.also.is_empty())
+            .map(|(i, _)| *i)
+            .collect();
+        if wanted.is_empty() {
+            return (0, false);
+        }
+        let Ok(pids) = self.fds.list_pids() else {
+            return (0, false);
+        };
+        let order: Vec<Pid> = pids.iter().map(|p| p.pid).filter(|p| p.0 != 1).collect();
+        let (held, read) = self.fds.holders(&order, &wanted);
+        let mut files = HashMap::new();
+        let mut others: HashMap<Inode, Vec<Pid>> = HashMap::new();
+        for (inode, pids) in &held {
+            let Some(Owner::Process(owner)) = self.cache.get(inode).map(|k| &k.owner) else {
+                continue;
+            };
+            let mut programs = vec![owner.exe_file];
+            for &pid in pids.iter().filter(|&&p| p != owner.pid) {
+                let file = *files.entry(pid).or_insert_with(|| {
+                    super::host::file_id(&self.root.join(pid.0.to_string()).join("exe"))
+                });
+                if !programs.contains(&file) {
+                    programs.push(file);
+                    others.entry(*inode).or_default().push(pid);
+                }
+            }
+        }
+        let mut pids: Vec<Pid> = others.values().flatten().copied().collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let details = if pids.is_empty() {
+            HashMap::new()
+        } else {
+            self.details_of(&pids)
+        };
+        let mut changed = false;
+        for (inode, k) in &mut self.cache {
+            let also: Vec<Arc<Process>> = others
+                .get(inode)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| details.get(p).cloned())
+                .collect();
+            let same = also.len() == k.also.len()
+                && also.iter().zip(&k.also).all(|(a, b)| same_process(a, b));
+            if !same {
+                k.also = also;
+                changed = true;
+            }
+        }
+        self.rounds_stale |= changed;
+        (read, changed)
     }
 
     /// The owner of every socket: cached, or the reason it is unknown.
@@ -459,12 +566,15 @@ impl<D: ProcessDetails> Attributor<D> {
 /// The same owner: the same process (pid and start time), or the same reason for none.
 fn same_owner(a: &Owner, b: &Owner) -> bool {
     match (a, b) {
-        (Owner::Process(x), Owner::Process(y)) => {
-            x.pid == y.pid && x.start_time == y.start_time && x.exe_file == y.exe_file
-        }
+        (Owner::Process(x), Owner::Process(y)) => same_process(x, y),
         (Owner::Unknown(x), Owner::Unknown(y)) => x == y,
         _ => false,
     }
+}
+
+/// The same process (pid and start time), running the same program.
+fn same_process(x: &Process, y: &Process) -> bool {
+    x.pid == y.pid && x.start_time == y.start_time && x.exe_file == y.exe_file
 }
 
 /// Process details through `sysinfo`, refreshing only the pids asked for, plus the unit
@@ -733,7 +843,10 @@ mod tests {
                         user: None,
                         unit: None,
                         name_lossy: false,
-                        exe_file: None,
+                        // The fixture's `PID/exe`, where it has one.
+                        exe_file: super::super::host::file_id(
+                            &self.root.join(pid.0.to_string()).join("exe"),
+                        ),
                         mount_ns: None,
                         start_time: 0,
                         container: None,
@@ -964,5 +1077,64 @@ mod tests {
         std::os::unix::fs::symlink("socket:[100]", fd).unwrap();
         assert!(a.attribute(&[sock(100)], false).owners_changed);
         assert!(matches!(a.owner_of(&sock(100)), Owner::Process(p) if p.pid == Pid(20)));
+    }
+
+    /// Gives the fixture's `PID/exe` a file of its own name under `files`.
+    fn run(root: &Path, pid: u32, files: &Path, program: &str) {
+        let file = files.join(program);
+        if !file.exists() {
+            std::fs::write(&file, program).unwrap();
+        }
+        std::os::unix::fs::symlink(&file, root.join(format!("{pid}/exe"))).unwrap();
+    }
+
+    #[test]
+    fn the_sweep_finds_another_program_holding_an_owned_socket() {
+        // 10 owns 100 (found first: lowest pid); 20 holds it too and runs another program
+        // (the decoy's partner); 30 holds it and runs 10's program (a worker).
+        let root = fake_proc(&[(10, &[100]), (20, &[100]), (30, &[100]), (40, &[])]);
+        let files = tempfile::tempdir().unwrap();
+        run(root.path(), 10, files.path(), "sleep");
+        run(root.path(), 20, files.path(), "backdoor");
+        run(root.path(), 30, files.path(), "sleep");
+        run(root.path(), 40, files.path(), "other");
+        let fake = Fake {
+            root: root.path().into(),
+            reuse: None,
+            calls: Cell::new(0),
+        };
+        let mut a = Attributor::new(root.path(), fake);
+        // The first pass names the first holder found; the other holders wait for the
+        // sweep, every SWEEP_EVERY passes.
+        a.attribute(&[sock(100)], true);
+        assert!(matches!(a.owner_of(&sock(100)), Owner::Process(p) if p.pid == Pid(10)));
+        for pass in 2..SWEEP_EVERY {
+            assert!(
+                !a.attribute(&[sock(100)], false).owners_changed,
+                "pass {pass}"
+            );
+            assert!(a.also_held_by(Inode(100)).is_empty());
+        }
+        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        let also: Vec<Pid> = a.also_held_by(Inode(100)).iter().map(|p| p.pid).collect();
+        assert_eq!(also, [Pid(20)]);
+        // A holder that comes later is found by the next sweep.
+        std::os::unix::fs::symlink("socket:[100]", root.path().join("40/fd/3")).unwrap();
+        for pass in 1..SWEEP_EVERY {
+            assert!(
+                !a.attribute(&[sock(100)], false).owners_changed,
+                "pass {pass}"
+            );
+            assert_eq!(a.also_held_by(Inode(100)).len(), 1);
+        }
+        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        let also: Vec<Pid> = a.also_held_by(Inode(100)).iter().map(|p| p.pid).collect();
+        assert_eq!(also, [Pid(20), Pid(40)]);
+        // One that exits is dropped at the next pass (its pid is checked with the owners').
+        std::fs::remove_dir_all(root.path().join("20")).unwrap();
+        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        let also: Vec<Pid> = a.also_held_by(Inode(100)).iter().map(|p| p.pid).collect();
+        assert_eq!(also, [Pid(40)]);
+        assert!(!a.attribute(&[sock(100)], false).owners_changed);
     }
 }
