@@ -76,14 +76,24 @@ fn in_netns<T: Send + 'static>(
 
 /// One HTTP request from inside the namespace: the status and the body.
 fn http(ns: &Netns, url: &str) -> Result<(u16, String), String> {
+    http_as(ns, url, None)
+}
+
+/// One HTTP request from inside the namespace, with an `Authorization` header if given.
+fn http_as(ns: &Netns, url: &str, auth: Option<&str>) -> Result<(u16, String), String> {
     let url = url.to_owned();
+    let auth = auth.map(str::to_owned);
     in_netns(ns, move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(10)))
             .http_status_as_error(false)
             .build()
             .into();
-        let mut response = agent.get(&url).call().map_err(|e| e.to_string())?;
+        let mut request = agent.get(&url);
+        if let Some(auth) = &auth {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = request.call().map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -286,26 +296,59 @@ fn prometheus_scrapes_the_daemons_own_endpoint() {
 }
 
 fn alertmanager(ns: &Netns, dir: &Path) -> Service {
+    alertmanager_with(ns, dir, "5m", &[])
+}
+
+/// Alertmanager ending an alert `resolve_timeout` after it last heard of it, with `extra`
+/// arguments (a `--web.config.file` asks every client for `BASIC_AUTH`); once it answers.
+fn alertmanager_with(ns: &Netns, dir: &Path, resolve_timeout: &str, extra: &[String]) -> Service {
     let config = dir.join("alertmanager.yml");
     std::fs::write(
         &config,
-        "route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n",
+        format!(
+            "global:\n  resolve_timeout: {resolve_timeout}\n\
+             route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n"
+        ),
     )
     .unwrap();
-    let args = [
+    let mut args = vec![
         format!("--config.file={}", config.display()),
         format!("--storage.path={}", dir.join("am").display()),
         "--web.listen-address=127.0.0.1:9093".to_owned(),
         "--cluster.listen-address=".to_owned(),
     ];
+    args.extend_from_slice(extra);
     let am = Service::start(ns, "alertmanager", "prometheus-alertmanager", &args, dir);
-    ready(ns, &am, "http://127.0.0.1:9093/-/ready");
+    let auth = (!extra.is_empty()).then_some(BASIC_AUTH);
+    let start = Instant::now();
+    while !matches!(
+        http_as(ns, "http://127.0.0.1:9093/-/ready", auth),
+        Ok((200, _))
+    ) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Alertmanager not ready after 60 s; {}",
+            am.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     am
 }
 
+/// `portsentinel:fleet-secret`, as a client sends it.
+const BASIC_AUTH: &str = "Basic cG9ydHNlbnRpbmVsOmZsZWV0LXNlY3JldA==";
+
 /// The active alerts Alertmanager holds for port 867.
 fn active_867(ns: &Netns) -> Option<Vec<serde_json::Value>> {
-    let v = get_json(ns, "http://127.0.0.1:9093/api/v2/alerts?active=true")?;
+    active_867_as(ns, None)
+}
+
+fn active_867_as(ns: &Netns, auth: Option<&str>) -> Option<Vec<serde_json::Value>> {
+    let url = "http://127.0.0.1:9093/api/v2/alerts?active=true";
+    let v: serde_json::Value = match http_as(ns, url, auth) {
+        Ok((200, body)) => serde_json::from_str(&body).ok()?,
+        _ => return None,
+    };
     Some(
         v.as_array()?
             .iter()
@@ -364,6 +407,82 @@ fn alertmanager_holds_the_alert_while_it_is_active_even_when_it_started_late() {
         Duration::from_secs(60),
         || active_867(&ns).filter(|a| a.is_empty()),
     );
+}
+
+/// Alertmanager behind basic authentication (its own `--web.config.file`, a bcrypt hash):
+/// a wrong password is refused and said at warning; the right one, read from its file,
+/// delivers the alert, and `resend` keeps it active past Alertmanager's
+/// `resolve_timeout` (5 s here), which would end an alert it stopped hearing of.
+#[test]
+fn alertmanager_behind_basic_auth_gets_the_alert_and_keeps_it_while_resent() {
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    // bcrypt of "fleet-secret", cost 10.
+    std::fs::write(
+        &web,
+        "basic_auth_users:\n  portsentinel: $2b$10$c2XQ9LdKDJZZu8lH581Yv.Lqh6mXCduYnGGx/ZytVrjVC238gY7he\n",
+    )
+    .unwrap();
+    let web = format!("--web.config.file={}", web.display());
+    let _am = alertmanager_with(&ns, dir.path(), "5s", &[web]);
+    assert_eq!(
+        http(&ns, "http://127.0.0.1:9093/api/v2/alerts").unwrap().0,
+        401,
+        "Alertmanager lets anyone in: the test proves nothing"
+    );
+    let config = |password: &str| {
+        let file = dir.path().join(format!("{password}.pw"));
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        format!(
+            "[events]\nsocket = \"\"\n[alertmanager]\nurl = \"http://127.0.0.1:9093\"\n\
+             resend = \"1s\"\nbasic_auth_username = \"portsentinel\"\nbasic_auth_password_file = \"{}\"\n",
+            file.display()
+        )
+    };
+    let l = ns.listen(&["tcp:0.0.0.0:867"]);
+    let (mut wrong, _c) = daemon(&ns, &config("guessed"));
+    wrong.record("alert-raised", l.pid);
+    let refused = wrong.wait_for("the refusal", |line| {
+        line.contains("cannot deliver alerts to Alertmanager")
+    });
+    assert!(refused.contains("HTTP status 401"), "{refused}");
+    assert!(refused.contains("\"PRIORITY\":\"4\""), "{refused}");
+    assert!(wrong.terminate().success());
+    assert_eq!(active_867_as(&ns, Some(BASIC_AUTH)), Some(Vec::new()));
+    let (mut right, _c) = daemon(&ns, &config("fleet-secret"));
+    right.record("alert-raised", l.pid);
+    let alerts = wait_until("the alert in Alertmanager", Duration::from_secs(60), || {
+        active_867_as(&ns, Some(BASIC_AUTH)).filter(|a| !a.is_empty())
+    });
+    assert_eq!(alerts[0]["labels"]["alertname"], "UnexpectedListener");
+    // Heard of once, Alertmanager would end it at this `endsAt`; resent, it is still
+    // active once that moment has passed.
+    let ends = |a: &serde_json::Value| seconds(a["endsAt"].as_str().unwrap_or_default());
+    let first_end = ends(&alerts[0]);
+    wait_until("the first endsAt to pass", Duration::from_secs(30), || {
+        (now_seconds() > first_end + 1.0).then_some(())
+    });
+    let later = active_867_as(&ns, Some(BASIC_AUTH)).unwrap();
+    assert_eq!(later.len(), 1, "ended though resent: {alerts:#?}");
+    assert!(ends(&later[0]) > first_end, "{later:#?}");
+    assert!(right.terminate().success());
+}
+
+/// Seconds since the epoch of an RFC 3339 time in UTC, as Alertmanager writes it.
+fn seconds(t: &str) -> f64 {
+    humantime::parse_rfc3339(t)
+        .unwrap_or_else(|e| panic!("{t}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
