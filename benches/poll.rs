@@ -3,6 +3,8 @@
 //! - `dump`: the bare kernel-filtered sock_diag dump (the floor);
 //! - `steady_poll`: a daemon poll when nothing changed (target: ≤ 1.2 × `dump`);
 //! - `attribute_new`: finding the owners of N sockets the daemon has never seen;
+//! - `owner_sweep`: the owners' work of a poll with nothing new that is also the minute's
+//!   sweep of every fd table for the other holders of each socket;
 //! - `group`: sockets → listeners (identity grouping);
 //! - `diff`: the tracker folding in a snapshot with nothing new;
 //! - `classify`: the policy's verdict on every listener.
@@ -223,6 +225,10 @@ fn bench_size(c: &mut Criterion, n: usize) {
 
     let mut attributor = Attributor::new(proc_root, SysinfoDetails::new(proc_root).unwrap());
     attributor.attribute(&sockets, true);
+    attributor.set_sweep(Duration::ZERO);
+    g.bench_with_input(BenchmarkId::new("owner_sweep", n), &n, |b, _| {
+        b.iter(|| attributor.attribute(&sockets, false))
+    });
     g.bench_with_input(BenchmarkId::new("group", n), &n, |b, _| {
         b.iter(|| group_listeners(&sockets, |s| attributor.owner_of(s), false).len())
     });

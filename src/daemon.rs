@@ -111,6 +111,7 @@ impl Daemon {
             next_until: None,
         };
         daemon.plan_expiry();
+        daemon.poller.set_sweep(daemon.config.daemon.owner_sweep);
         daemon
     }
 

@@ -117,12 +117,12 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
 
 /// The decoy kept alive: the allowed /usr/bin/sleep holds the socket on while the process
 /// that took it back serves on it. The owners' sweep of every fd table finds the second
-/// holder (within SWEEP_EVERY polls: 6.4 s at this interval), and the listener is judged
-/// as it, named and alerted.
+/// holder (every `owner_sweep`: a second here, a minute by default), and the listener is
+/// judged as it, named and alerted.
 #[test]
 fn a_decoy_kept_alive_does_not_vouch_for_the_program_beside_it() {
     let ns = Netns::new();
-    let config = ALLOW_SLEEP.replace("\"1s\"", "\"100ms\"");
+    let config = ALLOW_SLEEP.replace("interval = \"1s\"", "owner_sweep = \"1s\"");
     let (_dir, cfg) = config_file(&config);
     let args = [
         "--log",

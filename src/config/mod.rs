@@ -61,6 +61,8 @@ pub struct DaemonSettings {
     pub restart_grace: Duration,
     /// How long before a listener that was alerted is alerted again (flapping).
     pub realert_after: Duration,
+    /// Time between two sweeps of every fd table for the other holders of each socket.
+    pub owner_sweep: Duration,
     /// Where the alert state is kept; `None`: `$STATE_DIRECTORY` or `/var/lib/portsentinel`.
     pub state_directory: Option<PathBuf>,
     pub log: LogMode,
@@ -196,6 +198,7 @@ impl Default for DaemonSettings {
             interval: Duration::from_secs(1),
             restart_grace: Duration::from_secs(3),
             realert_after: Duration::from_secs(600),
+            owner_sweep: Duration::from_secs(60),
             state_directory: None,
             log: LogMode::Auto,
             namespaces: crate::source::netns::Scope::All,
@@ -815,12 +818,13 @@ unit = "nginx.service"
     #[test]
     fn daemon_settings() {
         let c = parse(
-            "[daemon]\ninterval = \"250ms\"\nrestart_grace = \"2s\"\nrealert_after = \"1m\"\nstate_directory = \"/var/lib/x\"\nlog = \"json\"\n",
+            "[daemon]\ninterval = \"250ms\"\nrestart_grace = \"2s\"\nrealert_after = \"1m\"\nowner_sweep = \"5s\"\nstate_directory = \"/var/lib/x\"\nlog = \"json\"\n",
             Path::new("c.toml"),
         )
         .unwrap();
         assert_eq!(c.daemon.interval, Duration::from_millis(250));
         assert_eq!(c.daemon.restart_grace, Duration::from_secs(2));
+        assert_eq!(c.daemon.owner_sweep, Duration::from_secs(5));
         assert_eq!(c.daemon.realert_after, Duration::from_secs(60));
         assert_eq!(
             c.daemon.state_directory.as_deref(),

@@ -27,6 +27,7 @@ pub fn read_table<'t>(
             "interval",
             "restart_grace",
             "realert_after",
+            "owner_sweep",
             "state_directory",
             "log",
             "namespaces",
@@ -82,6 +83,10 @@ fn daemon_key<'t>(doc: &mut Doc<'t>, key: &str, v: &Value<'t>, config: &mut Conf
         "realert_after" => {
             d.realert_after =
                 duration(doc, "daemon.realert_after", v, Duration::ZERO).unwrap_or(d.realert_after);
+        }
+        "owner_sweep" => {
+            let least = Duration::from_secs(1);
+            d.owner_sweep = duration(doc, "daemon.owner_sweep", v, least).unwrap_or(d.owner_sweep);
         }
         "state_directory" => {
             if let Some(dir) = doc.string("daemon.state_directory", v, "an absolute path") {

@@ -92,6 +92,11 @@ impl Poller {
         self.regroup = true;
     }
 
+    /// How often the owners' sweep reads every fd table (`[daemon] owner_sweep`).
+    pub fn set_sweep(&mut self, every: std::time::Duration) {
+        self.owners.set_sweep(every);
+    }
+
     /// Processes that hold one of `l`'s sockets too while running another program than
     /// its owner's, one per program (found by the owners' periodic sweep).
     pub fn also_held_by(&self, l: &Listener) -> Vec<Arc<Process>> {

@@ -76,6 +76,7 @@ impl Daemon {
         self.config = config;
         self.registry = registry;
         self.tracker.set_timing(timing(&self.config));
+        self.poller.set_sweep(self.config.daemon.owner_sweep);
         self.plan_expiry();
         self.outputs.fleet.reloaded(&self.config.policy.expect);
         let message = format!(

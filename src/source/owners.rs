@@ -4,13 +4,14 @@
 //! seen before, visits each pid at most once per poll, and stops as soon as every new inode
 //! is found. It looks first at processes that appeared since the last look (a new listener
 //! usually belongs to a new process), then at processes of the socket's uid, then the rest.
-//! Owners are cached by inode and checked again within a budget each pass; every
-//! [`SWEEP_EVERY`] passes, every fd table is read to its end to find the other programs
+//! Owners are cached by inode and checked again within a budget each pass; once a minute
+//! (`[daemon] owner_sweep`), every fd table is read to its end to find the other programs
 //! that hold a socket beside its owner.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::fds::{FdScanner, Holds, attribution_order};
 use super::procfs::Stat;
@@ -37,10 +38,15 @@ pub trait OwnerSource {
         None
     }
     /// Processes running another program than the owner's that hold the socket too, as
-    /// the last sweep of every fd table found them (see [`SWEEP_EVERY`]).
+    /// the last sweep of every fd table found them.
     fn also_held_by(&self, inode: Inode) -> Vec<Arc<Process>> {
         let _ = inode;
         Vec::new()
+    }
+    /// How often every fd table is read to its end for the other holders of each socket
+    /// (`[daemon] owner_sweep`).
+    fn set_sweep(&mut self, every: Duration) {
+        let _ = every;
     }
 }
 
@@ -58,6 +64,10 @@ impl<D: ProcessDetails> OwnerSource for Attributor<D> {
             .get(&inode)
             .map(|k| k.also.clone())
             .unwrap_or_default()
+    }
+
+    fn set_sweep(&mut self, every: Duration) {
+        Attributor::set_sweep(self, every);
     }
 
     fn process(&mut self, pid: Pid, start_time: u64) -> Option<Arc<Process>> {
@@ -100,9 +110,6 @@ pub const VERIFY_PER_PASS: usize = 8;
 /// An owner that could not be named is looked up again after 1, 2, 4 ... passes, at most
 /// this many apart: an nfsd socket costs a full scan once a minute, not every second.
 pub const RETRY_MAX: u64 = 64;
-/// Every this many passes (a minute at the default interval), every fd table is read to
-/// its end for the sockets that have an owner, to find the other programs holding them.
-pub const SWEEP_EVERY: u64 = 64;
 
 /// What is known of one socket's owner.
 #[derive(Debug, Clone)]
@@ -146,6 +153,11 @@ pub struct Attributor<D> {
     previous_pids: HashSet<Pid>,
     /// A holder beside an owner exited since the last pass.
     also_gone: bool,
+    /// Every fd table is read to its end this often, for the other holders of each
+    /// socket; the first time one such time after the start (the start-up inventory
+    /// costs enough as it is).
+    sweep_every: Duration,
+    swept: Instant,
 }
 
 impl<D: ProcessDetails> Attributor<D> {
@@ -164,7 +176,14 @@ impl<D: ProcessDetails> Attributor<D> {
             passes: 0,
             previous_pids: HashSet::new(),
             also_gone: false,
+            sweep_every: Duration::from_secs(60),
+            swept: Instant::now(),
         }
+    }
+
+    /// How often every fd table is read to its end for the other holders of each socket.
+    pub fn set_sweep(&mut self, every: Duration) {
+        self.sweep_every = every;
     }
 
     pub fn owner(&self, inode: Inode) -> Option<&Owner> {
@@ -198,7 +217,8 @@ impl<D: ProcessDetails> Attributor<D> {
             stats.pids_read = pids_read;
             stats.owners_changed |= changed;
         }
-        if self.passes.is_multiple_of(SWEEP_EVERY) {
+        if self.swept.elapsed() >= self.sweep_every {
+            self.swept = Instant::now();
             let (pids_read, changed) = self.sweep();
             stats.pids_read += pids_read;
             stats.owners_changed |= changed;
@@ -1105,31 +1125,34 @@ mod tests {
         };
         let mut a = Attributor::new(root.path(), fake);
         // The first pass names the first holder found; the other holders wait for the
-        // sweep, every SWEEP_EVERY passes.
+        // sweep, which is not due yet.
         a.attribute(&[sock(100)], true);
         assert!(matches!(a.owner_of(&sock(100)), Owner::Process(p) if p.pid == Pid(10)));
-        for pass in 2..SWEEP_EVERY {
-            assert!(
-                !a.attribute(&[sock(100)], false).owners_changed,
-                "pass {pass}"
-            );
+        let quiet = |a: &mut Attributor<Fake>| a.attribute(&[sock(100)], false).owners_changed;
+        for _ in 2..10 {
+            assert!(!quiet(&mut a));
             assert!(a.also_held_by(Inode(100)).is_empty());
         }
-        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        a.set_sweep(Duration::ZERO);
+        assert!(quiet(&mut a));
         let also: Vec<Pid> = a.also_held_by(Inode(100)).iter().map(|p| p.pid).collect();
         assert_eq!(also, [Pid(20)]);
-        // A holder that comes later is found by the next sweep.
+        // A holder that comes later is found by the next sweep, not before.
+        a.set_sweep(Duration::from_secs(3600));
         std::os::unix::fs::symlink("socket:[100]", root.path().join("40/fd/3")).unwrap();
-        for pass in 1..SWEEP_EVERY {
-            assert!(
-                !a.attribute(&[sock(100)], false).owners_changed,
-                "pass {pass}"
-            );
+        for _ in 1..10 {
+            assert!(!quiet(&mut a));
             assert_eq!(a.also_held_by(Inode(100)).len(), 1);
         }
-        assert!(a.attribute(&[sock(100)], false).owners_changed);
+        a.set_sweep(Duration::ZERO);
+        assert!(quiet(&mut a));
         let also: Vec<Pid> = a.also_held_by(Inode(100)).iter().map(|p| p.pid).collect();
-        assert_eq!(also, [Pid(20), Pid(40)]);
+        assert_eq!(
+            also,
+            [Pid(20), Pid(40)],
+            "30 runs the owner's program: no other"
+        );
+        a.set_sweep(Duration::from_secs(3600));
         // One that exits is dropped at the next pass (its pid is checked with the owners').
         std::fs::remove_dir_all(root.path().join("20")).unwrap();
         assert!(a.attribute(&[sock(100)], false).owners_changed);
