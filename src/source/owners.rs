@@ -60,10 +60,7 @@ impl<D: ProcessDetails> OwnerSource for Attributor<D> {
     }
 
     fn also_held_by(&self, inode: Inode) -> Vec<Arc<Process>> {
-        self.cache
-            .get(&inode)
-            .map(|k| k.also.clone())
-            .unwrap_or_default()
+        self.also.get(&inode).cloned().unwrap_or_default()
     }
 
     fn set_sweep(&mut self, every: Duration) {
@@ -124,9 +121,6 @@ struct Known {
     /// pass says whether the socket still exists (most often it was closed after the
     /// table was read, and its owner did not change at all).
     unconfirmed: bool,
-    /// Processes running other programs that hold the socket too, one per program, as
-    /// the last sweep found them (a decoy kept alive beside the program that serves).
-    also: Vec<Arc<Process>>,
 }
 
 /// inode → owner, cached while the socket lives and checked again while it does: an owner
@@ -151,6 +145,10 @@ pub struct Attributor<D> {
     rounds_stale: bool,
     passes: u64,
     previous_pids: HashSet<Pid>,
+    /// Processes running other programs that hold a socket beside its owner, one per
+    /// program, as the last sweep found them (a decoy kept alive beside the program that
+    /// serves). Apart from the cache: almost every socket has none.
+    also: HashMap<Inode, Vec<Arc<Process>>>,
     /// A holder beside an owner exited since the last pass.
     also_gone: bool,
     /// Every fd table is read to its end this often, for the other holders of each
@@ -175,6 +173,7 @@ impl<D: ProcessDetails> Attributor<D> {
             rounds_stale: false,
             passes: 0,
             previous_pids: HashSet::new(),
+            also: HashMap::new(),
             also_gone: false,
             sweep_every: Duration::from_secs(60),
             swept: Instant::now(),
@@ -237,6 +236,7 @@ impl<D: ProcessDetails> Attributor<D> {
         let present: HashSet<Inode> = sockets.iter().map(|s| s.inode).collect();
         self.cache.retain(|inode, _| present.contains(inode));
         self.retry.retain(|inode, _| present.contains(inode));
+        self.also.retain(|inode, _| present.contains(inode));
         self.rounds_stale = true;
         crate::model::events::shrink(&mut self.cache);
     }
@@ -268,17 +268,20 @@ impl<D: ProcessDetails> Attributor<D> {
             }
         }
         if !gone.is_empty() {
-            for (inode, k) in &mut self.cache {
+            for (inode, k) in &self.cache {
                 if k.held_by.is_some_and(|(pid, _)| gone.contains(&pid)) {
                     wanted.insert(*inode, k.uid);
                 }
-                let before = k.also.len();
-                k.also.retain(|p| !gone.contains(&p.pid));
-                if k.also.len() != before {
+            }
+            for also in self.also.values_mut() {
+                let before = also.len();
+                also.retain(|p| !gone.contains(&p.pid));
+                if also.len() != before {
                     self.also_gone = true;
                     self.rounds_stale = true;
                 }
             }
+            self.also.retain(|_, also| !also.is_empty());
         }
         // Owners that live on but let go of the socket.
         for _ in 0..self.verify_order.len().min(VERIFY_PER_PASS) {
@@ -325,7 +328,9 @@ impl<D: ProcessDetails> Attributor<D> {
                 self.verify_order.push(*inode);
                 self.owner_pids.push(pid);
             }
-            self.owner_pids.extend(k.also.iter().map(|p| p.pid));
+        }
+        for also in self.also.values() {
+            self.owner_pids.extend(also.iter().map(|p| p.pid));
         }
         self.verify_order.sort_unstable();
         self.owner_pids.sort_unstable();
@@ -490,9 +495,11 @@ impl<D: ProcessDetails> Attributor<D> {
         }
         self.rounds_stale = true;
         // The other holders stay, but for the one that is now the owner.
-        let mut also = previous.map(|k| k.also.clone()).unwrap_or_default();
-        if let Owner::Process(p) = &owner {
+        if let (Owner::Process(p), Some(also)) = (&owner, self.also.get_mut(&inode)) {
             also.retain(|a| a.pid != p.pid && a.exe_file != p.exe_file);
+            if also.is_empty() {
+                self.also.remove(&inode);
+            }
         }
         self.cache.insert(
             inode,
@@ -501,7 +508,6 @@ impl<D: ProcessDetails> Attributor<D> {
                 uid,
                 held_by,
                 unconfirmed: false,
-                also,
             },
         );
         changed
@@ -517,7 +523,7 @@ impl<D: ProcessDetails> Attributor<D> {
         let wanted: HashSet<Inode> = self
             .cache
             .iter()
-            .filter(|(_, k)| k.held_by.is_some() || !k.also.is_empty())
+            .filter(|(_, k)| k.held_by.is_some())
             .map(|(i, _)| *i)
             .collect();
         if wanted.is_empty() {
@@ -553,21 +559,25 @@ impl<D: ProcessDetails> Attributor<D> {
         } else {
             self.details_of(&pids)
         };
-        let mut changed = false;
-        for (inode, k) in &mut self.cache {
-            let also: Vec<Arc<Process>> = others
-                .get(inode)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| details.get(p).cloned())
-                .collect();
-            let same = also.len() == k.also.len()
-                && also.iter().zip(&k.also).all(|(a, b)| same_process(a, b));
-            if !same {
-                k.also = also;
-                changed = true;
-            }
-        }
+        let found: HashMap<Inode, Vec<Arc<Process>>> = others
+            .into_iter()
+            .map(|(inode, pids)| {
+                let also: Vec<Arc<Process>> = pids
+                    .iter()
+                    .filter_map(|p| details.get(p).cloned())
+                    .collect();
+                (inode, also)
+            })
+            .filter(|(_, also)| !also.is_empty())
+            .collect();
+        let same = |a: &[Arc<Process>], b: &[Arc<Process>]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_process(a, b))
+        };
+        let changed = found.len() != self.also.len()
+            || found
+                .iter()
+                .any(|(inode, also)| !self.also.get(inode).is_some_and(|was| same(was, also)));
+        self.also = found;
         self.rounds_stale |= changed;
         (read, changed)
     }
