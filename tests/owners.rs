@@ -170,6 +170,70 @@ fn a_decoy_kept_alive_does_not_vouch_for_the_program_beside_it() {
     assert!(d.terminate().success());
 }
 
+/// A decoy in place before the daemon starts, the way an attacker would set it up: bind 868,
+/// fork, and the parent becomes the allowed /usr/bin/sleep while the child serves. Sleep
+/// is read first (a lower pid, a smaller fd table, no parent holding the socket) and would
+/// vouch for the child; the daemon's first look also reads every fd table to the end, so
+/// the inventory already names the child, alerted.
+#[test]
+fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file(ALLOW_SLEEP);
+    let script = "import os, socket, sys\n\
+        s = socket.socket()\n\
+        s.bind(('0.0.0.0', 868))\n\
+        s.listen()\n\
+        s.set_inheritable(True)\n\
+        if os.fork() == 0:\n\
+        \x20   pad = [open('/dev/null') for _ in range(8)]\n\
+        \x20   print(f'ready pid={os.getpid()} ports=868', flush=True)\n\
+        \x20   sys.stdin.readline()\n\
+        \x20   os._exit(0)\n\
+        os.execv('/usr/bin/sleep', ['sleep', '3600'])\n";
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    let l = Listen::start(c);
+    let decoy = l.child.id();
+    let holds = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .any(|e| {
+                std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+            })
+    };
+    let start = std::time::Instant::now();
+    while std::fs::read_link(format!("/proc/{decoy}/exe"))
+        .map_or(true, |e| e != std::path::Path::new("/usr/bin/sleep"))
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no sleep"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(holds(decoy) && holds(l.pid) && decoy < l.pid);
+    let args = [
+        "--log",
+        "text",
+        "--instant",
+        "off",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let mut d = Daemon::start(&ns, &args);
+    let alert = d.wait_for("the alert", |l| {
+        l.contains("alert-raised") && l.contains("LISTEN_PORT=868")
+    });
+    assert!(
+        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
+        "{alert}"
+    );
+    assert!(alert.contains(" LISTENER_COMM=python3 "), "{alert}");
+    assert!(d.terminate().success());
+}
+
 /// A thread with an fd table of its own (`unshare(CLONE_FILES)`) listens on 867: the
 /// socket is in no `/proc/PID/fd`, only in that thread's table. Its process is named,
 /// never "kernel".

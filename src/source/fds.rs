@@ -88,13 +88,14 @@ impl FdScanner {
         scan
     }
 
-    /// Every holder of each inode of `wanted` among `order`'s processes: every table is
-    /// read to its end (no early stop), for the sweep that finds a socket's other holders.
-    /// Returns the holders of each inode found, lowest pid first, and the tables read.
+    /// The holders of each inode of `owners` among `order`'s processes other than its
+    /// owner: every table is read to its end (no early stop), for the sweep that finds a
+    /// socket's other holders. Returns them, lowest pid first, and the tables read; only
+    /// sockets held by more than their owner take memory.
     pub fn holders(
         &mut self,
         order: &[Pid],
-        wanted: &HashSet<Inode>,
+        owners: &HashMap<Inode, Pid>,
     ) -> (HashMap<Inode, Vec<Pid>>, usize) {
         let mut held: HashMap<Inode, Vec<Pid>> = HashMap::new();
         let mut read = 0;
@@ -112,7 +113,7 @@ impl FdScanner {
                     continue;
                 }
                 if let Ok(Some(inode)) = self.socket_inode(&fd_dir, name)
-                    && wanted.contains(&inode)
+                    && owners.get(&inode).is_some_and(|&owner| owner != pid)
                 {
                     let pids = held.entry(inode).or_default();
                     if !pids.contains(&pid) {

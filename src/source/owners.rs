@@ -152,10 +152,10 @@ pub struct Attributor<D> {
     /// A holder beside an owner exited since the last pass.
     also_gone: bool,
     /// Every fd table is read to its end this often, for the other holders of each
-    /// socket; the first time one such time after the start (the start-up inventory
-    /// costs enough as it is).
+    /// socket: at the first pass after [`set_sweep`](Self::set_sweep) (the daemon's
+    /// first look, and the first after a reload), then at this interval.
     sweep_every: Duration,
-    swept: Instant,
+    swept: Option<Instant>,
 }
 
 impl<D: ProcessDetails> Attributor<D> {
@@ -176,13 +176,15 @@ impl<D: ProcessDetails> Attributor<D> {
             also: HashMap::new(),
             also_gone: false,
             sweep_every: Duration::from_secs(60),
-            swept: Instant::now(),
+            swept: Some(Instant::now()),
         }
     }
 
-    /// How often every fd table is read to its end for the other holders of each socket.
+    /// How often every fd table is read to its end for the other holders of each socket;
+    /// the next pass sweeps.
     pub fn set_sweep(&mut self, every: Duration) {
         self.sweep_every = every;
+        self.swept = None;
     }
 
     pub fn owner(&self, inode: Inode) -> Option<&Owner> {
@@ -216,8 +218,8 @@ impl<D: ProcessDetails> Attributor<D> {
             stats.pids_read = pids_read;
             stats.owners_changed |= changed;
         }
-        if self.swept.elapsed() >= self.sweep_every {
-            self.swept = Instant::now();
+        if self.swept.is_none_or(|t| t.elapsed() >= self.sweep_every) {
+            self.swept = Some(Instant::now());
             let (pids_read, changed) = self.sweep();
             stats.pids_read += pids_read;
             stats.owners_changed |= changed;
@@ -520,11 +522,10 @@ impl<D: ProcessDetails> Attributor<D> {
     /// serves on it. Pid 1 is left out: a service manager holds the sockets it activates
     /// for its services. Returns the tables read, and whether any owner's company changed.
     fn sweep(&mut self) -> (usize, bool) {
-        let wanted: HashSet<Inode> = self
+        let wanted: HashMap<Inode, Pid> = self
             .cache
             .iter()
-            .filter(|(_, k)| k.held_by.is_some())
-            .map(|(i, _)| *i)
+            .filter_map(|(i, k)| k.held_by.map(|(pid, _)| (*i, pid)))
             .collect();
         if wanted.is_empty() {
             return (0, false);
@@ -541,7 +542,7 @@ impl<D: ProcessDetails> Attributor<D> {
                 continue;
             };
             let mut programs = vec![owner.exe_file];
-            for &pid in pids.iter().filter(|&&p| p != owner.pid) {
+            for &pid in pids {
                 let file = *files.entry(pid).or_insert_with(|| {
                     super::host::file_id(&self.root.join(pid.0.to_string()).join("exe"))
                 });
@@ -1149,6 +1150,7 @@ mod tests {
         assert_eq!(also, [Pid(20)]);
         // A holder that comes later is found by the next sweep, not before.
         a.set_sweep(Duration::from_secs(3600));
+        assert!(!quiet(&mut a), "swept again at once: nothing new");
         std::os::unix::fs::symlink("socket:[100]", root.path().join("40/fd/3")).unwrap();
         for _ in 1..10 {
             assert!(!quiet(&mut a));
@@ -1163,6 +1165,7 @@ mod tests {
             "30 runs the owner's program: no other"
         );
         a.set_sweep(Duration::from_secs(3600));
+        assert!(!quiet(&mut a));
         // One that exits is dropped at the next pass (its pid is checked with the owners').
         std::fs::remove_dir_all(root.path().join("20")).unwrap();
         assert!(a.attribute(&[sock(100)], false).owners_changed);
