@@ -88,44 +88,62 @@ impl FdScanner {
         scan
     }
 
-    /// The holders of each inode of `owners` among `order`'s processes other than its
-    /// owner: every table is read to its end (no early stop), for the sweep that finds a
-    /// socket's other holders. Returns them, lowest pid first, and the tables read; only
-    /// sockets held by more than their owner take memory.
-    pub fn holders(
-        &mut self,
-        order: &[Pid],
-        owners: &HashMap<Inode, Pid>,
-    ) -> (HashMap<Inode, Vec<Pid>>, usize) {
-        let mut held: HashMap<Inode, Vec<Pid>> = HashMap::new();
-        let mut read = 0;
-        for &pid in order {
+    /// Reads on in `sweep`, at most `budget` descriptors, from where the last step
+    /// stopped: a sweep of a machine whose processes hold millions of descriptors (any
+    /// user may open that many) is spread over as many passes as it takes, each of
+    /// bounded time. Returns true once every table has been read.
+    pub fn sweep_step(&mut self, sweep: &mut Sweep, mut budget: usize) -> bool {
+        while let Some(&pid) = sweep.order.get(sweep.next) {
             let Ok(fd_dir) = open_dir(&self.root.join(pid.0.to_string()).join("fd")) else {
-                continue; // exited, or not readable: the first-found owner stands
-            };
-            read += 1;
-            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                // Exited, or not readable: the first-found owner stands.
+                sweep.next += 1;
+                sweep.skip = 0;
                 continue;
             };
+            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
+                sweep.next += 1;
+                sweep.skip = 0;
+                continue;
+            };
+            // Where the last step stopped in this table: that many descriptors are passed
+            // over (a listing costs far less than a link read each).
+            let mut seen = 0;
+            let mut finished = true;
             while let Some(Ok(entry)) = dir.read() {
                 let name = entry.file_name();
                 if parse_pid(name).is_none() {
                     continue;
                 }
+                seen += 1;
+                if seen <= sweep.skip {
+                    continue;
+                }
+                if budget == 0 {
+                    finished = false;
+                    break;
+                }
+                budget -= 1;
                 if let Ok(Some(inode)) = self.socket_inode(&fd_dir, name)
-                    && owners.get(&inode).is_some_and(|&owner| owner != pid)
+                    && sweep.owners.get(&inode).is_some_and(|&owner| owner != pid)
                 {
-                    let pids = held.entry(inode).or_default();
+                    let pids = sweep.held.entry(inode).or_default();
                     if !pids.contains(&pid) {
                         pids.push(pid);
                     }
                 }
             }
+            if !finished {
+                sweep.skip = seen - 1;
+                return false;
+            }
+            sweep.tables += 1;
+            sweep.next += 1;
+            sweep.skip = 0;
         }
-        for pids in held.values_mut() {
+        for pids in sweep.held.values_mut() {
             pids.sort_unstable();
         }
-        (held, read)
+        true
     }
 
     /// The fd tables of the other threads of `order`'s processes, for what [`scan`]
@@ -252,6 +270,33 @@ impl FdScanner {
             },
             Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM) => Holds::Unknown,
             Err(_) => Holds::No,
+        }
+    }
+}
+
+/// One sweep of every fd table for the other holders of owned sockets, read a bounded
+/// number of descriptors at a time ([`FdScanner::sweep_step`]).
+#[derive(Debug, Default)]
+pub struct Sweep {
+    /// The processes to read, in turn.
+    order: Vec<Pid>,
+    /// The next of them to read, and how many of its descriptors were read already.
+    next: usize,
+    skip: usize,
+    /// Each owned socket's owner, as the sweep started.
+    owners: HashMap<Inode, Pid>,
+    /// The holders found of each socket other than its owner, lowest pid first at the end.
+    pub held: HashMap<Inode, Vec<Pid>>,
+    /// Fd tables read to their end.
+    pub tables: usize,
+}
+
+impl Sweep {
+    pub fn new(order: Vec<Pid>, owners: HashMap<Inode, Pid>) -> Sweep {
+        Sweep {
+            order,
+            owners,
+            ..Sweep::default()
         }
     }
 }
@@ -397,6 +442,43 @@ mod tests {
         std::os::unix::fs::symlink("fd", root.path().join("11/fd")).unwrap();
         let scan = scanner.scan(&[Pid(11)], &wanted);
         assert!(scan.denied && scan.found.is_empty());
+    }
+
+    #[test]
+    fn a_sweep_read_a_few_descriptors_at_a_time_finds_what_one_pass_finds() {
+        // 10 owns 100 and 200; 20 holds 100 among many other files; 30 holds 200; 40 is gone.
+        let root = tempfile::tempdir().unwrap();
+        let table = |pid: u32, links: &[&str]| {
+            let fd = root.path().join(format!("{pid}/fd"));
+            std::fs::create_dir_all(&fd).unwrap();
+            for (i, l) in links.iter().enumerate() {
+                std::os::unix::fs::symlink(l, fd.join(i.to_string())).unwrap();
+            }
+        };
+        table(10, &["socket:[100]", "socket:[200]"]);
+        let mut many = vec!["/dev/null"; 7];
+        many.push("socket:[100]");
+        table(20, &many);
+        table(30, &["/dev/null", "socket:[200]", "socket:[300]"]);
+        let owners: HashMap<Inode, Pid> = [(Inode(100), Pid(10)), (Inode(200), Pid(10))].into();
+        let order = vec![Pid(10), Pid(20), Pid(40), Pid(30)];
+        let mut scanner = FdScanner::new(root.path());
+        let mut whole = Sweep::new(order.clone(), owners.clone());
+        assert!(scanner.sweep_step(&mut whole, usize::MAX));
+        let expected: HashMap<Inode, Vec<Pid>> =
+            [(Inode(100), vec![Pid(20)]), (Inode(200), vec![Pid(30)])].into();
+        assert_eq!(whole.held, expected);
+        assert_eq!(whole.tables, 3);
+        // Two descriptors a step: 13 descriptors in all, so seven steps.
+        let mut bit = Sweep::new(order, owners);
+        let mut steps = 1;
+        while !scanner.sweep_step(&mut bit, 2) {
+            steps += 1;
+            assert!(steps < 20, "never done");
+        }
+        assert_eq!(steps, 7);
+        assert_eq!(bit.held, expected);
+        assert_eq!(bit.tables, 3);
     }
 
     fn entry(pid: u32, uid: u32, fds: u64) -> ProcEntry {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fds::{FdScanner, Holds, attribution_order};
+use super::fds::{FdScanner, Holds, Sweep, attribution_order};
 use super::procfs::Stat;
 use crate::model::{Inode, Owner, Pid, Process, Socket, UnknownOwner};
 
@@ -107,6 +107,9 @@ pub const VERIFY_PER_PASS: usize = 8;
 /// An owner that could not be named is looked up again after 1, 2, 4 ... passes, at most
 /// this many apart: an nfsd socket costs a full scan once a minute, not every second.
 pub const RETRY_MAX: u64 = 64;
+/// Descriptors a sweep for other holders reads per pass: about 30 ms of `readlink`s here.
+/// A machine with more open files is swept over several passes.
+pub const SWEEP_PER_PASS: usize = 8192;
 
 /// What is known of one socket's owner.
 #[derive(Debug, Clone)]
@@ -156,6 +159,8 @@ pub struct Attributor<D> {
     /// first look, and the first after a reload), then at this interval.
     sweep_every: Duration,
     swept: Option<Instant>,
+    /// The sweep under way, read on at every pass until it is done.
+    sweeping: Option<Sweep>,
 }
 
 impl<D: ProcessDetails> Attributor<D> {
@@ -177,6 +182,7 @@ impl<D: ProcessDetails> Attributor<D> {
             also_gone: false,
             sweep_every: Duration::from_secs(60),
             swept: Some(Instant::now()),
+            sweeping: None,
         }
     }
 
@@ -218,11 +224,17 @@ impl<D: ProcessDetails> Attributor<D> {
             stats.pids_read = pids_read;
             stats.owners_changed |= changed;
         }
-        if self.swept.is_none_or(|t| t.elapsed() >= self.sweep_every) {
+        if self.sweeping.is_none() && self.swept.is_none_or(|t| t.elapsed() >= self.sweep_every) {
             self.swept = Some(Instant::now());
-            let (pids_read, changed) = self.sweep();
-            stats.pids_read += pids_read;
-            stats.owners_changed |= changed;
+            self.sweeping = self.start_sweep();
+        }
+        if let Some(mut sweep) = self.sweeping.take() {
+            if self.fds.sweep_step(&mut sweep, SWEEP_PER_PASS) {
+                stats.pids_read += sweep.tables;
+                stats.owners_changed |= self.finish_sweep(sweep);
+            } else {
+                self.sweeping = Some(sweep);
+            }
         }
         stats
     }
@@ -515,26 +527,30 @@ impl<D: ProcessDetails> Attributor<D> {
         changed
     }
 
-    /// Reads every fd table to its end for the sockets that have an owner, and notes
-    /// beside each owner the processes that hold its socket too while running another
-    /// program (another executable file): one per program, lowest pid first. A decoy that
-    /// an allowed program plays while it keeps the socket cannot hide the program that
-    /// serves on it. Pid 1 is left out: a service manager holds the sockets it activates
-    /// for its services. Returns the tables read, and whether any owner's company changed.
-    fn sweep(&mut self) -> (usize, bool) {
-        let wanted: HashMap<Inode, Pid> = self
+    /// A sweep of every fd table to its end for the sockets that have an owner (none when
+    /// no socket has one, or `/proc` cannot be listed), to be read on at every pass.
+    fn start_sweep(&mut self) -> Option<Sweep> {
+        let owners: HashMap<Inode, Pid> = self
             .cache
             .iter()
             .filter_map(|(i, k)| k.held_by.map(|(pid, _)| (*i, pid)))
             .collect();
-        if wanted.is_empty() {
-            return (0, false);
+        if owners.is_empty() {
+            return None;
         }
-        let Ok(pids) = self.fds.list_pids() else {
-            return (0, false);
-        };
+        let pids = self.fds.list_pids().ok()?;
         let order: Vec<Pid> = pids.iter().map(|p| p.pid).filter(|p| p.0 != 1).collect();
-        let (held, read) = self.fds.holders(&order, &wanted);
+        Some(Sweep::new(order, owners))
+    }
+
+    /// Notes beside each owner the processes a finished sweep found holding its socket
+    /// too while running another program (another executable file): one per program,
+    /// lowest pid first. A decoy that an allowed program plays while it keeps the socket
+    /// cannot hide the program that serves on it. Pid 1 is left out: a service manager
+    /// holds the sockets it activates for its services. Returns whether any owner's
+    /// company changed.
+    fn finish_sweep(&mut self, sweep: Sweep) -> bool {
+        let held = sweep.held;
         let mut files = HashMap::new();
         let mut others: HashMap<Inode, Vec<Pid>> = HashMap::new();
         for (inode, pids) in &held {
@@ -542,7 +558,8 @@ impl<D: ProcessDetails> Attributor<D> {
                 continue;
             };
             let mut programs = vec![owner.exe_file];
-            for &pid in pids {
+            // The owner may have changed while the sweep went on.
+            for &pid in pids.iter().filter(|&&p| p != owner.pid) {
                 let file = *files.entry(pid).or_insert_with(|| {
                     super::host::file_id(&self.root.join(pid.0.to_string()).join("exe"))
                 });
@@ -580,7 +597,7 @@ impl<D: ProcessDetails> Attributor<D> {
                 .any(|(inode, also)| !self.also.get(inode).is_some_and(|was| same(was, also)));
         self.also = found;
         self.rounds_stale |= changed;
-        (read, changed)
+        changed
     }
 
     /// The owner of every socket: cached, or the reason it is unknown.
