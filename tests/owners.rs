@@ -54,27 +54,15 @@ fn an_owner_that_cannot_be_read_is_no_permission_never_kernel() {
 
 const ALLOW_SLEEP: &str = "[daemon]\ninterval = \"1s\"\n[[allow]]\nname = \"sleep\"\nport = 868\nexe = \"/usr/bin/sleep\"\n";
 
-/// The decoy: a process binds 868, hands the socket to an allowed /usr/bin/sleep, takes
-/// it back with pidfd_getfd and lets sleep die. The socket changes hands, and the new
-/// holder is named and alerted on.
-#[test]
-fn a_decoy_holder_does_not_vouch_for_the_real_one() {
-    let ns = Netns::new();
-    let (_dir, cfg) = config_file(ALLOW_SLEEP);
-    // Polls alone: instant detection would look the moment the helper listens, before it
-    // hands the socket to the decoy (and rightly name the helper), which is not the case
-    // this test is about.
-    let args = [
-        "--log",
-        "text",
-        "--instant",
-        "off",
-        "--config",
-        cfg.to_str().unwrap(),
-    ];
-    let mut d = Daemon::start(&ns, &args);
+/// The daemon on `config` (polls alone: instant detection would look the moment the helper
+/// listens, before it hands the socket to the decoy, and rightly name the helper), then a
+/// helper that binds 868 and hands the socket to /usr/bin/sleep, recorded as sleep's.
+/// Returns the daemon, the helper, sleep's pid, and the config's directory.
+fn decoy_on_868(ns: &Netns, config: &str) -> (Daemon, Listen, u32, tempfile::TempDir) {
+    let (dir, cfg) = config_file(config);
+    let mut d = polls_alone(ns, &cfg);
     d.wait_for("the start", |l| l.contains("starting"));
-    let mut l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
+    let l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
     let decoy = l.decoy.expect("a decoy");
     let opened = d.wait_for("the decoy's listener", |l| l.contains("LISTEN_PORT=868"));
     assert!(
@@ -85,33 +73,58 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
         opened.contains(&format!(" LISTENER_PID={decoy} ")),
         "{opened}"
     );
-    let taken = std::time::Instant::now();
-    l.say("take");
+    (d, l, decoy, dir)
+}
+
+/// The socket recorded as changing hands from the decoy to the helper, then the helper
+/// alerted.
+fn changed_hands_and_alerted(d: &mut Daemon, l: &Listen, decoy: u32) {
     let changed = d.wait_for("the change of hands", |l| {
         l.contains("listener-owner-changed")
     });
-    eprintln!("changed hands after {:?}", taken.elapsed());
-    assert!(
-        changed.contains(&format!(" LISTENER_PID={} ", l.pid)),
-        "{changed}"
-    );
-    assert!(
-        changed.contains(&format!(" LISTENER_PREVIOUS_PID={decoy} ")),
-        "{changed}"
-    );
-    assert!(
-        changed.contains(" LISTENER_PREVIOUS_EXE=/usr/bin/sleep "),
-        "{changed}"
-    );
+    for field in [
+        format!(" LISTENER_PID={} ", l.pid),
+        format!(" LISTENER_PREVIOUS_PID={decoy} "),
+        " LISTENER_PREVIOUS_EXE=/usr/bin/sleep ".to_owned(),
+    ] {
+        assert!(changed.contains(&field), "{field}: {changed}");
+    }
     let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
-    assert!(
-        alert.contains(&format!(" LISTENER_PID={} ", l.pid)),
-        "{alert}"
-    );
-    assert!(
-        alert.contains(&format!(" LISTENER_EXE={} ", listen_bin().display())),
-        "{alert}"
-    );
+    for field in [
+        format!(" LISTENER_PID={} ", l.pid),
+        format!(" LISTENER_EXE={} ", listen_bin().display()),
+    ] {
+        assert!(alert.contains(&field), "{field}: {alert}");
+    }
+}
+
+/// The daemon on the config file `cfg`, by polls alone.
+fn polls_alone(ns: &Netns, cfg: &std::path::Path) -> Daemon {
+    let cfg = cfg.to_str().unwrap();
+    Daemon::start(ns, &["--log", "text", "--instant", "off", "--config", cfg])
+}
+
+/// Whether `pid` holds a socket.
+fn holds_a_socket(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+}
+
+/// The decoy: a process binds 868, hands the socket to an allowed /usr/bin/sleep, takes
+/// it back with pidfd_getfd and lets sleep die. The socket changes hands, and the new
+/// holder is named and alerted on.
+#[test]
+fn a_decoy_holder_does_not_vouch_for_the_real_one() {
+    let ns = Netns::new();
+    let (mut d, mut l, decoy, _dir) = decoy_on_868(&ns, ALLOW_SLEEP);
+    let taken = std::time::Instant::now();
+    l.say("take");
+    changed_hands_and_alerted(&mut d, &l, decoy);
+    eprintln!("changed hands after {:?}", taken.elapsed());
     assert!(d.terminate().success());
 }
 
@@ -123,48 +136,12 @@ fn a_decoy_holder_does_not_vouch_for_the_real_one() {
 fn a_decoy_kept_alive_does_not_vouch_for_the_program_beside_it() {
     let ns = Netns::new();
     let config = ALLOW_SLEEP.replace("interval = \"1s\"", "owner_sweep = \"1s\"");
-    let (_dir, cfg) = config_file(&config);
-    let args = [
-        "--log",
-        "text",
-        "--instant",
-        "off",
-        "--config",
-        cfg.to_str().unwrap(),
-    ];
-    let mut d = Daemon::start(&ns, &args);
-    d.wait_for("the start", |l| l.contains("starting"));
-    let mut l = ns.listen(&["--decoy", "/usr/bin/sleep", "tcp:0.0.0.0:868"]);
-    let decoy = l.decoy.expect("a decoy");
-    let opened = d.wait_for("the decoy's listener", |l| l.contains("LISTEN_PORT=868"));
-    assert!(
-        opened.contains(&format!(" LISTENER_PID={decoy} ")),
-        "{opened}"
-    );
+    let (mut d, mut l, decoy, _dir) = decoy_on_868(&ns, &config);
     l.say("share");
-    let changed = d.wait_for("the second holder", |l| {
-        l.contains("listener-owner-changed")
-    });
-    assert!(
-        changed.contains(&format!(" LISTENER_PID={} ", l.pid)),
-        "{changed}"
-    );
-    assert!(
-        changed.contains(&format!(" LISTENER_PREVIOUS_PID={decoy} ")),
-        "{changed}"
-    );
-    let alert = d.wait_for("the alert", |l| l.contains("alert-raised"));
-    assert!(
-        alert.contains(&format!(" LISTENER_EXE={} ", listen_bin().display())),
-        "{alert}"
-    );
+    changed_hands_and_alerted(&mut d, &l, decoy);
     // sleep still holds the socket: it was not let go of, and is not said to be.
     assert!(
-        std::fs::read_dir(format!("/proc/{decoy}/fd"))
-            .unwrap()
-            .flatten()
-            .any(|e| std::fs::read_link(e.path())
-                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))),
+        holds_a_socket(decoy),
         "the decoy let go of the socket; the test proves nothing"
     );
     assert!(d.terminate().success());
@@ -194,15 +171,6 @@ fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
     c.arg("-c").arg(script);
     let l = Listen::start(c);
     let decoy = l.child.id();
-    let holds = |pid: u32| {
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .any(|e| {
-                std::fs::read_link(e.path())
-                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
-            })
-    };
     let start = std::time::Instant::now();
     while std::fs::read_link(format!("/proc/{decoy}/exe"))
         .map_or(true, |e| e != std::path::Path::new("/usr/bin/sleep"))
@@ -213,16 +181,8 @@ fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(holds(decoy) && holds(l.pid) && decoy < l.pid);
-    let args = [
-        "--log",
-        "text",
-        "--instant",
-        "off",
-        "--config",
-        cfg.to_str().unwrap(),
-    ];
-    let mut d = Daemon::start(&ns, &args);
+    assert!(holds_a_socket(decoy) && holds_a_socket(l.pid) && decoy < l.pid);
+    let mut d = polls_alone(&ns, &cfg);
     let alert = d.wait_for("the alert", |l| {
         l.contains("alert-raised") && l.contains("LISTEN_PORT=868")
     });
