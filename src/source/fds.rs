@@ -88,57 +88,54 @@ impl FdScanner {
         scan
     }
 
-    /// Reads on in `sweep`, at most `budget` descriptors, from where the last step
-    /// stopped: a sweep of a machine whose processes hold millions of descriptors (any
-    /// user may open that many) is spread over as many passes as it takes, each of
-    /// bounded time. Returns true once every table has been read.
+    /// Reads on in `sweep`, at most `budget` descriptors (and tables opened), from where
+    /// the last step stopped: a sweep of a machine whose processes hold millions of
+    /// descriptors (any user may open that many) is spread over as many passes as it
+    /// takes, each of bounded time. The table being read stays open between steps, so a
+    /// step goes on where the last one stopped, without listing what was read again.
+    /// Returns true once every table has been read.
     pub fn sweep_step(&mut self, sweep: &mut Sweep, mut budget: usize) -> bool {
-        while let Some(&pid) = sweep.order.get(sweep.next) {
-            let Ok(fd_dir) = open_dir(&self.root.join(pid.0.to_string()).join("fd")) else {
+        loop {
+            if sweep.table.is_none() {
+                let Some(&pid) = sweep.order.get(sweep.next) else {
+                    break;
+                };
+                sweep.next += 1;
+                budget = budget.saturating_sub(1);
                 // Exited, or not readable: the first-found owner stands.
-                sweep.next += 1;
-                sweep.skip = 0;
+                let path = self.root.join(pid.0.to_string()).join("fd");
+                let Ok(fd_dir) = open_dir(&path) else {
+                    continue;
+                };
+                let Ok(dir) = Dir::read_from(&fd_dir) else {
+                    continue;
+                };
+                sweep.table = Some((pid, fd_dir, dir));
+            }
+            let Some((pid, fd_dir, dir)) = &mut sweep.table else {
                 continue;
             };
-            let Ok(mut dir) = Dir::read_from(&fd_dir) else {
-                sweep.next += 1;
-                sweep.skip = 0;
-                continue;
-            };
-            // Where the last step stopped in this table: that many descriptors are passed
-            // over (a listing costs far less than a link read each).
-            let mut seen = 0;
-            let mut finished = true;
-            while let Some(Ok(entry)) = dir.read() {
+            loop {
+                if budget == 0 {
+                    return false;
+                }
+                let Some(Ok(entry)) = dir.read() else { break };
                 let name = entry.file_name();
                 if parse_pid(name).is_none() {
                     continue;
                 }
-                seen += 1;
-                if seen <= sweep.skip {
-                    continue;
-                }
-                if budget == 0 {
-                    finished = false;
-                    break;
-                }
                 budget -= 1;
-                if let Ok(Some(inode)) = self.socket_inode(&fd_dir, name)
-                    && sweep.owners.get(&inode).is_some_and(|&owner| owner != pid)
+                if let Ok(Some(inode)) = self.socket_inode(fd_dir, name)
+                    && sweep.owners.get(&inode).is_some_and(|owner| owner != pid)
                 {
                     let pids = sweep.held.entry(inode).or_default();
-                    if !pids.contains(&pid) {
-                        pids.push(pid);
+                    if !pids.contains(pid) {
+                        pids.push(*pid);
                     }
                 }
             }
-            if !finished {
-                sweep.skip = seen - 1;
-                return false;
-            }
+            sweep.table = None;
             sweep.tables += 1;
-            sweep.next += 1;
-            sweep.skip = 0;
         }
         for pids in sweep.held.values_mut() {
             pids.sort_unstable();
@@ -280,9 +277,11 @@ impl FdScanner {
 pub struct Sweep {
     /// The processes to read, in turn.
     order: Vec<Pid>,
-    /// The next of them to read, and how many of its descriptors were read already.
+    /// The next of them to open.
     next: usize,
-    skip: usize,
+    /// The table being read: its process, and the directory, open where the last step
+    /// stopped.
+    table: Option<(Pid, OwnedFd, Dir)>,
     /// Each owned socket's owner, as the sweep started.
     owners: HashMap<Inode, Pid>,
     /// The holders found of each socket other than its owner, lowest pid first at the end.
@@ -469,14 +468,14 @@ mod tests {
             [(Inode(100), vec![Pid(20)]), (Inode(200), vec![Pid(30)])].into();
         assert_eq!(whole.held, expected);
         assert_eq!(whole.tables, 3);
-        // Two descriptors a step: 13 descriptors in all, so seven steps.
+        // Two descriptors or tables a step: 13 descriptors and 4 tables, so nine steps.
         let mut bit = Sweep::new(order, owners);
         let mut steps = 1;
         while !scanner.sweep_step(&mut bit, 2) {
             steps += 1;
             assert!(steps < 20, "never done");
         }
-        assert_eq!(steps, 7);
+        assert_eq!(steps, 9);
         assert_eq!(bit.held, expected);
         assert_eq!(bit.tables, 3);
     }
