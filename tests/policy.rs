@@ -407,6 +407,74 @@ fn real_daemons_are_allowed_by_the_built_in_rules() {
     assert_eq!(find(&scan, "udp", 323)[0]["verdict"]["alert"], true);
 }
 
+/// Any user may run the real chronyd in a user and network namespace of their own, where
+/// they are root and may load code of their own into it (`LD_PRELOAD`): the same file,
+/// but a socket made by that user, not by root. The built-in rule is for root's sockets,
+/// so that one is alerted, and says why in the host's terms.
+#[test]
+fn a_users_own_chronyd_does_not_borrow_the_built_in_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let conf = chrony_conf(tmp.path(), "127.0.0.1");
+    // Root in its namespace, chronyd stays the user it is (it cannot become _chrony).
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("user root\n");
+    std::fs::write(&conf, text).unwrap();
+    let empty = tmp.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let mut chronyd = Command::new("setpriv");
+    chronyd
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["unshare", "--user", "--map-root-user", "--net", "sh", "-c"])
+        .arg(format!(
+            "ip link set lo up && exec /usr/sbin/chronyd -d -x -f {}",
+            conf.display()
+        ));
+    let running = Running(
+        chronyd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = running.0.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let theirs = loop {
+        let netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .expect("chronyd runs");
+        let out = Command::new(bin())
+            .args(["scan", "--json", "--config", empty.to_str().unwrap()])
+            .args(["--netns", &format!("netns:{netns}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let scan: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        if let Some(e) = scan
+            .into_iter()
+            .find(|e| e["process"]["exe"] == "/usr/sbin/chronyd" && e["port"] == 323)
+        {
+            break e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chronyd never listened on 127.0.0.1:323 in its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(theirs["uid"], 65534, "{theirs}");
+    assert_eq!(theirs["verdict"]["alert"], true, "{theirs}");
+    let reason = theirs["verdict"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("323/udp") && !reason.contains("built-in"),
+        "{reason}"
+    );
+}
+
 /// The real chronyd told to take its command port on every interface: its rule is for
 /// loopback only, so it is alerted.
 #[test]

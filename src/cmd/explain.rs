@@ -213,7 +213,7 @@ pub fn render(e: &Explanation) -> String {
     if !e.builtin_rules.is_empty() {
         let _ = writeln!(
             out,
-            "  built-in:  {}: allowed here by built-in rules (matched on the program's file)",
+            "  built-in:  {}: allowed here by built-in rules (matched on the program's file, and a socket root made)",
             e.builtin_rules.join(", ")
         );
     }

@@ -2,16 +2,19 @@
 //! advance, which the default policy would otherwise alert on at (almost) every start.
 //!
 //! Each is matched on its executable file (its real file, not a path a process could
-//! bind-mount over, and never its name: a backdoor can call itself `rpc.statd`) and, where
-//! the port is fixed, on that port and address. Found by starting real Debian daemons in
+//! bind-mount over, and never its name: a backdoor can call itself `rpc.statd`), on a
+//! socket root made (these daemons start as root and open their sockets before they drop
+//! to a user of their own; any user can run the same file in a user and network namespace
+//! of their own, with code of their own loaded into it) and, where the port is fixed, on
+//! that port and address. Found by starting real Debian daemons in
 //! test namespaces: chrony's command port is 323/udp, which IANA lists as reserved; the
 //! others take a port from `bindresvport()` (600 + pid % 424), which lands on a port IANA
 //! never assigned or reserved in more than half of the starts. `[policy] builtin_allow =
 //! false` turns them off.
 //!
-//! Packet sockets are allowed, also by their file, for the programs that need them to do
-//! their job: DHCP clients, LLDP, EAPOL (wpa_supplicant, hostapd), and the capture tools
-//! when root runs them.
+//! Packet sockets are allowed, also by their file and a socket root made (or, for
+//! systemd-networkd, its own system user), for the programs that need them to do their
+//! job: DHCP clients, LLDP, EAPOL (wpa_supplicant, hostapd), and the capture tools.
 
 use std::sync::LazyLock;
 
@@ -28,6 +31,7 @@ fn rule(name: &str, exe: &str, place: Place) -> AllowRule {
         place,
         holder: Holder {
             exes: vec![exe.to_owned()],
+            users: vec![UserMatch::SocketUid(0)],
             ..Holder::default()
         },
         until: None,
@@ -78,26 +82,28 @@ pub static RULES: LazyLock<Vec<AllowRule>> = LazyLock::new(|| {
     rules.extend(
         PACKET_PROGRAMS
             .iter()
-            .map(|&(name, exes)| packet(name, exes, false)),
+            .map(|&(name, exes, user)| packet(name, exes, user, false)),
     );
     rules.extend(
         CAPTURE_TOOLS
             .iter()
-            .map(|&(name, exes)| packet(name, exes, true)),
+            .map(|&(name, exes)| packet(name, exes, None, true)),
     );
     rules
 });
 
 /// Programs that need packet sockets to do their job, each with the paths Debian and
-/// others install it at.
-const PACKET_PROGRAMS: [(&str, &[&str]); 7] = [
+/// others install it at, and the system user it opens them as when that is not root.
+const PACKET_PROGRAMS: [(&str, &[&str], Option<&str>); 7] = [
     (
         "dhclient (DHCP client)",
         &["/usr/sbin/dhclient", "/sbin/dhclient"],
+        None,
     ),
     (
         "dhcpcd (DHCP client)",
         &["/usr/sbin/dhcpcd", "/sbin/dhcpcd"],
+        None,
     ),
     (
         "NetworkManager (DHCP, link checks)",
@@ -105,6 +111,7 @@ const PACKET_PROGRAMS: [(&str, &[&str]); 7] = [
             "/usr/sbin/NetworkManager",
             "/usr/lib/NetworkManager/nm-dhcp-helper",
         ],
+        None,
     ),
     (
         "systemd-networkd (DHCP, LLDP)",
@@ -112,18 +119,21 @@ const PACKET_PROGRAMS: [(&str, &[&str]); 7] = [
             "/usr/lib/systemd/systemd-networkd",
             "/lib/systemd/systemd-networkd",
         ],
+        // It runs as this user from the start, with the capabilities it needs.
+        Some("systemd-network"),
     ),
-    ("lldpd (LLDP)", &["/usr/sbin/lldpd"]),
+    ("lldpd (LLDP)", &["/usr/sbin/lldpd"], None),
     (
         "wpa_supplicant (EAPOL)",
         &["/usr/sbin/wpa_supplicant", "/sbin/wpa_supplicant"],
+        None,
     ),
-    ("hostapd (EAPOL)", &["/usr/sbin/hostapd"]),
+    ("hostapd (EAPOL)", &["/usr/sbin/hostapd"], None),
 ];
 
 /// Capture tools, allowed when root started them: their socket was made by root (they
 /// may run as a user of their own by the time the daemon looks). Anyone else's is
-/// alerted.
+/// alerted, and recorded as worth a look even when root's.
 const CAPTURE_TOOLS: [(&str, &[&str]); 3] = [
     (
         "tcpdump run by root (capture)",
@@ -133,14 +143,15 @@ const CAPTURE_TOOLS: [(&str, &[&str]); 3] = [
     ("dumpcap run by root (capture)", &["/usr/bin/dumpcap"]),
 ];
 
-/// A rule for the packet sockets of one program (by its file, never its name).
-fn packet(name: &str, exes: &[&str], root_only: bool) -> AllowRule {
+/// A rule for the packet sockets of one program (by its file, never its name), made by
+/// root or by `user`.
+fn packet(name: &str, exes: &[&str], user: Option<&str>, capture: bool) -> AllowRule {
     AllowRule {
         name: Some(name.to_owned()),
         origin: BUILT_IN.to_owned(),
         place: Place {
             // Network managers also hold raw ICMPv6 sockets (router solicitations).
-            kinds: if root_only {
+            kinds: if capture {
                 vec![Kind::Packet]
             } else {
                 vec![Kind::Packet, Kind::Raw]
@@ -149,15 +160,13 @@ fn packet(name: &str, exes: &[&str], root_only: bool) -> AllowRule {
         },
         holder: Holder {
             exes: exes.iter().map(|&e| e.to_owned()).collect(),
-            users: if root_only {
-                vec![UserMatch::SocketUid(0)]
-            } else {
-                Vec::new()
-            },
+            users: std::iter::once(UserMatch::SocketUid(0))
+                .chain(user.map(|u| UserMatch::Name(u.to_owned())))
+                .collect(),
             ..Holder::default()
         },
         until: None,
         // A capture running is allowed, and still recorded as worth a look.
-        severity: root_only.then_some(super::policy::Severity::Low),
+        severity: capture.then_some(super::policy::Severity::Low),
     }
 }

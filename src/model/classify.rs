@@ -198,6 +198,7 @@ impl Host for TestHost {
         match name {
             "root" => Some(0),
             "alice" => Some(1000),
+            "systemd-network" => Some(998),
             _ => None,
         }
     }

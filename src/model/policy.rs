@@ -741,6 +741,21 @@ mod tests {
             judge(Protocol::Udp, "127.0.0.1", &namesake).alert,
             "a namesake"
         );
+        // The same file run by a user in a user and network namespace of their own (where
+        // they are root, and may load code of their own into it): its socket's maker.
+        let mut theirs = listener(Protocol::Udp, "127.0.0.1", 323, chronyd.clone());
+        theirs.uid = 1000;
+        if let Owner::Process(p) = &mut theirs.owner {
+            std::sync::Arc::make_mut(p).uid = Some(1000);
+        }
+        let v = p.judge_with(&reg, &theirs);
+        assert!(v.alert && !v.reason.contains("built-in"), "{v:?}");
+        // A port from bindresvport, the same.
+        let statd = process("rpc.statd", "/usr/sbin/rpc.statd");
+        let mut l = listener(Protocol::Tcp, "0.0.0.0", 867, statd);
+        assert!(!p.judge_with(&reg, &l).alert);
+        l.uid = 1000;
+        assert!(p.judge_with(&reg, &l).alert, "a user's rpc.statd");
     }
 
     /// tcpdump started by root opens its socket as root, then runs as `tcpdump`: allowed
@@ -822,6 +837,20 @@ mod tests {
             !v.alert && v.reason.contains("built-in rule \"dhclient"),
             "{v:?}"
         );
+        let mut theirs = portless(Protocol::Packet, 3, Filter::Attached(6), dhclient.clone());
+        theirs.uid = 1000;
+        assert!(
+            judge(&p, &theirs).alert,
+            "a user's dhclient, in a namespace of theirs"
+        );
+        // systemd-networkd opens its sockets as its own user.
+        let mut networkd = process("systemd-networkd", "/usr/lib/systemd/systemd-networkd");
+        if let Owner::Process(p) = &mut networkd {
+            std::sync::Arc::make_mut(p).uid = Some(998);
+        }
+        let mut l = portless(Protocol::Packet, 3, Filter::Attached(6), networkd);
+        l.uid = 998;
+        assert!(!judge(&p, &l).alert, "{:?}", judge(&p, &l));
         let off = Policy {
             builtin_allow: false,
             ..Policy::default()
