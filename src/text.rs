@@ -18,6 +18,9 @@ use std::fmt::Write as _;
 /// Characters that change how text reads without showing themselves: controls (C0, DEL,
 /// C1), bidirectional overrides and marks, and invisible ones.
 pub fn is_hidden(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_control();
+    }
     c.is_control()
         || matches!(c,
             '\u{00ad}' // soft hyphen
@@ -41,9 +44,15 @@ fn needs_escape(c: char) -> bool {
     c == '\\' || is_hidden(c)
 }
 
+/// Printable ASCII only: nothing in it is hidden. Checked a byte at a time, which is
+/// most text and much faster than a look at each character.
+pub fn is_plain(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 /// Escapes control and bidi characters: `evil\nPRIORITY=0` → `evil\\nPRIORITY=0`.
 pub fn escape_control(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    if (is_plain(s) && !s.contains('\\')) || !s.chars().any(needs_escape) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -113,6 +122,9 @@ pub mod json {
             w: &mut W,
             fragment: &str,
         ) -> io::Result<()> {
+            if super::is_plain(fragment) {
+                return w.write_all(fragment.as_bytes());
+            }
             let mut start = 0;
             for (i, c) in fragment.char_indices() {
                 if !super::is_hidden(c) {
@@ -170,11 +182,16 @@ pub mod json {
 
     /// Writes `value` as pretty JSON.
     pub fn to_writer_pretty<W: io::Write, T: Serialize + ?Sized>(
-        w: W,
+        mut w: W,
         value: &T,
     ) -> io::Result<()> {
-        let mut ser = serde_json::Serializer::with_formatter(w, Visible(PrettyFormatter::new()));
-        value.serialize(&mut ser).map_err(io::Error::from)
+        // Into memory first, then one write: the formatter writes a few bytes at a time,
+        // and `w` is most often a `dyn Write` (a call that cannot be inlined per write).
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut ser =
+            serde_json::Serializer::with_formatter(&mut out, Visible(PrettyFormatter::new()));
+        value.serialize(&mut ser).map_err(io::Error::from)?;
+        w.write_all(&out)
     }
 
     /// `value` as one line of JSON.
