@@ -197,10 +197,12 @@ scenario() {
   in_ns hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --output=null --style basic \
     --export-json "$json" \
     -n 'portsentinel scan --json' "$PS scan --json" \
+    -n 'portsentinel scan --json --netns host' "$PS scan --json --netns host" \
     -n 'ss -ltunp' "$SS -ltunp" \
     -n 'netstat -ltunp' "$NETSTAT -ltunp" \
     -n 'lsof -nP -iTCP -sTCP:LISTEN -iUDP' "$LSOF -nP -iTCP -sTCP:LISTEN -iUDP" \
     -n 'portsentinel scan --json --source proc-net' "$PS scan --json --source proc-net" \
+    -n 'portsentinel scan --json --all-holders' "$PS scan --json --all-holders" \
     >"$WORK/hyperfine.log" 2>&1 || { cat "$WORK/hyperfine.log" >&2; die "hyperfine failed"; }
   local load1; load1=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -226,13 +228,16 @@ scenario() {
   echo "|---|---:|---:|---:|---:|---|"
   local name count
   for name in 'portsentinel scan --json' 'ss -ltunp' 'netstat -ltunp' \
-    'lsof -nP -iTCP -sTCP:LISTEN -iUDP' 'portsentinel scan --json --source proc-net'; do
+    'lsof -nP -iTCP -sTCP:LISTEN -iUDP' 'portsentinel scan --json --source proc-net' \
+    'portsentinel scan --json --netns host' 'portsentinel scan --json --all-holders'; do
     case $name in
       'portsentinel scan --json') count="$c_ps sockets with --all ($o_ps), $c_psg rows grouped" ;;
       'ss -ltunp') count="$c_ss ($o_ss)" ;;
       'netstat -ltunp') count="$c_ns ($o_ns)" ;;
       lsof*) count="$c_ls, $c_ls_udp of them UDP (all with owner; one line per fd)" ;;
       *proc-net) count="$c_pn sockets with --all ($o_pn)" ;;
+      *'netns host') count="this namespace only, as ss shows" ;;
+      *all-holders) count="every fd table read to its end, as ss -p does" ;;
     esac
     jq -r --arg n "$name" --arg c "$count" --argjson ss "$ss_mean" --argjson ssmin "$ss_min" '
       def r2: . * 100 | round / 100;

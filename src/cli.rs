@@ -169,6 +169,11 @@ pub struct ScanArgs {
     /// Exit with status 1 when any listener is alerted (for scripts and monitoring).
     #[arg(long)]
     pub check: bool,
+    /// Read every process's open files to the end, as `ss -p` does: list every pid that
+    /// holds each socket, and judge each listener as each program that holds it (as the
+    /// daemon does once a minute). Without it, the first holder found names a socket.
+    #[arg(long)]
+    pub all_holders: bool,
     /// Where to read sockets from.
     #[arg(long, value_enum, default_value_t, value_name = "SOURCE")]
     pub source: SourceMode,

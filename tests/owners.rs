@@ -147,26 +147,27 @@ fn a_decoy_kept_alive_does_not_vouch_for_the_program_beside_it() {
     assert!(d.terminate().success());
 }
 
-/// A decoy in place before the daemon starts, the way an attacker would set it up: bind 868,
-/// fork, and the parent becomes the allowed /usr/bin/sleep while the child serves. Sleep
-/// is read first (a lower pid, a smaller fd table, no parent holding the socket) and would
-/// vouch for the child; the daemon's first look also reads every fd table to the end, so
-/// the inventory already names the child, alerted.
-#[test]
-fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
-    let ns = Netns::new();
-    let (_dir, cfg) = config_file(ALLOW_SLEEP);
-    let script = "import os, socket, sys\n\
+/// A decoy set up the way an attacker would, before anyone looks: bind 868, fork, and the
+/// parent becomes the allowed /usr/bin/sleep while the child serves (with `worker`, beside
+/// a worker of its own, another python3). Returns the child and sleep's pid.
+fn decoy_forked(ns: &Netns, worker: bool) -> (Listen, u32) {
+    let script = format!(
+        "import os, socket, sys\n\
         s = socket.socket()\n\
         s.bind(('0.0.0.0', 868))\n\
         s.listen()\n\
         s.set_inheritable(True)\n\
         if os.fork() == 0:\n\
         \x20   pad = [open('/dev/null') for _ in range(8)]\n\
-        \x20   print(f'ready pid={os.getpid()} ports=868', flush=True)\n\
+        \x20   if {worker} and os.fork() == 0:\n\
+        \x20       sys.stdin.readline()\n\
+        \x20       os._exit(0)\n\
+        \x20   print(f'ready pid={{os.getpid()}} ports=868', flush=True)\n\
         \x20   sys.stdin.readline()\n\
         \x20   os._exit(0)\n\
-        os.execv('/usr/bin/sleep', ['sleep', '3600'])\n";
+        os.execv('/usr/bin/sleep', ['sleep', '3600'])\n",
+        worker = if worker { "True" } else { "False" }
+    );
     let mut c = ns.command("python3");
     c.arg("-c").arg(script);
     let l = Listen::start(c);
@@ -181,6 +182,66 @@ fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    (l, decoy)
+}
+
+/// The same decoy, in front of `scan`: the first holder found (sleep) names the socket and
+/// vouches for it; `scan --all-holders` reads every fd table to its end, lists every pid
+/// that holds it (sleep, the child and its worker) and judges it as the child, alerted.
+#[test]
+fn scan_with_all_holders_lists_every_holder_and_a_decoy_vouches_for_nothing() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file(ALLOW_SLEEP);
+    let cfg = cfg.to_str().unwrap();
+    let (l, decoy) = decoy_forked(&ns, true);
+    let worker = |l: &Listen| {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", l.pid));
+        children.unwrap().trim().parse::<u32>().ok()
+    };
+    let start = std::time::Instant::now();
+    let worker = loop {
+        if let Some(w) = worker(&l).filter(|&w| holds_a_socket(w)) {
+            break w;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no worker"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let first = scan_json(&ns, &["--config", cfg]);
+    let first = find(&first, "tcp", 868)[0];
+    assert_eq!(first["process"]["pid"], decoy, "{first}");
+    assert_eq!(first["verdict"]["alert"], false, "{first}");
+
+    let all = scan_json(&ns, &["--config", cfg, "--all-holders"]);
+    let all = find(&all, "tcp", 868)[0];
+    assert_eq!(all["verdict"]["alert"], true, "{all}");
+    assert_eq!(all["process"]["pid"], l.pid, "{all}");
+    assert_eq!(all["process"]["name"], "python3", "{all}");
+    let mut pids = vec![decoy, l.pid, worker];
+    pids.sort_unstable();
+    assert_eq!(all["pids"], serde_json::json!(pids), "{all}");
+    // The table says so too: the program, and how many more hold it.
+    let table = ns.portsentinel(&["scan", "--config", cfg, "--all-holders"]);
+    let table = util::stdout(&table);
+    let row = table.lines().find(|r| r.contains(" 868 ")).unwrap();
+    assert!(
+        row.contains(&format!("python3[{}] +2", l.pid)) && row.contains("ALERT"),
+        "{table}"
+    );
+}
+
+/// A decoy in place before the daemon starts, the way an attacker would set it up: bind 868,
+/// fork, and the parent becomes the allowed /usr/bin/sleep while the child serves. Sleep
+/// is read first (a lower pid, a smaller fd table, no parent holding the socket) and would
+/// vouch for the child; the daemon's first look also reads every fd table to the end, so
+/// the inventory already names the child, alerted.
+#[test]
+fn a_decoy_in_place_before_the_start_vouches_for_nothing_at_the_first_look() {
+    let ns = Netns::new();
+    let (_dir, cfg) = config_file(ALLOW_SLEEP);
+    let (l, decoy) = decoy_forked(&ns, false);
     assert!(holds_a_socket(decoy) && holds_a_socket(l.pid) && decoy < l.pid);
     let mut d = polls_alone(&ns, &cfg);
     let alert = d.wait_for("the alert", |l| {

@@ -419,7 +419,7 @@ _portsentinel() {
             return 0
             ;;
         portsentinel__subcmd__scan)
-            opts="-c -v -q -h -V --json --all --check --source --netns --config --verbose --quiet --help --version"
+            opts="-c -v -q -h -V --json --all --check --all-holders --source --netns --config --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

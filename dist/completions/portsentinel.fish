@@ -57,6 +57,7 @@ complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -s c -l 
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -l json -d 'Print one JSON array instead of a table (fields: see the README)'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -l all -d 'One row per socket instead of one per program, address and port'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -l check -d 'Exit with status 1 when any listener is alerted (for scripts and monitoring)'
+complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -l all-holders -d 'Read every process\'s open files to the end, as `ss -p` does: list every pid that holds each socket, and judge each listener as each program that holds it (as the daemon does once a minute). Without it, the first holder found names a socket'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -s v -l verbose -d 'Say more: -v for info, -vv for debug, -vvv for trace [default: warnings; the daemon and the agent: info] (PORTSENTINEL_LOG=LEVEL does the same)'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -s q -l quiet -d 'Say less: -q for errors only, -qq for nothing'
 complete -c portsentinel -n "__fish_portsentinel_using_subcommand scan" -s h -l help -d 'Print help (see more with \'--help\')'

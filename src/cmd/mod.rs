@@ -10,19 +10,20 @@ pub mod notify_agent;
 pub mod run;
 pub mod scan;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::model::{Listener, Protocol, Socket, group_listeners};
+use crate::model::{Listener, Process, Protocol, Socket, group_listeners};
 use crate::registry::Registry;
 use crate::sink::RecordSink;
 use crate::sink::diagnostics::RecordLayer;
 use crate::source::netns::{MultiSource, NamespaceTable, Scope};
 use crate::source::{
-    self, Attributor, Backend, SocketSource, SourceMode, SysinfoDetails, SystemHost,
+    self, Attributor, Backend, OwnerSource, SocketSource, SourceMode, SysinfoDetails, SystemHost,
 };
 
 /// Exit statuses (sysexits.h where one fits).
@@ -139,6 +140,9 @@ pub struct Snapshot {
     pub backend: Backend,
     /// The network namespaces found, for names and the policy's view of the host.
     pub namespaces: Arc<NamespaceTable>,
+    /// By index in `listeners`: the processes that hold one of its sockets too while
+    /// running another program than its owner (found with `all_holders` only).
+    pub also: HashMap<usize, Vec<Arc<Process>>>,
 }
 
 impl Snapshot {
@@ -154,6 +158,19 @@ pub fn snapshot(
     mode: SourceMode,
     per_socket: bool,
     netns: &str,
+    keep: impl Fn(&Socket) -> bool,
+) -> Result<Snapshot, Failure> {
+    snapshot_with(mode, per_socket, netns, false, keep)
+}
+
+/// [`snapshot`], and with `all_holders` every fd table read to its end: every pid that
+/// holds each socket in the listeners' `pids`, and the holders running other programs
+/// than the owner in [`Snapshot::also`], for the policy to judge.
+pub fn snapshot_with(
+    mode: SourceMode,
+    per_socket: bool,
+    netns: &str,
+    all_holders: bool,
     keep: impl Fn(&Socket) -> bool,
 ) -> Result<Snapshot, Failure> {
     let proc_root = source::proc_root(None);
@@ -180,11 +197,29 @@ pub fn snapshot(
     let details = SysinfoDetails::new(&proc_root).map_err(Failure::Unavailable)?;
     let mut attributor = Attributor::new(&proc_root, details);
     attributor.attribute(&sockets, true);
-    let listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
+    let held = if all_holders {
+        attributor.sweep_now()
+    } else {
+        HashMap::new()
+    };
+    let mut listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
+    let mut also = HashMap::new();
+    for (i, l) in listeners.iter_mut().enumerate() {
+        for inode in &l.inodes {
+            l.pids.extend(held.get(inode).into_iter().flatten());
+        }
+        let others = attributor.also_held_by_any(&l.inodes);
+        l.pids.sort_unstable();
+        l.pids.dedup();
+        if !others.is_empty() {
+            also.insert(i, others);
+        }
+    }
     Ok(Snapshot {
         listeners,
         backend,
         namespaces,
+        also,
     })
 }
 

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use super::{Failure, exit, load_config, snapshot, write_stdout};
+use super::{Failure, exit, load_config, snapshot_with, write_stdout};
 use crate::cli::ScanArgs;
 use crate::model::{Classifier, ExpectRule, Listener, Report, UnknownOwner, display_address};
 use crate::source::Backend;
@@ -11,13 +11,22 @@ use crate::text::clip;
 
 pub fn run(args: &ScanArgs) -> Result<ExitCode, Failure> {
     let (config, registry) = load_config(args.config.config.as_deref())?;
-    let snap = snapshot(args.source, args.all, &args.netns.netns, |_| true)?;
+    let mut snap = snapshot_with(
+        args.source,
+        args.all,
+        &args.netns.netns,
+        args.all_holders,
+        |_| true,
+    )?;
     let host = snap.host();
     let classifier = Classifier {
         registry: &registry,
         policy: &config.policy,
         host: &host,
     };
+    for (i, also) in std::mem::take(&mut snap.also) {
+        classifier.judge_as_holders(&mut snap.listeners[i], also);
+    }
     let reports = reports(&snap.listeners, &classifier);
     let alerts = reports.iter().filter(|r| r.verdict.alert).count();
     let expected = expectations(&config.policy.expect, &reports);

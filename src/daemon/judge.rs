@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use tokio::time::Instant;
 
 use super::{Daemon, now};
-use crate::model::{Classifier, Listener, Owner};
+use crate::model::{Classifier, Listener};
 use crate::sink::record::Record;
 
 impl Daemon {
@@ -50,10 +50,9 @@ impl Daemon {
         self.rejudge_all();
     }
 
-    /// A socket that other programs hold too is judged as each of its holders: when the
-    /// policy allows its owner but not another holder, the listener is that holder's (a
-    /// decoy an allowed program plays does not vouch for the program that serves on the
-    /// socket). The tracker then records the change of hands, and the alert.
+    /// A socket that other programs hold too is judged as each of its holders (see
+    /// [`Classifier::judge_as_holders`]); the tracker then records a change of hands,
+    /// and the alert.
     pub(super) fn judge_holders(&self, listeners: &mut [Listener]) {
         let c = Classifier {
             registry: &self.registry,
@@ -62,23 +61,7 @@ impl Daemon {
         };
         for l in listeners.iter_mut() {
             let also = self.poller.also_held_by(l);
-            if also.is_empty() || c.classify(l).verdict.alert {
-                continue;
-            }
-            for p in also {
-                let mut other = l.clone();
-                other.owner = Owner::Process(p);
-                if c.classify(&other).verdict.alert {
-                    if let Owner::Process(p) = &other.owner
-                        && !other.pids.contains(&p.pid)
-                    {
-                        other.pids.push(p.pid);
-                        other.pids.sort_unstable();
-                    }
-                    *l = other;
-                    break;
-                }
-            }
+            c.judge_as_holders(l, also);
         }
     }
 

@@ -100,15 +100,7 @@ impl Poller {
     /// Processes that hold one of `l`'s sockets too while running another program than
     /// its owner's, one per program (found by the owners' periodic sweep).
     pub fn also_held_by(&self, l: &Listener) -> Vec<Arc<Process>> {
-        let mut also: Vec<Arc<Process>> = Vec::new();
-        for &inode in &l.inodes {
-            for p in self.owners.also_held_by(inode) {
-                if !also.iter().any(|a| a.pid == p.pid) {
-                    also.push(p);
-                }
-            }
-        }
-        also
+        self.owners.also_held_by_any(&l.inodes)
     }
 
     /// A running process's details, if `pid` still names the one started at `start_time`.

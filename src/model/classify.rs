@@ -8,9 +8,11 @@
 //! format it. Each fact has one wording for people, here: [`Iana::words`] for the IANA
 //! status, [`PortRange::words`] for the range.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
-use super::listener::{Container, Listener, NetnsView, Reach};
+use super::listener::{Container, Listener, NetnsView, Owner, Process, Reach};
 use super::policy::{Host, Policy, Verdict};
 use super::snapshot::ListenerKey;
 use crate::registry::{PortFacts, Registry};
@@ -228,6 +230,29 @@ impl Classifier<'_> {
             verdict,
             netns: self.host.netns(l.netns),
             container: l.owner.process().and_then(|p| p.container.clone()),
+        }
+    }
+
+    /// A listener whose sockets other programs hold too (`also`, besides its owner) is
+    /// judged as each of them: when the policy allows its owner but not another holder,
+    /// the listener becomes that holder's (added to its pids). A decoy an allowed program
+    /// plays does not vouch for the program that serves on the socket.
+    pub fn judge_as_holders(&self, l: &mut Listener, also: Vec<Arc<Process>>) {
+        if also.is_empty() || self.classify(l).verdict.alert {
+            return;
+        }
+        for p in also {
+            let mut other = l.clone();
+            let pid = p.pid;
+            other.owner = Owner::Process(p);
+            if self.classify(&other).verdict.alert {
+                if !other.pids.contains(&pid) {
+                    other.pids.push(pid);
+                    other.pids.sort_unstable();
+                }
+                *l = other;
+                return;
+            }
         }
     }
 }

@@ -43,6 +43,19 @@ pub trait OwnerSource {
         let _ = inode;
         Vec::new()
     }
+    /// [`also_held_by`](Self::also_held_by) for the sockets of one listener, each
+    /// process once.
+    fn also_held_by_any(&self, inodes: &[Inode]) -> Vec<Arc<Process>> {
+        let mut also: Vec<Arc<Process>> = Vec::new();
+        for &inode in inodes {
+            for p in self.also_held_by(inode) {
+                if !also.iter().any(|a| a.pid == p.pid) {
+                    also.push(p);
+                }
+            }
+        }
+        also
+    }
     /// How often every fd table is read to its end for the other holders of each socket
     /// (`[daemon] owner_sweep`).
     fn set_sweep(&mut self, every: Duration) {
@@ -525,6 +538,22 @@ impl<D: ProcessDetails> Attributor<D> {
             },
         );
         changed
+    }
+
+    /// Reads every fd table to its end at once, for a one-off look (`scan --all-holders`):
+    /// the other holders of each owned socket, every pid of them (workers of the owner's
+    /// own program too), lowest first; and, as a sweep of the daemon's does, the holders
+    /// running other programs noted for [`also_held_by`](OwnerSource::also_held_by).
+    /// Pid 1 is left out, as in every sweep.
+    pub fn sweep_now(&mut self) -> HashMap<Inode, Vec<Pid>> {
+        let Some(mut sweep) = self.start_sweep() else {
+            return HashMap::new();
+        };
+        while !self.fds.sweep_step(&mut sweep, usize::MAX) {}
+        let held = sweep.held.clone();
+        self.swept = Some(Instant::now());
+        self.finish_sweep(sweep);
+        held
     }
 
     /// A sweep of every fd table to its end for the sockets that have an owner (none when
