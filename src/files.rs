@@ -7,6 +7,11 @@
 //! and its files are opened without following symlinks, and the temporary file of an
 //! atomic write is created exclusively, so a link planted there cannot make a root daemon
 //! write somewhere else.
+//!
+//! The files that make the policy (the config, its drop-ins, a registry CSV) must also be
+//! out of other users' reach, as sudo asks of sudoers: owned by root or by the user who
+//! reads them, writable by no one else, in a directory no one else may write to. A rule
+//! anyone could add would let anyone allow their own listener.
 
 use std::fmt;
 use std::io::{Read as _, Write as _};
@@ -28,6 +33,8 @@ pub enum FileError {
     TooLarge(PathBuf, u64),
     /// A symlink where none is accepted.
     Symlink(PathBuf),
+    /// A file of the policy (or its directory) that another user could change: why.
+    Unsafe(PathBuf, String),
     Io(PathBuf, std::io::Error),
 }
 
@@ -45,6 +52,7 @@ impl FileError {
             FileError::NotRegular(p, _)
             | FileError::TooLarge(p, _)
             | FileError::Symlink(p)
+            | FileError::Unsafe(p, _)
             | FileError::Io(p, _) => p,
         }
     }
@@ -62,6 +70,7 @@ impl FileError {
             FileError::Symlink(_) => {
                 "it is a symbolic link someone else made, which is refused here".to_owned()
             }
+            FileError::Unsafe(_, why) => format!("refused: {why}"),
             FileError::Io(_, e) => e.to_string(),
         }
     }
@@ -125,6 +134,75 @@ pub fn read_regular(path: &Path) -> Result<Vec<u8>, FileError> {
     let fd = rustix::fs::openat(CWD, path, open_flags(true), Mode::empty())
         .map_err(|e| open_error(path, e))?;
     read_checked(fd, path)
+}
+
+/// Reads a file of the policy (a config, a drop-in, a registry CSV): a regular file, as
+/// [`read_regular`], that no user but root and the reader could have written, in a
+/// directory no one else may change.
+pub fn read_trusted(path: &Path) -> Result<Vec<u8>, FileError> {
+    let fd = rustix::fs::openat(CWD, path, open_flags(true), Mode::empty())
+        .map_err(|e| open_error(path, e))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(path.into(), e.into()))?;
+    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
+        check_owner(path, &st, "it")?;
+        // The directory of the path as given, and of the file it leads to (a symlink).
+        let mut dirs = vec![parent(path)];
+        if let Ok(real) = std::fs::canonicalize(path) {
+            dirs.push(parent(&real));
+        }
+        dirs.dedup();
+        for dir in dirs {
+            trusted_dir(&dir, true)?;
+        }
+    }
+    read_checked(fd, path)
+}
+
+/// Checks that no user but root and the reader may change the directory `dir` (a
+/// `config.d/`): what is in it becomes policy. With `sticky_ok`, a directory everyone may
+/// write to with the sticky bit (`/tmp`) is accepted: others may add files there, but not
+/// replace the one read.
+pub fn trusted_dir(dir: &Path, sticky_ok: bool) -> Result<(), FileError> {
+    let st = rustix::fs::stat(dir).map_err(|e| FileError::Io(dir.into(), e.into()))?;
+    let sticky = st.st_mode & 0o1000 != 0;
+    if sticky_ok && sticky {
+        return Ok(());
+    }
+    check_owner(dir, &st, "the directory")
+}
+
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Owned by root or the reader, and writable by no other user (a group may write only
+/// when it is root's or the reader's own).
+fn check_owner(path: &Path, st: &rustix::fs::Stat, what: &str) -> Result<(), FileError> {
+    let me = rustix::process::geteuid().as_raw();
+    let my_group = rustix::process::getegid().as_raw();
+    let mode = st.st_mode & 0o7777;
+    let fix = format!("chmod go-w {}", path.display());
+    let why = if st.st_uid != 0 && st.st_uid != me {
+        format!(
+            "{what} belongs to uid {}, neither root nor the user reading it, who could change \
+             the policy with it; chown root {}",
+            st.st_uid,
+            path.display()
+        )
+    } else if mode & 0o002 != 0 {
+        format!("every user may write to {what} (mode {mode:04o}), and so change the policy; {fix}")
+    } else if mode & 0o020 != 0 && st.st_gid != 0 && st.st_gid != my_group {
+        format!(
+            "group {} may write to {what} (mode {mode:04o}), and so change the policy; {fix}",
+            st.st_gid
+        )
+    } else {
+        return Ok(());
+    };
+    Err(FileError::Unsafe(path.into(), why))
 }
 
 /// A directory opened without following a symlink at its last component: the daemon's
@@ -227,6 +305,55 @@ mod tests {
             e.ends_with(": it is a directory, not a regular file"),
             "{e}"
         );
+    }
+
+    /// A file of the policy that another user could have written is refused, and so is
+    /// one in a directory another user may change; a sticky `/tmp`-like directory is
+    /// accepted for a file, never for a `config.d/`.
+    #[test]
+    fn policy_files_out_of_other_users_reach_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let chmod = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "").unwrap();
+        chmod(&file, 0o644);
+        assert!(read_trusted(&file).is_ok());
+        chmod(&file, 0o666);
+        let e = read_trusted(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("refused: every user may write to it (mode 0666)") && e.contains("go-w"),
+            "{e}"
+        );
+        chmod(&file, 0o644);
+        chmod(dir.path(), 0o777);
+        let e = read_trusted(&file).unwrap_err();
+        assert!(
+            matches!(&e, FileError::Unsafe(at, _) if at == dir.path()),
+            "{e}"
+        );
+        chmod(dir.path(), 0o1777);
+        assert!(read_trusted(&file).is_ok(), "a sticky directory");
+        assert!(
+            trusted_dir(dir.path(), false).is_err(),
+            "not for a config.d"
+        );
+        chmod(dir.path(), 0o755);
+        if rustix::process::geteuid().is_root() {
+            let nobody = rustix::fs::Uid::from_raw(65534);
+            rustix::fs::chownat(CWD, &file, Some(nobody), None, AtFlags::empty()).unwrap();
+            let e = read_trusted(&file).unwrap_err().to_string();
+            assert!(e.contains("belongs to uid 65534"), "{e}");
+            // A group other than root's or the reader's may not write to it either.
+            let users = rustix::fs::Gid::from_raw(100);
+            let root = rustix::fs::Uid::from_raw(0);
+            rustix::fs::chownat(CWD, &file, Some(root), Some(users), AtFlags::empty()).unwrap();
+            chmod(&file, 0o664);
+            let e = read_trusted(&file).unwrap_err().to_string();
+            assert!(e.contains("group 100 may write to it"), "{e}");
+        }
     }
 
     #[test]

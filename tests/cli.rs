@@ -317,6 +317,50 @@ fn a_reader_that_stops_early_is_not_an_error() {
     assert_eq!(out.status.code(), Some(0), "{err}");
 }
 
+/// A config another user could write to, or a `config.d/` another user may add files to,
+/// is not policy: anyone could allow their own listener with it. Refused with the file,
+/// the reason and the fix, exit 78, by `check-config` and by the daemon at start.
+#[test]
+fn a_policy_file_other_users_may_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |p: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[policy]\nalert_on = \"any\"\n").unwrap();
+    chmod(&cfg, 0o644);
+    let check = || portsentinel(&["check-config", cfg.to_str().unwrap()]);
+    assert_eq!(check().status.code(), Some(0), "{}", stderr(&check()));
+
+    chmod(&cfg, 0o666);
+    let out = check();
+    assert_eq!(out.status.code(), Some(78));
+    let want = format!(
+        "{}: refused: every user may write to it (mode 0666)",
+        cfg.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    let run = portsentinel(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(78), "{}", stderr(&run));
+    assert!(stderr(&run).contains("refused"), "{}", stderr(&run));
+    chmod(&cfg, 0o644);
+
+    let drop_ins = dir.path().join("config.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("50-x.toml"), "").unwrap();
+    chmod(&drop_ins, 0o1777);
+    let out = check();
+    assert_eq!(out.status.code(), Some(78));
+    let want = format!(
+        "{}: refused: every user may write to the directory",
+        drop_ins.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+    chmod(&drop_ins, 0o755);
+    assert_eq!(check().status.code(), Some(0), "{}", stderr(&check()));
+}
+
 #[test]
 fn check_config_takes_c_like_every_other_command() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/portsentinel.toml");

@@ -424,7 +424,10 @@ fn a_users_own_chronyd_does_not_borrow_the_built_in_rule() {
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("user root\n");
     std::fs::write(&conf, text).unwrap();
-    let empty = tmp.path().join("empty.toml");
+    // The config scan reads stays out of reach: a directory everyone may write to is not
+    // one it reads policy from.
+    let own = tempfile::tempdir().unwrap();
+    let empty = own.path().join("empty.toml");
     std::fs::write(&empty, "").unwrap();
     let mut chronyd = Command::new("setpriv");
     chronyd

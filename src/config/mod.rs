@@ -355,9 +355,17 @@ fn read_text(path: &Path) -> Result<String, ConfigError> {
         location: None,
         message,
     };
-    // A FIFO put in its place must not hang a reload.
-    let bytes = crate::files::read_regular(path)
-        .map_err(|e| error(format!("cannot read the config file: {}", e.reason())))?;
+    // A FIFO put in its place must not hang a reload; a file another user could write
+    // is not policy.
+    let bytes = crate::files::read_trusted(path).map_err(|e| match e {
+        crate::files::FileError::Unsafe(ref at, _) if at != path => ConfigError {
+            file: at.display().to_string(),
+            location: None,
+            message: format!("{} (it holds {})", e.reason(), path.display()),
+        },
+        crate::files::FileError::Unsafe(..) => error(e.reason()),
+        e => error(format!("cannot read the config file: {}", e.reason())),
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         error(format!("the config file is not UTF-8 (at byte {at})"))
@@ -405,6 +413,16 @@ pub fn drop_in_dir(config: &Path) -> PathBuf {
 /// Reads every `*.toml` of `dir`, in name order, after the main file: their rules come
 /// after its own. A missing directory is no drop-ins.
 fn add_drop_ins(config: &mut Config, dir: &Path) -> Result<(), ConfigErrors> {
+    // Any file put in it is read: no one but root and the reader may write to it.
+    // (A directory that is not there holds no drop-ins: that is said below.)
+    if let Err(crate::files::FileError::Unsafe(_, why)) = crate::files::trusted_dir(dir, false) {
+        return Err(ConfigError {
+            file: dir.display().to_string(),
+            location: None,
+            message: format!("refused: {why}"),
+        }
+        .into());
+    }
     let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
