@@ -43,6 +43,20 @@ fn a_baseline_is_the_alert_on_anything_new_mode() {
     assert!(first.status.success(), "{}", stderr(&first));
     let baseline = stdout(&first);
     assert!(baseline.contains("port = \"ephemeral\""), "{baseline}");
+    // 867 is in it (it is there now), but marked, and said: a baseline allows a backdoor
+    // as readily as anything else.
+    assert_eq!(baseline.matches("# ALERTED NOW").count(), 1, "{baseline}");
+    let marked = baseline
+        .lines()
+        .position(|l| l.starts_with("# ALERTED NOW"))
+        .unwrap();
+    let rule: Vec<&str> = baseline.lines().skip(marked).take(6).collect();
+    assert!(rule.contains(&"port = 867"), "{rule:?}");
+    assert!(
+        stderr(&first).contains("alerts on 1 listener(s) that this baseline allows: 867/tcp"),
+        "{}",
+        stderr(&first)
+    );
     let again = stdout(&ns.portsentinel(&["baseline"]));
     assert_eq!(
         rules_of(&baseline),

@@ -21,7 +21,7 @@ use super::{Failure, snapshot, write_stdout};
 use crate::cli::BaselineArgs;
 use crate::model::rules::Host as _;
 use crate::model::rules::strip_deleted;
-use crate::model::{Kind, Listener, NetnsView, Owner, Protocol, Reach, UnknownOwner};
+use crate::model::{Classifier, Kind, Listener, NetnsView, Owner, Protocol, Reach, UnknownOwner};
 use crate::source::SourceMode;
 use crate::source::host::user_name;
 use crate::text::escape_control;
@@ -44,6 +44,16 @@ struct Entry {
     interface: Option<String>,
 }
 
+/// Who was seen behind one rule, and what the config in force says of them now.
+#[derive(Debug, Default)]
+struct Seen {
+    /// `sshd[812]`, one per listener.
+    who: Vec<String>,
+    /// The verdicts of those the config in force alerts on: a baseline allows what is
+    /// there, a backdoor too, so these are marked for a person to look at.
+    alerted: Vec<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum PortKey {
     Port(u16),
@@ -59,23 +69,48 @@ pub fn run(args: &BaselineArgs) -> Result<ExitCode, Failure> {
         })?),
         None => None,
     };
-    // The config in force: its alert_on goes into the header, as a reminder.
-    let (config, _) = super::load_config(args.config.config.as_deref())?;
+    // The config in force: its alert_on goes into the header, as a reminder, and what
+    // it alerts on now is marked.
+    let (config, registry) = super::load_config(args.config.config.as_deref())?;
     let snap = snapshot(SourceMode::Auto, false, &args.netns.netns, |_| true)?;
     let host = snap.host();
+    let classifier = Classifier {
+        registry: &registry,
+        policy: &config.policy,
+        host: &host,
+    };
     // Identical entries (the IPv4 and IPv6 wildcard of one program) are one rule; the
     // comments keep every program and pid seen.
-    let mut entries: BTreeMap<Entry, Vec<String>> = BTreeMap::new();
+    let mut entries: BTreeMap<Entry, Seen> = BTreeMap::new();
+    let mut alerted = Vec::new();
     for l in &snap.listeners {
-        entries
+        let seen = entries
             // The range of the listener's own namespace: the one its rule is matched in.
             .entry(entry(
                 l,
                 host.ephemeral_ports(l.netns),
                 &host.netns(l.netns),
             ))
-            .or_default()
-            .push(seen(l));
+            .or_default();
+        seen.who.push(who(l));
+        let verdict = classifier.classify(l).verdict;
+        if verdict.alert {
+            alerted.push(format!("{} ({})", l.port_proto(), who(l)));
+            seen.alerted.push(format!(
+                "{} ({}): {}",
+                who(l),
+                verdict.severity,
+                verdict.reason
+            ));
+        }
+    }
+    if !alerted.is_empty() {
+        eprintln!(
+            "warning: the config in force alerts on {} listener(s) that this baseline allows: \
+             {}; each is marked `# ALERTED NOW` in it: look at them before you install it",
+            alerted.len(),
+            escape_control(&alerted.join(", "))
+        );
     }
     let unread = (snap.listeners.iter())
         .filter(|l| matches!(l.owner, Owner::Unknown(UnknownOwner::NoPermission)))
@@ -161,7 +196,7 @@ fn entry(l: &Listener, (lo, hi): (u16, u16), netns: &NetnsView) -> Entry {
 }
 
 /// `sshd[812]` or `unknown owner (kernel)`: who was seen, for a comment.
-fn seen(l: &Listener) -> String {
+fn who(l: &Listener) -> String {
     match &l.owner {
         Owner::Process(p) => format!("{}[{}]", p.name, p.pid),
         Owner::Unknown(why) => format!("an owner that could not be named ({})", why.as_str()),
@@ -173,11 +208,7 @@ fn quoted(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-fn render(
-    entries: &BTreeMap<Entry, Vec<String>>,
-    until: Option<SystemTime>,
-    now: SystemTime,
-) -> String {
+fn render(entries: &BTreeMap<Entry, Seen>, until: Option<SystemTime>, now: SystemTime) -> String {
     let now = humantime::format_rfc3339_seconds(now);
     let mut out = format!(
         "# portsentinel baseline: the {} listener(s) present at {now}.\n\
@@ -197,7 +228,18 @@ fn render(
         };
         let _ = writeln!(out, "\n[[allow]]");
         // Names are the processes' own: escaped, so none can end the comment's line.
-        let _ = writeln!(out, "# {}, seen {now}", escape_control(&seen.join(", ")));
+        let _ = writeln!(
+            out,
+            "# {}, seen {now}",
+            escape_control(&seen.who.join(", "))
+        );
+        for alert in &seen.alerted {
+            let _ = writeln!(
+                out,
+                "# ALERTED NOW by the config in force: {}",
+                escape_control(alert)
+            );
+        }
         let kind = match e.protocol.parse::<Protocol>() {
             Ok(p) => p.kind(),
             Err(_) if e.protocol == "packet" => Kind::Packet,
@@ -301,7 +343,10 @@ mod tests {
                 user: Some("root".into()),
                 interface: None,
             },
-            vec!["evil\n[[allow]]".into()],
+            Seen {
+                who: vec!["evil\n[[allow]]".into()],
+                alerted: vec!["evil[7] (high): 867/tcp\n[[allow]]".into()],
+            },
         );
         entries.insert(
             Entry {
@@ -313,7 +358,10 @@ mod tests {
                 user: Some("avahi".into()),
                 interface: None,
             },
-            vec!["avahi[9]".into()],
+            Seen {
+                who: vec!["avahi[9]".into()],
+                alerted: Vec::new(),
+            },
         );
         entries.insert(
             Entry {
@@ -325,13 +373,22 @@ mod tests {
                 user: Some("root".into()),
                 interface: Some("eth0".into()),
             },
-            vec!["dhclient[640]".into()],
+            Seen {
+                who: vec!["dhclient[640]".into()],
+                alerted: Vec::new(),
+            },
         );
         let until = humantime::parse_rfc3339("2030-01-01T00:00:00Z").unwrap();
         let text = render(&entries, Some(until), SystemTime::UNIX_EPOCH);
         let (allow, expect, _) =
             crate::config::parse_drop_in(&text, Path::new("50-baseline.toml")).unwrap();
         assert_eq!(allow.len(), 3, "{text}");
+        assert!(
+            text.contains(
+                "# ALERTED NOW by the config in force: evil[7] (high): 867/tcp\\n[[allow]]\n"
+            ),
+            "{text}"
+        );
         assert!(expect.is_empty());
         // The packet socket: its kind and interface, no protocol and no address.
         assert_eq!(allow[0].place.kinds, [Kind::Packet], "{text}");
