@@ -240,31 +240,7 @@ fn render(entries: &BTreeMap<Entry, Seen>, until: Option<SystemTime>, now: Syste
                 escape_control(alert)
             );
         }
-        let kind = match e.protocol.parse::<Protocol>() {
-            Ok(p) => p.kind(),
-            Err(_) if e.protocol == "packet" => Kind::Packet,
-            Err(_) => Kind::Raw,
-        };
-        if kind == Kind::Port {
-            let name = format!("{program} on {port}/{}", e.protocol);
-            let _ = writeln!(out, "name = {}", quoted(&name));
-            let _ = writeln!(out, "protocol = {}", quoted(&e.protocol));
-        } else {
-            // No port and no protocol key: its kind, and the ethertype or IP protocol.
-            let number = match e.port {
-                PortKey::Port(p) => p,
-                PortKey::Ephemeral => 0,
-            };
-            let proto = if kind == Kind::Packet {
-                Protocol::Packet
-            } else {
-                Protocol::Raw
-            };
-            let what = crate::model::listener::portless_protocol_name(proto, number);
-            let name = format!("{program}: {kind} socket ({what})");
-            let _ = writeln!(out, "name = {}", quoted(&name));
-            let _ = writeln!(out, "kind = {}", quoted(kind.as_str()));
-        }
+        let kind = write_name(&mut out, e, &program, &port);
         match e.port {
             PortKey::Port(p) => {
                 let _ = writeln!(out, "port = {p}");
@@ -293,6 +269,37 @@ fn render(entries: &BTreeMap<Entry, Seen>, until: Option<SystemTime>, now: Syste
         }
     }
     out
+}
+
+/// The entry's `name`, and its `protocol` (a port listener) or `kind` (a packet or raw
+/// socket, with no port and no protocol key); returns the kind.
+fn write_name(out: &mut String, e: &Entry, program: &str, port: &str) -> Kind {
+    let kind = match e.protocol.parse::<Protocol>() {
+        Ok(p) => p.kind(),
+        Err(_) if e.protocol == "packet" => Kind::Packet,
+        Err(_) => Kind::Raw,
+    };
+    if kind == Kind::Port {
+        let name = format!("{program} on {port}/{}", e.protocol);
+        let _ = writeln!(out, "name = {}", quoted(&name));
+        let _ = writeln!(out, "protocol = {}", quoted(&e.protocol));
+    } else {
+        // No port and no protocol key: its kind, and the ethertype or IP protocol.
+        let number = match e.port {
+            PortKey::Port(p) => p,
+            PortKey::Ephemeral => 0,
+        };
+        let proto = if kind == Kind::Packet {
+            Protocol::Packet
+        } else {
+            Protocol::Raw
+        };
+        let what = crate::model::listener::portless_protocol_name(proto, number);
+        let name = format!("{program}: {kind} socket ({what})");
+        let _ = writeln!(out, "name = {}", quoted(&name));
+        let _ = writeln!(out, "kind = {}", quoted(kind.as_str()));
+    }
+    kind
 }
 
 #[cfg(test)]
