@@ -84,6 +84,8 @@ pub enum SourceMode {
 pub struct KernelSource {
     diag: Option<SockDiag>,
     procnet: ProcNet,
+    /// `raw` and `raw6`, read at every poll beside sock_diag's dumps.
+    raw: procnet::KeptTables,
     /// sock_diag's failure, said once, not every poll; and its return.
     degraded: Latch,
     mode: SourceMode,
@@ -97,6 +99,7 @@ impl KernelSource {
         KernelSource {
             diag: None,
             procnet: ProcNet::new(proc_root),
+            raw: procnet::KeptTables::raw(proc_root),
             degraded: Latch::new(
                 "sock_diag failed",
                 "reading /proc/net instead until it works again",
@@ -126,7 +129,7 @@ impl KernelSource {
         })?;
         // Raw sockets: sock_diag has them only with the `raw_diag` module; and the
         // protocols whose diag module this kernel lacks, from their /proc tables.
-        self.procnet.raw(out).map_err(|e| e.to_string())?;
+        self.raw.read(out).map_err(|e| e.to_string())?;
         self.procnet
             .fill_in(&missing, out)
             .map_err(|e| e.to_string())

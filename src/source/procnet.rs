@@ -371,9 +371,109 @@ impl ProcNet {
     }
 }
 
+/// Tables kept open between reads: a `/proc/net` file read again from its start is the
+/// table as it is now, and the walk of `/proc` to it, and its open and close, are saved at
+/// every poll. The file stays bound to the namespace it was opened in, so only the
+/// daemon's own namespace's tables are kept so (another's would keep that namespace alive).
+pub struct KeptTables {
+    net_dir: PathBuf,
+    files: Vec<(&'static str, Protocol, Option<std::fs::File>)>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for KeptTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptTables")
+            .field("net_dir", &self.net_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeptTables {
+    /// `raw` and `raw6` under `PROC/net`.
+    pub fn raw(proc_root: &Path) -> KeptTables {
+        KeptTables {
+            net_dir: proc_root.join("net"),
+            files: vec![("raw", Protocol::Raw, None), ("raw6", Protocol::Raw, None)],
+            buf: Vec::new(),
+        }
+    }
+
+    /// Appends the tables' listeners to `out`; on an error, `out` is as it was, and the
+    /// file is opened again at the next read.
+    pub fn read(&mut self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
+        use std::os::unix::fs::FileExt as _;
+        let start = out.len();
+        for (file, protocol, kept) in &mut self.files {
+            let path = self.net_dir.join(*file);
+            let f = match kept {
+                Some(f) => f,
+                None => match std::fs::File::open(&path) {
+                    Ok(f) => kept.insert(f),
+                    // No IPv6 in this kernel: nothing listens on it.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound && file.ends_with('6') => {
+                        continue;
+                    }
+                    Err(source) => {
+                        out.truncate(start);
+                        return Err(ProcNetError::Read { path, source });
+                    }
+                },
+            };
+            self.buf.clear();
+            let mut chunk = [0u8; 16 * 1024];
+            let read = loop {
+                match f.read_at(&mut chunk, self.buf.len() as u64) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            if let Err(source) = read {
+                *kept = None;
+                out.truncate(start);
+                return Err(ProcNetError::Read { path, source });
+            }
+            if let Err((line, message)) = parse_reader(self.buf.as_slice(), *protocol, out) {
+                out.truncate(start);
+                return Err(ProcNetError::Parse {
+                    path,
+                    line,
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A raw table kept open is read again as it is now: a raw socket made after the
+    /// first read is in the second.
+    #[test]
+    fn a_kept_table_is_read_as_it_is_now() {
+        let mut kept = KeptTables::raw(Path::new("/proc"));
+        let count = |kept: &mut KeptTables| {
+            let mut out = Vec::new();
+            kept.read(&mut out).unwrap();
+            out.len()
+        };
+        let before = count(&mut kept);
+        let Ok(raw) = rustix::net::socket(
+            rustix::net::AddressFamily::INET,
+            rustix::net::SocketType::RAW,
+            Some(rustix::net::ipproto::ICMP),
+        ) else {
+            return; // Not allowed to make one here: nothing to see.
+        };
+        assert_eq!(count(&mut kept), before + 1);
+        drop(raw);
+        assert_eq!(count(&mut kept), before);
+    }
 
     /// A kernel whose packet_diag and sctp_diag modules are missing: those listeners come
     /// from their tables; a protocol sock_diag dumps is not read twice.
