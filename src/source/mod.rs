@@ -84,8 +84,11 @@ pub enum SourceMode {
 pub struct KernelSource {
     diag: Option<SockDiag>,
     procnet: ProcNet,
-    /// `raw` and `raw6`, read at every poll beside sock_diag's dumps.
+    /// `raw` and `raw6`, read at every poll beside sock_diag's dumps while there are
+    /// raw sockets.
     raw: procnet::KeptTables,
+    /// How many UDP-Lite and raw sockets there are: none, and their dumps are skipped.
+    sockstat: procnet::Sockstat,
     /// sock_diag's failure, said once, not every poll; and its return.
     degraded: Latch,
     mode: SourceMode,
@@ -100,6 +103,7 @@ impl KernelSource {
             diag: None,
             procnet: ProcNet::new(proc_root),
             raw: procnet::KeptTables::raw(proc_root),
+            sockstat: procnet::Sockstat::new(proc_root),
             degraded: Latch::new(
                 "sock_diag failed",
                 "reading /proc/net instead until it works again",
@@ -120,7 +124,14 @@ impl KernelSource {
                 .diag
                 .insert(SockDiag::open().map_err(|e| e.to_string())?),
         };
-        let dumped = diag.listeners(out);
+        // No UDP-Lite socket with a port, or no raw socket, in the namespace now (the
+        // kernel's counters say so without a walk): none to dump or read.
+        let in_use = self.sockstat.in_use();
+        let skip: &[crate::model::Protocol] = match in_use {
+            Some(c) if c.udplite == 0 => &[crate::model::Protocol::UdpLite],
+            _ => &[],
+        };
+        let dumped = diag.listeners_but(out, skip);
         let missing = diag.unsupported().to_vec();
         dumped.map_err(|e| {
             // A socket that saw an error may hold stale replies: start afresh next time.
@@ -129,7 +140,9 @@ impl KernelSource {
         })?;
         // Raw sockets: sock_diag has them only with the `raw_diag` module; and the
         // protocols whose diag module this kernel lacks, from their /proc tables.
-        self.raw.read(out).map_err(|e| e.to_string())?;
+        if in_use.is_none_or(|c| c.raw > 0) {
+            self.raw.read(out).map_err(|e| e.to_string())?;
+        }
         self.procnet
             .fill_in(&missing, out)
             .map_err(|e| e.to_string())

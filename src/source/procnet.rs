@@ -371,20 +371,60 @@ impl ProcNet {
     }
 }
 
-/// Tables kept open between reads: a `/proc/net` file read again from its start is the
-/// table as it is now, and the walk of `/proc` to it, and its open and close, are saved at
-/// every poll. The file stays bound to the namespace it was opened in, so only the
-/// daemon's own namespace's tables are kept so (another's would keep that namespace alive).
+/// A `/proc` file kept open and read again from its start: a seq_file read from offset 0
+/// is the kernel's table as it is now, and the walk of `/proc` to it, and its open and
+/// close, are saved at every read. The file stays bound to the namespace it was opened
+/// in, so only the daemon's own namespace's files are kept so (another's would keep that
+/// namespace alive).
+#[derive(Debug)]
+struct KeptFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl KeptFile {
+    fn new(path: PathBuf) -> KeptFile {
+        KeptFile { path, file: None }
+    }
+
+    /// The whole file into `buf`; `Ok(false)` when it does not exist (no IPv6 in this
+    /// kernel). After an error the file is opened again at the next read.
+    fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<bool> {
+        use std::os::unix::fs::FileExt as _;
+        buf.clear();
+        let f = match &mut self.file {
+            Some(f) => f,
+            None => match std::fs::File::open(&self.path) {
+                Ok(f) => self.file.insert(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            },
+        };
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match f.read_at(&mut chunk, buf.len() as u64) {
+                Ok(0) => return Ok(true),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.file = None;
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// The raw socket tables (`raw`, `raw6`) of the daemon's own namespace, kept open.
 pub struct KeptTables {
-    net_dir: PathBuf,
-    files: Vec<(&'static str, Protocol, Option<std::fs::File>)>,
+    files: Vec<(KeptFile, Protocol)>,
     buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for KeptTables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeptTables")
-            .field("net_dir", &self.net_dir)
+            .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
@@ -392,53 +432,39 @@ impl std::fmt::Debug for KeptTables {
 impl KeptTables {
     /// `raw` and `raw6` under `PROC/net`.
     pub fn raw(proc_root: &Path) -> KeptTables {
+        let net = proc_root.join("net");
         KeptTables {
-            net_dir: proc_root.join("net"),
-            files: vec![("raw", Protocol::Raw, None), ("raw6", Protocol::Raw, None)],
+            files: vec![
+                (KeptFile::new(net.join("raw")), Protocol::Raw),
+                (KeptFile::new(net.join("raw6")), Protocol::Raw),
+            ],
             buf: Vec::new(),
         }
     }
 
-    /// Appends the tables' listeners to `out`; on an error, `out` is as it was, and the
-    /// file is opened again at the next read.
+    /// Appends the tables' listeners to `out`; on an error, `out` is as it was.
     pub fn read(&mut self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
-        use std::os::unix::fs::FileExt as _;
         let start = out.len();
-        for (file, protocol, kept) in &mut self.files {
-            let path = self.net_dir.join(*file);
-            let f = match kept {
-                Some(f) => f,
-                None => match std::fs::File::open(&path) {
-                    Ok(f) => kept.insert(f),
-                    // No IPv6 in this kernel: nothing listens on it.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && file.ends_with('6') => {
-                        continue;
-                    }
-                    Err(source) => {
-                        out.truncate(start);
-                        return Err(ProcNetError::Read { path, source });
-                    }
-                },
+        for (file, protocol) in &mut self.files {
+            let read = match file.read(&mut self.buf) {
+                Ok(true) => Ok(()),
+                // No IPv6 in this kernel: nothing listens on it.
+                Ok(false) if file.path.ends_with("raw6") => continue,
+                Ok(false) => Err(io::Error::from(io::ErrorKind::NotFound)),
+                Err(e) => Err(e),
             };
-            self.buf.clear();
-            let mut chunk = [0u8; 16 * 1024];
-            let read = loop {
-                match f.read_at(&mut chunk, self.buf.len() as u64) {
-                    Ok(0) => break Ok(()),
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
+            let path = || file.path.clone();
             if let Err(source) = read {
-                *kept = None;
                 out.truncate(start);
-                return Err(ProcNetError::Read { path, source });
+                return Err(ProcNetError::Read {
+                    path: path(),
+                    source,
+                });
             }
             if let Err((line, message)) = parse_reader(self.buf.as_slice(), *protocol, out) {
                 out.truncate(start);
                 return Err(ProcNetError::Parse {
-                    path,
+                    path: path(),
                     line,
                     message,
                 });
@@ -446,6 +472,80 @@ impl KeptTables {
         }
         Ok(())
     }
+}
+
+/// How many sockets of the rarer kinds the daemon's own namespace holds now, from
+/// `sockstat` and `sockstat6` (counters the kernel keeps; reading them walks no table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InUse {
+    /// UDP-Lite sockets with a port, IPv4 and IPv6.
+    pub udplite: u64,
+    /// Raw sockets, IPv4 and IPv6.
+    pub raw: u64,
+}
+
+/// `sockstat` and `sockstat6`, kept open: when they say a namespace has no UDP-Lite or no
+/// raw socket, a poll skips the dumps and tables that would find none (the UDP-Lite
+/// dumps walk the kernel's whole UDP-Lite table, whatever it holds).
+#[derive(Debug)]
+pub struct Sockstat {
+    files: [KeptFile; 2],
+    buf: Vec<u8>,
+}
+
+impl Sockstat {
+    pub fn new(proc_root: &Path) -> Sockstat {
+        let net = proc_root.join("net");
+        Sockstat {
+            files: [
+                KeptFile::new(net.join("sockstat")),
+                KeptFile::new(net.join("sockstat6")),
+            ],
+            buf: Vec::new(),
+        }
+    }
+
+    /// The counts now; `None` when `sockstat` cannot be read or says neither (then
+    /// nothing is skipped).
+    pub fn in_use(&mut self) -> Option<InUse> {
+        let mut seen = false;
+        let mut counts = InUse::default();
+        for (i, file) in self.files.iter_mut().enumerate() {
+            match file.read(&mut self.buf) {
+                Ok(true) => {}
+                // No IPv6 in this kernel: no IPv6 socket of any kind.
+                Ok(false) if i == 1 => continue,
+                _ => return None,
+            }
+            let text = std::str::from_utf8(&self.buf).ok()?;
+            let found = parse_in_use(text);
+            seen |= found.is_some();
+            let found = found?;
+            counts.udplite += found.udplite;
+            counts.raw += found.raw;
+        }
+        seen.then_some(counts)
+    }
+}
+
+/// `UDPLITE: inuse N` and `RAW: inuse N` (and their `6` forms) of one sockstat file;
+/// `None` when either line is missing.
+pub fn parse_in_use(text: &str) -> Option<InUse> {
+    let count = |names: [&str; 2]| {
+        text.lines().find_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            if !names.contains(&name) {
+                return None;
+            }
+            let mut words = rest.split_whitespace();
+            (words.next()? == "inuse").then_some(())?;
+            words.next()?.parse::<u64>().ok()
+        })
+    };
+    Some(InUse {
+        udplite: count(["UDPLITE", "UDPLITE6"])?,
+        raw: count(["RAW", "RAW6"])?,
+    })
 }
 
 #[cfg(test)]
@@ -473,6 +573,31 @@ mod tests {
         assert_eq!(count(&mut kept), before + 1);
         drop(raw);
         assert_eq!(count(&mut kept), before);
+    }
+
+    #[test]
+    fn sockstat_counts_are_read_for_both_families() {
+        let v4 = "sockets: used 7\nTCP: inuse 1 orphan 0 tw 0 alloc 1 mem 103\nUDP: inuse 0 mem 0\n\
+                  UDPLITE: inuse 2\nRAW: inuse 1\nFRAG: inuse 0 memory 0\n";
+        let v6 = "TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\nRAW6: inuse 3\nFRAG6: inuse 0 memory 0\n";
+        assert_eq!(parse_in_use(v4), Some(InUse { udplite: 2, raw: 1 }));
+        assert_eq!(parse_in_use(v6), Some(InUse { udplite: 0, raw: 3 }));
+        assert_eq!(
+            parse_in_use("TCP: inuse 1\n"),
+            None,
+            "a kernel that says neither"
+        );
+        // The real files: a raw socket made is counted.
+        let mut stat = Sockstat::new(Path::new("/proc"));
+        let before = stat.in_use().expect("this kernel's sockstat");
+        if let Ok(raw) = rustix::net::socket(
+            rustix::net::AddressFamily::INET6,
+            rustix::net::SocketType::RAW,
+            Some(rustix::net::ipproto::ICMPV6),
+        ) {
+            assert_eq!(stat.in_use().unwrap().raw, before.raw + 1);
+            drop(raw);
+        }
     }
 
     /// A kernel whose packet_diag and sctp_diag modules are missing: those listeners come

@@ -303,8 +303,18 @@ impl SockDiag {
     /// exist unseen; at info when it has not, so none can), and those dumps are not asked
     /// for again.
     pub fn listeners(&mut self, out: &mut Vec<Socket>) -> Result<(), DiagError> {
+        self.listeners_but(out, &[])
+    }
+
+    /// [`listeners`](Self::listeners) without the dumps of `skip` (protocols the caller
+    /// knows have no socket in this namespace now).
+    pub fn listeners_but(
+        &mut self,
+        out: &mut Vec<Socket>,
+        skip: &[Protocol],
+    ) -> Result<(), DiagError> {
         for protocol in Protocol::ALL {
-            if self.unsupported.contains(&protocol) {
+            if self.unsupported.contains(&protocol) || skip.contains(&protocol) {
                 continue;
             }
             for family in [AF_INET, AF_INET6] {
