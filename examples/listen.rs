@@ -221,10 +221,26 @@ fn short_lived(specs: &[String], ms: &str) {
     let hold = std::time::Duration::from_millis(ms.parse().expect("--for MS"));
     let mut ports = Vec::new();
     for spec in specs {
-        let sockets = open(spec).unwrap_or_else(|e| {
-            eprintln!("listen: {e}");
-            std::process::exit(1);
-        });
+        // The port of the socket closed just before may not be free yet: a process that
+        // read its `/proc/PID/fd` link at that moment (the daemon naming its owner, or
+        // `ss -p`) held the file, and the socket is released when that reader lets go, an
+        // instant later. Only that wait is retried, for a second at most.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let sockets = loop {
+            match open(spec) {
+                Ok(s) => break s,
+                Err(e)
+                    if e.contains("Address already in use")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => {
+                    eprintln!("listen: {e}");
+                    std::process::exit(1);
+                }
+            }
+        };
         for s in &sockets {
             let port = s
                 .local_addr()
