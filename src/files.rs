@@ -144,7 +144,7 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, FileError> {
         .map_err(|e| open_error(path, e))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| FileError::Io(path.into(), e.into()))?;
     if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile {
-        check_owner(path, &st, "it")?;
+        check_owner(path, &st, "it", false)?;
         // The directory of the path as given, and of the file it leads to (a symlink).
         let mut dirs = vec![parent(path)];
         if let Ok(real) = std::fs::canonicalize(path) {
@@ -159,16 +159,14 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>, FileError> {
 }
 
 /// Checks that no user but root and the reader may change the directory `dir` (a
-/// `config.d/`): what is in it becomes policy. With `sticky_ok`, a directory everyone may
-/// write to with the sticky bit (`/tmp`) is accepted: others may add files there, but not
-/// replace the one read.
+/// `config.d/`): what is in it becomes policy. With `sticky_ok`, a directory of root's or
+/// the reader's that everyone may write to with the sticky bit (`/tmp`) is accepted:
+/// others may add files there, but not replace the one read. (The sticky bit does not
+/// bind the directory's owner, so a sticky directory of another user's is refused.)
 pub fn trusted_dir(dir: &Path, sticky_ok: bool) -> Result<(), FileError> {
     let st = rustix::fs::stat(dir).map_err(|e| FileError::Io(dir.into(), e.into()))?;
-    let sticky = st.st_mode & 0o1000 != 0;
-    if sticky_ok && sticky {
-        return Ok(());
-    }
-    check_owner(dir, &st, "the directory")
+    let sticky = sticky_ok && st.st_mode & 0o1000 != 0;
+    check_owner(dir, &st, "the directory", sticky)
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -178,9 +176,14 @@ fn parent(path: &Path) -> PathBuf {
     }
 }
 
-/// Owned by root or the reader, and writable by no other user (a group may write only
-/// when it is root's or the reader's own).
-fn check_owner(path: &Path, st: &rustix::fs::Stat, what: &str) -> Result<(), FileError> {
+/// Owned by root or the reader, and (unless `others_may_write`) writable by no other user
+/// (a group may write only when it is root's or the reader's own).
+fn check_owner(
+    path: &Path,
+    st: &rustix::fs::Stat,
+    what: &str,
+    others_may_write: bool,
+) -> Result<(), FileError> {
     let me = rustix::process::geteuid().as_raw();
     let my_group = rustix::process::getegid().as_raw();
     let mode = st.st_mode & 0o7777;
@@ -192,6 +195,8 @@ fn check_owner(path: &Path, st: &rustix::fs::Stat, what: &str) -> Result<(), Fil
             st.st_uid,
             path.display()
         )
+    } else if others_may_write {
+        return Ok(());
     } else if mode & 0o002 != 0 {
         format!("every user may write to {what} (mode {mode:04o}), and so change the policy; {fix}")
     } else if mode & 0o020 != 0 && st.st_gid != 0 && st.st_gid != my_group {
@@ -353,6 +358,14 @@ mod tests {
             chmod(&file, 0o664);
             let e = read_trusted(&file).unwrap_err().to_string();
             assert!(e.contains("group 100 may write to it"), "{e}");
+            // A sticky directory binds every user but its owner: another user's is
+            // refused.
+            chmod(&file, 0o644);
+            chmod(dir.path(), 0o1777);
+            assert!(read_trusted(&file).is_ok());
+            rustix::fs::chownat(CWD, dir.path(), Some(nobody), None, AtFlags::empty()).unwrap();
+            let e = read_trusted(&file).unwrap_err().to_string();
+            assert!(e.contains("the directory belongs to uid 65534"), "{e}");
         }
     }
 
