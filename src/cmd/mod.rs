@@ -197,22 +197,20 @@ pub fn snapshot_with(
     let details = SysinfoDetails::new(&proc_root).map_err(Failure::Unavailable)?;
     let mut attributor = Attributor::new(&proc_root, details);
     attributor.attribute(&sockets, true);
-    let held = if all_holders {
-        attributor.sweep_now()
-    } else {
-        HashMap::new()
-    };
     let mut listeners = group_listeners(&sockets, |s| attributor.owner_of(s), per_socket);
     let mut also = HashMap::new();
-    for (i, l) in listeners.iter_mut().enumerate() {
-        for inode in &l.inodes {
-            l.pids.extend(held.get(inode).into_iter().flatten());
-        }
-        let others = attributor.also_held_by_any(&l.inodes);
-        l.pids.sort_unstable();
-        l.pids.dedup();
-        if !others.is_empty() {
-            also.insert(i, others);
+    if all_holders {
+        let held = attributor.sweep_now();
+        for (i, l) in listeners.iter_mut().enumerate() {
+            for inode in &l.inodes {
+                l.pids.extend(held.get(inode).into_iter().flatten());
+            }
+            l.pids.sort_unstable();
+            l.pids.dedup();
+            let others = attributor.also_held_by_any(&l.inodes);
+            if !others.is_empty() {
+                also.insert(i, others);
+            }
         }
     }
     Ok(Snapshot {

@@ -86,7 +86,7 @@ pub struct KernelSource {
     procnet: ProcNet,
     /// `raw` and `raw6`, read at every poll beside sock_diag's dumps while there are
     /// raw sockets.
-    raw: procnet::KeptTables,
+    raw: procnet::RawTables,
     /// How many UDP-Lite and raw sockets there are: none, and their dumps are skipped.
     sockstat: procnet::Sockstat,
     /// sock_diag's failure, said once, not every poll; and its return.
@@ -102,7 +102,7 @@ impl KernelSource {
         KernelSource {
             diag: None,
             procnet: ProcNet::new(proc_root),
-            raw: procnet::KeptTables::raw(proc_root),
+            raw: procnet::RawTables::new(proc_root),
             sockstat: procnet::Sockstat::new(proc_root),
             degraded: Latch::new(
                 "sock_diag failed",

@@ -416,27 +416,27 @@ impl KeptFile {
 }
 
 /// The raw socket tables (`raw`, `raw6`) of the daemon's own namespace, kept open.
-pub struct KeptTables {
-    files: Vec<(KeptFile, Protocol)>,
+pub struct RawTables {
+    files: [KeptFile; 2],
     buf: Vec<u8>,
 }
 
-impl std::fmt::Debug for KeptTables {
+impl std::fmt::Debug for RawTables {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeptTables")
+        f.debug_struct("RawTables")
             .field("files", &self.files)
             .finish_non_exhaustive()
     }
 }
 
-impl KeptTables {
+impl RawTables {
     /// `raw` and `raw6` under `PROC/net`.
-    pub fn raw(proc_root: &Path) -> KeptTables {
+    pub fn new(proc_root: &Path) -> RawTables {
         let net = proc_root.join("net");
-        KeptTables {
-            files: vec![
-                (KeptFile::new(net.join("raw")), Protocol::Raw),
-                (KeptFile::new(net.join("raw6")), Protocol::Raw),
+        RawTables {
+            files: [
+                KeptFile::new(net.join("raw")),
+                KeptFile::new(net.join("raw6")),
             ],
             buf: Vec::new(),
         }
@@ -445,11 +445,11 @@ impl KeptTables {
     /// Appends the tables' listeners to `out`; on an error, `out` is as it was.
     pub fn read(&mut self, out: &mut Vec<Socket>) -> Result<(), ProcNetError> {
         let start = out.len();
-        for (file, protocol) in &mut self.files {
+        for (i, file) in self.files.iter_mut().enumerate() {
             let read = match file.read(&mut self.buf) {
                 Ok(true) => Ok(()),
                 // No IPv6 in this kernel: nothing listens on it.
-                Ok(false) if file.path.ends_with("raw6") => continue,
+                Ok(false) if i == 1 => continue,
                 Ok(false) => Err(io::Error::from(io::ErrorKind::NotFound)),
                 Err(e) => Err(e),
             };
@@ -461,7 +461,7 @@ impl KeptTables {
                     source,
                 });
             }
-            if let Err((line, message)) = parse_reader(self.buf.as_slice(), *protocol, out) {
+            if let Err((line, message)) = parse_reader(self.buf.as_slice(), Protocol::Raw, out) {
                 out.truncate(start);
                 return Err(ProcNetError::Parse {
                     path: path(),
@@ -505,10 +505,9 @@ impl Sockstat {
         }
     }
 
-    /// The counts now; `None` when `sockstat` cannot be read or says neither (then
+    /// The counts now; `None` when a file cannot be read or does not say them (then
     /// nothing is skipped).
     pub fn in_use(&mut self) -> Option<InUse> {
-        let mut seen = false;
         let mut counts = InUse::default();
         for (i, file) in self.files.iter_mut().enumerate() {
             match file.read(&mut self.buf) {
@@ -517,14 +516,11 @@ impl Sockstat {
                 Ok(false) if i == 1 => continue,
                 _ => return None,
             }
-            let text = std::str::from_utf8(&self.buf).ok()?;
-            let found = parse_in_use(text);
-            seen |= found.is_some();
-            let found = found?;
+            let found = parse_in_use(std::str::from_utf8(&self.buf).ok()?)?;
             counts.udplite += found.udplite;
             counts.raw += found.raw;
         }
-        seen.then_some(counts)
+        Some(counts)
     }
 }
 
@@ -556,8 +552,8 @@ mod tests {
     /// first read is in the second.
     #[test]
     fn a_kept_table_is_read_as_it_is_now() {
-        let mut kept = KeptTables::raw(Path::new("/proc"));
-        let count = |kept: &mut KeptTables| {
+        let mut kept = RawTables::new(Path::new("/proc"));
+        let count = |kept: &mut RawTables| {
             let mut out = Vec::new();
             kept.read(&mut out).unwrap();
             out.len()
