@@ -143,6 +143,110 @@ fn a_listener_in_a_fresh_namespace_is_alerted_with_its_namespace() {
     assert!(d.terminate().success());
 }
 
+/// A thread alone moves into a new namespace (`unshare(CLONE_NEWNET)` from a second thread)
+/// and listens there, while its process's main thread stays in the daemon's namespace:
+/// `/proc/PID/ns/net` never names that namespace, and neither `ss` nor a reader of every
+/// pid's link sees the listener. The daemon and `scan` find it through the thread.
+#[test]
+fn a_listener_in_a_namespace_only_a_thread_entered_is_found() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let script = "import ctypes, os, socket, sys, threading\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        def worker():\n\
+        \x20   if libc.unshare(0x40000000) != 0:\n\
+        \x20       raise OSError(ctypes.get_errno(), 'unshare')\n\
+        \x20   s = socket.socket()\n\
+        \x20   s.bind(('0.0.0.0', 867))\n\
+        \x20   s.listen()\n\
+        \x20   print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+        \x20   sys.stdin.readline()\n\
+        \x20   os._exit(0)\n\
+        threading.Thread(target=worker).start()\n";
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    let l = Listen::start(c);
+    let main = netns_inode(l.pid);
+    let threads: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", l.pid))
+        .unwrap()
+        .map(|t| {
+            t.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .filter(|tid| *tid != l.pid)
+        .map(netns_inode)
+        .collect();
+    let inode = threads[0];
+    assert_ne!(inode, main, "the thread did not move: {threads:?}");
+
+    let alert = d.record("alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
+    assert_eq!(alert["LISTEN_PORT"], "867", "{alert}");
+    let entries = scanned(&ns, l.pid);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["netns"]["inode"], inode, "{entries:#?}");
+    assert_eq!(entries[0]["port"], 867);
+    // Not in the namespace of the process's main thread (the daemon's own).
+    assert!(find(&scan_json(&ns, &[]), "tcp", 867).is_empty());
+
+    let pid = l.pid;
+    l.stop();
+    let closed = d.record("alert-cleared", pid);
+    assert_eq!(closed["EVENT_DETAIL"], "listener closed", "{closed}");
+    assert!(d.terminate().success());
+}
+
+/// A thread enters a new namespace, listens there and goes back: no process or thread is
+/// in that namespace any more, only the socket, which no table the daemon can read shows
+/// (a limit the README states). The kernel announced the listen all the same, and the
+/// warning that counts such sockets, 30 s on, says what the kernel said of it.
+#[test]
+fn a_listener_left_behind_in_a_namespace_is_named_by_the_warning() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let word = d.wait_for("instant detection", |l| l.contains("instant detection"));
+    assert!(
+        word.contains("instant detection on") || word.contains("for TCP only"),
+        "{word}"
+    );
+    let script = "import ctypes, os, socket, sys, threading\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        home = os.open('/proc/self/ns/net', os.O_RDONLY)\n\
+        kept = []\n\
+        def worker():\n\
+        \x20   if libc.unshare(0x40000000) != 0:\n\
+        \x20       raise OSError(ctypes.get_errno(), 'unshare')\n\
+        \x20   s = socket.socket()\n\
+        \x20   s.bind(('0.0.0.0', 867))\n\
+        \x20   s.listen()\n\
+        \x20   if libc.setns(home, 0x40000000) != 0:\n\
+        \x20       raise OSError(ctypes.get_errno(), 'setns')\n\
+        \x20   kept.append(s)\n\
+        t = threading.Thread(target=worker)\n\
+        t.start()\n\
+        t.join()\n\
+        print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+        sys.stdin.readline()\n";
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    let l = Listen::start(c);
+    let warning = d.wait_for_within(
+        "the warning about the announced socket",
+        std::time::Duration::from_secs(60),
+        |line| {
+            line.contains("neither seen by a poll nor closed")
+                && line.contains("867/tcp on 0.0.0.0 in netns:")
+                && line.contains(&format!("by pid {} (python3, uid 0)", l.pid))
+        },
+    );
+    assert!(warning.contains("\"PRIORITY\":\"4\""), "{warning}");
+    drop(l);
+    assert!(d.terminate().success());
+}
+
 /// Acceptance 2: a namespace `ip netns` named; deleted, it leaves nothing behind.
 #[test]
 fn a_named_namespace_is_named_and_forgotten_when_deleted() {

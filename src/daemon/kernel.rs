@@ -492,9 +492,11 @@ impl Daemon {
             format!(
                 "short-lived listeners not recorded one by one (more than {SHORT_LIVED_PER_POLL} at one poll)"
             ),
-            "announced sockets neither seen by a poll nor closed within 30 s (their close \
-             lost, or in a namespace the daemon cannot read)"
-                .to_owned(),
+            format!(
+                "announced sockets neither seen by a poll nor closed within 30 s (their close \
+                 lost, or in a namespace the daemon cannot find or read){}",
+                named_last(&std::mem::take(&mut w.sightings.last_unconfirmed))
+            ),
             "short lives of listeners not recorded one by one (each had one recorded less \
              than restart_grace before: flapping)"
                 .to_owned(),
@@ -542,6 +544,31 @@ impl Daemon {
         };
         Record::plain(priority, None, message)
     }
+}
+
+/// `, the last: A; B`, naming the sockets forgotten last.
+fn named_last(forgotten: &[KernelEvent]) -> String {
+    if forgotten.is_empty() {
+        return String::new();
+    }
+    let named: Vec<String> = forgotten.iter().map(announced_as).collect();
+    format!(", the last: {}", named.join("; "))
+}
+
+/// What the kernel said of an announced socket, for a warning: `867/tcp on 0.0.0.0 in
+/// netns:4026532301 by pid 4242 (python3, uid 1000)`.
+fn announced_as(e: &KernelEvent) -> String {
+    let comm = String::from_utf8_lossy(&e.comm);
+    format!(
+        "{}/{} on {} in netns:{} by pid {} ({}, uid {})",
+        e.port,
+        e.protocol,
+        e.address,
+        e.netns,
+        e.pid,
+        crate::text::escape_control(&comm),
+        e.uid
+    )
 }
 
 #[cfg(test)]

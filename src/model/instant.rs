@@ -226,6 +226,9 @@ pub const MAX_SIGHTINGS: usize = 4096;
 /// listener in a namespace the daemon does not read.
 pub const FORGET_AFTER_NS: u64 = 30_000_000_000;
 
+/// Forgotten sockets a warning names, at most (the rest it counts).
+pub const NAMED_UNCONFIRMED: usize = 3;
+
 /// Where a UDP socket listens: namespace, protocol, address, port.
 type Place = (u64, Protocol, IpAddr, u16);
 
@@ -241,6 +244,10 @@ pub struct Sightings {
     pub overflowed: u64,
     /// Announced sockets forgotten: never seen by a poll, never closed.
     pub unconfirmed: u64,
+    /// The last [`NAMED_UNCONFIRMED`] of them not yet said, oldest first: what the kernel
+    /// said of each, for the warning that counts them (a listener in a namespace the daemon
+    /// cannot find is known from this alone).
+    pub last_unconfirmed: Vec<KernelEvent>,
     /// How long a socket a poll has seen is remembered after the kernel said it closed,
     /// for the record that closes it (the daemon's grace and two polls); `None`:
     /// [`FORGET_AFTER_NS`].
@@ -305,6 +312,7 @@ impl Sightings {
     ) -> Vec<Sighting> {
         let mut gone = Vec::new();
         let mut unconfirmed = 0;
+        let mut forgotten: Vec<KernelEvent> = Vec::new();
         let mut seen = Vec::new();
         self.pending.retain(|slot, s| {
             if present(&s.opened) {
@@ -316,10 +324,19 @@ impl Sightings {
                 return false;
             }
             let keep = now_ns.saturating_sub(s.opened.at_ns) < FORGET_AFTER_NS;
-            unconfirmed += u64::from(!keep);
+            if !keep {
+                unconfirmed += 1;
+                forgotten.push(s.opened.clone());
+            }
             keep
         });
         self.unconfirmed += unconfirmed;
+        if !forgotten.is_empty() {
+            let last = &mut self.last_unconfirmed;
+            last.append(&mut forgotten);
+            last.sort_by_key(|e| (e.at_ns, e.key));
+            last.drain(..last.len().saturating_sub(NAMED_UNCONFIRMED));
+        }
         // Seen ones stay until their close is recorded; closed ones the poll never closed
         // (it saw them come back as a restart) are forgotten in time.
         let keep = self.keep_closed_ns.unwrap_or(FORGET_AFTER_NS);
@@ -545,5 +562,28 @@ mod tests {
         assert_eq!((s.len(), s.overflowed), (MAX_SIGHTINGS, 10));
         assert!(s.resolve(FORGET_AFTER_NS + 1, &|_| false).is_empty());
         assert_eq!((s.len(), s.unconfirmed), (0, MAX_SIGHTINGS as u64));
+    }
+
+    /// The warning that counts forgotten sockets names the last one the kernel announced.
+    #[test]
+    fn the_last_socket_forgotten_is_kept_for_the_warning() {
+        let mut s = Sightings::default();
+        let keys = |s: &Sightings| s.last_unconfirmed.iter().map(|e| e.key).collect::<Vec<_>>();
+        s.note(event(1, 7, 200));
+        s.note(event(1, 8, 100));
+        assert!(s.resolve(FORGET_AFTER_NS, &|_| false).is_empty());
+        assert_eq!((s.unconfirmed, keys(&s)), (0, vec![]));
+        s.resolve(FORGET_AFTER_NS + 150, &|_| false);
+        assert_eq!(keys(&s), [8]);
+        s.resolve(FORGET_AFTER_NS + 250, &|_| false);
+        assert_eq!(keys(&s), [8, 7]);
+        assert_eq!(s.unconfirmed, 2);
+        // Beyond the few named, the latest are kept.
+        for key in 20..30 {
+            s.note(event(1, key, 1000 + key));
+        }
+        s.resolve(FORGET_AFTER_NS + 2000, &|_| false);
+        assert_eq!(keys(&s), [27, 28, 29]);
+        assert_eq!(s.unconfirmed, 12);
     }
 }

@@ -2,12 +2,14 @@
 //! read the sockets of each.
 //!
 //! A namespace is found through a process in it (`/proc/PID/ns/net`, deduplicated by
-//! inode) or a name (`/run/netns/NAME`, where `ip netns` keeps them, and the directories
+//! inode), or a thread of one (`/proc/PID/task/TID/ns/net`: a thread may `unshare` or
+//! `setns` alone, and its sockets are then in a namespace no process's main thread is in),
+//! or a name (`/run/netns/NAME`, where `ip netns` keeps them, and the directories
 //! container runtimes keep theirs in). Reading every pid's link each poll would cost what
 //! the steady path must not, so the pids are listed again only when the kernel's count of
 //! processes ever started (`processes` in `/proc/stat`) has moved, and only new pids'
-//! links are read; a full look every [`FULL_EVERY`] polls catches a process that moved
-//! into a new namespace without starting another.
+//! links (and their threads') are read; a full look every [`FULL_EVERY`] polls catches a
+//! process or thread that moved into a new namespace without starting another.
 //!
 //! A namespace is read with sock_diag from inside it when the daemon may enter it
 //! (`setns` needs `CAP_SYS_ADMIN`: root at a shell, or the unit's documented drop-in),
@@ -163,8 +165,8 @@ pub struct Discovery {
     proc_root: PathBuf,
     /// `processes` in `/proc/stat` at the last look.
     forks: Option<u64>,
-    /// Every pid seen, and its namespace.
-    pids: HashMap<u32, u64>,
+    /// Every pid seen: its main thread's namespace, and its threads in others.
+    pids: HashMap<u32, Tasks>,
     polls: u64,
     /// The next look reads every pid's namespace again: the kernel named a namespace
     /// not known (a process that unshared or entered one after its link was read).
@@ -207,13 +209,17 @@ impl Discovery {
         self.forks = forks;
         self.scan_pids(full);
         let mut entries: HashMap<u64, NsEntry> = HashMap::new();
-        let mut pids: Vec<(&u32, &u64)> = self.pids.iter().collect();
-        pids.sort();
-        for (pid, inode) in pids {
-            let e = entries.entry(*inode).or_default();
+        let mut pids: Vec<(&u32, &Tasks)> = self.pids.iter().collect();
+        pids.sort_by_key(|(pid, _)| **pid);
+        // A main thread stands for its namespace where there is one; else a thread, through
+        // `/proc/TID` (which the kernel resolves though it does not list it).
+        let mains = pids.iter().map(|(pid, t)| (**pid, t.main));
+        let threads = pids.iter().flat_map(|(_, t)| t.elsewhere.iter().copied());
+        for (task, inode) in mains.chain(threads) {
+            let e = entries.entry(inode).or_default();
             if e.pid.is_none() {
-                e.pid = Some(*pid);
-                e.path = Some(self.proc_root.join(pid.to_string()).join("ns/net"));
+                e.pid = Some(task);
+                e.path = Some(self.proc_root.join(task.to_string()).join("ns/net"));
             }
         }
         for (inode, (name, path)) in named {
@@ -250,8 +256,8 @@ impl Discovery {
         out
     }
 
-    /// Reads the namespace link of new pids (every pid on a full look), and forgets pids
-    /// that are gone.
+    /// Reads the namespace links of new pids and their threads (every pid's on a full
+    /// look), and forgets pids that are gone.
     fn scan_pids(&mut self, full: bool) {
         let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
             return;
@@ -269,13 +275,9 @@ impl Discovery {
             if !full && self.pids.contains_key(&pid) {
                 continue;
             }
-            let link = std::fs::read_link(entry.path().join("ns/net"));
-            match link
-                .ok()
-                .and_then(|l| ns_link_inode(l.as_os_str().as_encoded_bytes()))
-            {
-                Some(inode) => {
-                    self.pids.insert(pid, inode);
+            match Tasks::read(&entry.path(), pid) {
+                Some(tasks) => {
+                    self.pids.insert(pid, tasks);
                 }
                 None => {
                     self.pids.remove(&pid);
@@ -284,6 +286,49 @@ impl Discovery {
         }
         self.pids.retain(|pid, _| seen.contains(pid));
     }
+}
+
+/// The namespaces of one process's threads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tasks {
+    /// The main thread's (the one `/proc/PID/ns/net` names).
+    main: u64,
+    /// Threads in another namespace than the main thread's: (tid, namespace).
+    elsewhere: Vec<(u32, u64)>,
+}
+
+impl Tasks {
+    /// Reads the links of `/proc/PID` (`dir`) and of its threads; `None` when the
+    /// process is gone or its link cannot be read.
+    fn read(dir: &Path, pid: u32) -> Option<Tasks> {
+        let main = link_inode(&dir.join("ns/net"))?;
+        let mut elsewhere = Vec::new();
+        // One directory read for a process of one thread. A thread that cannot be read
+        // (it exited meanwhile) is left for the next look.
+        if let Ok(tasks) = std::fs::read_dir(dir.join("task")) {
+            for task in tasks.flatten() {
+                let Some(tid) = task.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if tid == pid {
+                    continue;
+                }
+                if let Some(inode) = link_inode(&task.path().join("ns/net"))
+                    && inode != main
+                {
+                    elsewhere.push((tid, inode));
+                }
+            }
+        }
+        elsewhere.sort_unstable();
+        Some(Tasks { main, elsewhere })
+    }
+}
+
+/// The namespace a `ns/net` link names.
+fn link_inode(link: &Path) -> Option<u64> {
+    let target = std::fs::read_link(link).ok()?;
+    ns_link_inode(target.as_os_str().as_encoded_bytes())
 }
 
 /// Whether a file is a namespace file (on nsfs), not the placeholder left behind.
@@ -636,10 +681,7 @@ impl MultiSource {
 
 /// Whether `pid` is (still) in the network namespace `inode`.
 fn pid_in(proc_root: &Path, pid: u32, inode: u64) -> bool {
-    std::fs::read_link(proc_root.join(pid.to_string()).join("ns/net"))
-        .ok()
-        .and_then(|l| ns_link_inode(l.as_os_str().as_encoded_bytes()))
-        == Some(inode)
+    link_inode(&proc_root.join(pid.to_string()).join("ns/net")) == Some(inode)
 }
 
 /// Opens a sock_diag socket inside the namespace at `path`, from a thread of its own

@@ -259,7 +259,18 @@ impl Lines {
 
     /// Waits (generously: these machines are shared) for a line that satisfies `pred`.
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_for_within(what, Duration::from_secs(20), pred)
+    }
+
+    /// As [`Lines::wait_for`], for a line the daemon writes only after `limit` less a
+    /// margin (a timeout of its own).
+    pub fn wait_for_within(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -270,7 +281,7 @@ impl Lines {
                     }
                 }
                 Err(_) => panic!(
-                    "no {what} within 20 s; output so far:\n{}",
+                    "no {what} within {limit:?}; output so far:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -408,6 +419,15 @@ impl Daemon {
 
     pub fn wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         self.lines.wait_for(what, pred)
+    }
+
+    pub fn wait_for_within(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        self.lines.wait_for_within(what, limit, pred)
     }
 
     /// Waits for the `--log json` record of `event` about the listener of `pid`, parsed.
