@@ -199,6 +199,62 @@ fn a_listener_in_a_namespace_only_a_thread_entered_is_found() {
     assert!(d.terminate().success());
 }
 
+/// A process alone in a fresh namespace whose main thread has exited (`pthread_exit`),
+/// its other thread listening: the process shows as a zombie, with no `/proc/PID/ns/net`
+/// to read and no descriptors of its own. Its namespace is found through the thread, and
+/// the listener is its.
+#[test]
+fn a_namespace_whose_only_process_lost_its_main_thread_is_found() {
+    let ns = Netns::new();
+    let mut d = daemon(&ns);
+    let script = "import ctypes, os, socket, sys, threading\n\
+        def worker():\n\
+        \x20   s = socket.socket()\n\
+        \x20   s.bind(('0.0.0.0', 867))\n\
+        \x20   s.listen()\n\
+        \x20   print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+        \x20   sys.stdin.readline()\n\
+        \x20   os._exit(0)\n\
+        threading.Thread(target=worker).start()\n\
+        ctypes.CDLL(None).pthread_exit(None)\n";
+    let mut c = ns.command("unshare");
+    c.args(["--net", "python3", "-c", script]);
+    let l = Listen::start(c);
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(format!("/proc/{}/stat", l.pid))
+        .unwrap()
+        .contains(") Z ")
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no zombie"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(std::fs::read_link(format!("/proc/{}/ns/net", l.pid)).is_err());
+    let tid = std::fs::read_dir(format!("/proc/{}/task", l.pid))
+        .unwrap()
+        .map(|t| {
+            t.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .find(|tid| *tid != l.pid)
+        .unwrap();
+    let inode = netns_inode(tid);
+
+    let alert = d.record("alert-raised", l.pid);
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
+    assert_eq!(alert["LISTEN_PORT"], "867", "{alert}");
+    let entries = scanned(&ns, l.pid);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["netns"]["inode"], inode, "{entries:#?}");
+    drop(l);
+    assert!(d.terminate().success());
+}
+
 /// A thread enters a new namespace, listens there and goes back: no process or thread is
 /// in that namespace any more, only the socket, which no table the daemon can read shows
 /// (a limit the README states). The kernel announced the listen all the same, and the

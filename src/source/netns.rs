@@ -213,7 +213,7 @@ impl Discovery {
         pids.sort_by_key(|(pid, _)| **pid);
         // A main thread stands for its namespace where there is one; else a thread, through
         // `/proc/TID` (which the kernel resolves though it does not list it).
-        let mains = pids.iter().map(|(pid, t)| (**pid, t.main));
+        let mains = pids.iter().filter_map(|(pid, t)| Some((**pid, t.main?)));
         let threads = pids.iter().flat_map(|(_, t)| t.elsewhere.iter().copied());
         for (task, inode) in mains.chain(threads) {
             let e = entries.entry(inode).or_default();
@@ -291,17 +291,20 @@ impl Discovery {
 /// The namespaces of one process's threads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Tasks {
-    /// The main thread's (the one `/proc/PID/ns/net` names).
-    main: u64,
-    /// Threads in another namespace than the main thread's: (tid, namespace).
+    /// The main thread's (the one `/proc/PID/ns/net` names); `None` when it has exited
+    /// while other threads run on (`pthread_exit` in `main`: the process shows as a
+    /// zombie, with no namespace link and no descriptors of its own).
+    main: Option<u64>,
+    /// Threads in another namespace than the main thread's: (tid, namespace), one for
+    /// each namespace.
     elsewhere: Vec<(u32, u64)>,
 }
 
 impl Tasks {
     /// Reads the links of `/proc/PID` (`dir`) and of its threads; `None` when the
-    /// process is gone or its link cannot be read.
+    /// process is gone or no link of it can be read.
     fn read(dir: &Path, pid: u32) -> Option<Tasks> {
-        let main = link_inode(&dir.join("ns/net"))?;
+        let main = link_inode(&dir.join("ns/net"));
         let mut elsewhere = Vec::new();
         // One directory read for a process of one thread. A thread that cannot be read
         // (it exited meanwhile) is left for the next look.
@@ -314,13 +317,18 @@ impl Tasks {
                     continue;
                 }
                 if let Some(inode) = link_inode(&task.path().join("ns/net"))
-                    && inode != main
+                    && Some(inode) != main
                 {
                     elsewhere.push((tid, inode));
                 }
             }
         }
-        elsewhere.sort_unstable();
+        if main.is_none() && elsewhere.is_empty() {
+            return None;
+        }
+        // One thread of each namespace is enough (the first, by tid).
+        elsewhere.sort_unstable_by_key(|&(tid, inode)| (inode, tid));
+        elsewhere.dedup_by_key(|(_, inode)| *inode);
         Some(Tasks { main, elsewhere })
     }
 }
