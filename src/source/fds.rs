@@ -31,6 +31,9 @@ pub struct FdScan {
 #[derive(Debug)]
 pub struct FdScanner {
     root: PathBuf,
+    /// The root is the kernel's `/proc` (not a test's tree): its pids are real, and the
+    /// kernel may be asked about them.
+    real: bool,
     link_buf: Vec<u8>,
 }
 
@@ -38,6 +41,7 @@ impl FdScanner {
     pub fn new(proc_root: &Path) -> FdScanner {
         FdScanner {
             root: proc_root.to_owned(),
+            real: proc_root == Path::new("/proc"),
             link_buf: vec![0; 64],
         }
     }
@@ -147,7 +151,9 @@ impl FdScanner {
     /// did not find: a thread may have a table of its own (`unshare(CLONE_FILES)`), and
     /// a process whose main thread has exited shows an empty `/proc/PID/fd` while its
     /// other threads run on. Found there, a socket is the process's (its pid). Read
-    /// only before an owner is called none (kernel or in flight): it reads every thread.
+    /// only before an owner is called none (kernel or in flight), and only the tables
+    /// that are not the process's own (most threads share it: a server of thousands of
+    /// threads would otherwise cost thousands of reads of one table).
     ///
     /// [`scan`]: Self::scan
     pub fn scan_threads(&mut self, order: &[Pid], wanted: &HashSet<Inode>) -> FdScan {
@@ -165,13 +171,36 @@ impl FdScanner {
                 if missing == 0 {
                     break;
                 }
-                if task.file_name() != leader.as_str() {
-                    let fd = task.path().join("fd");
-                    self.read_table(&fd, pid, (wanted, &mut missing), &mut scan);
+                let name = task.file_name();
+                if name == leader.as_str() {
+                    continue;
                 }
+                let tid = name.to_str().and_then(|n| n.parse().ok());
+                if self.real && tid.is_some_and(|tid| Self::shares_fd_table(pid.0, tid)) {
+                    continue;
+                }
+                let fd = task.path().join("fd");
+                self.read_table(&fd, pid, (wanted, &mut missing), &mut scan);
             }
         }
         scan
+    }
+
+    /// Whether thread `tid` shares its fd table with its process's main thread `pid`
+    /// (`kcmp(2)` with `KCMP_FILES`: one system call, where reading the table again costs a
+    /// directory and a link per descriptor). `false` when the kernel cannot say (a kernel
+    /// without `CONFIG_KCMP`, a refusal, a thread gone): the table is then read. A main thread
+    /// that has exited has no table, so its threads' differ.
+    fn shares_fd_table(pid: u32, tid: u32) -> bool {
+        const KCMP_FILES: libc::c_long = 2;
+        let (Ok(pid), Ok(tid)) = (libc::pid_t::try_from(pid), libc::pid_t::try_from(tid)) else {
+            return false;
+        };
+        #[expect(unsafe_code, reason = "kcmp(2) has no wrapper in rustix or libc")]
+        // SAFETY: kcmp(KCMP_FILES) takes two pids and a type (the two other arguments are
+        // unused and zero); it reads no memory of the caller's and writes none.
+        let same = unsafe { libc::syscall(libc::SYS_kcmp, pid, tid, KCMP_FILES, 0_u64, 0_u64) };
+        same == 0
     }
 
     /// Reads one fd table, noting each inode of `wanted` it holds as `pid`'s.
@@ -417,6 +446,33 @@ pub fn attribution_order(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread of this process shares its table; another process (a child) does not, and
+    /// neither does a pid that cannot exist.
+    #[test]
+    fn a_thread_shares_its_processs_fd_table_and_a_child_does_not() {
+        let me = std::process::id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            tx.send(rustix::thread::gettid().as_raw_nonzero().get())
+                .unwrap();
+            let _ = done_rx.recv();
+        });
+        let live = u32::try_from(rx.recv().unwrap()).unwrap();
+        assert!(FdScanner::shares_fd_table(me, live));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        // Beyond the largest pid_max the kernel allows: no such task.
+        assert!(!FdScanner::shares_fd_table(me, 4_194_305), "no such thread");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(!FdScanner::shares_fd_table(me, child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
 
     #[test]
     fn socket_links() {
