@@ -129,7 +129,12 @@ impl FdScanner {
                     continue;
                 }
                 budget -= 1;
-                if let Ok(Some(inode)) = self.socket_inode(fd_dir, name)
+                let inode = match self.socket_inode(fd_dir, name) {
+                    Ok(inode) => inode,
+                    // Refused once, refused for every descriptor of it.
+                    Err(Refused) => break,
+                };
+                if let Some(inode) = inode
                     && sweep.owners.get(&inode).is_some_and(|owner| owner != pid)
                 {
                     let pids = sweep.held.entry(inode).or_default();
@@ -242,9 +247,12 @@ impl FdScanner {
             let inode = match self.socket_inode(&fd_dir, name) {
                 Ok(Some(inode)) => inode,
                 Ok(None) => continue,
+                // The kernel checks the reader's right to the process, not to each
+                // descriptor: the rest would be refused too (hundreds of failed reads a
+                // scan for a process such as init in a container).
                 Err(Refused) => {
                     scan.denied = true;
-                    continue;
+                    return;
                 }
             };
             if wanted.contains(&inode) && !scan.found.contains_key(&inode) {
