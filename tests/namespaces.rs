@@ -143,6 +143,27 @@ fn a_listener_in_a_fresh_namespace_is_alerted_with_its_namespace() {
     assert!(d.terminate().success());
 }
 
+/// The namespace of `pid`'s thread other than its main one.
+fn thread_netns(pid: u32) -> u64 {
+    let tid = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| t.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .find(|tid: &u32| *tid != pid)
+        .expect("a second thread");
+    netns_inode(tid)
+}
+
+/// `pid`'s listener on 867 is alerted in the namespace `inode`, and `scan` shows it there.
+fn alerted_in(d: &mut Daemon, ns: &Netns, pid: u32, inode: u64) {
+    let alert = d.record("alert-raised", pid);
+    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
+    assert_eq!(alert["LISTEN_PORT"], "867", "{alert}");
+    let entries = scanned(ns, pid);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0]["netns"]["inode"], inode, "{entries:#?}");
+    assert_eq!(entries[0]["port"], 867);
+}
+
 /// A thread alone moves into a new namespace (`unshare(CLONE_NEWNET)` from a second thread)
 /// and listens there, while its process's main thread stays in the daemon's namespace:
 /// `/proc/PID/ns/net` never names that namespace, and neither `ss` nor a reader of every
@@ -167,28 +188,9 @@ fn a_listener_in_a_namespace_only_a_thread_entered_is_found() {
     c.arg("-c").arg(script);
     let l = Listen::start(c);
     let main = netns_inode(l.pid);
-    let threads: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", l.pid))
-        .unwrap()
-        .map(|t| {
-            t.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .parse::<u32>()
-                .unwrap()
-        })
-        .filter(|tid| *tid != l.pid)
-        .map(netns_inode)
-        .collect();
-    let inode = threads[0];
-    assert_ne!(inode, main, "the thread did not move: {threads:?}");
-
-    let alert = d.record("alert-raised", l.pid);
-    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
-    assert_eq!(alert["LISTEN_PORT"], "867", "{alert}");
-    let entries = scanned(&ns, l.pid);
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["netns"]["inode"], inode, "{entries:#?}");
-    assert_eq!(entries[0]["port"], 867);
+    let inode = thread_netns(l.pid);
+    assert_ne!(inode, main, "the thread did not move");
+    alerted_in(&mut d, &ns, l.pid, inode);
     // Not in the namespace of the process's main thread (the daemon's own).
     assert!(find(&scan_json(&ns, &[]), "tcp", 867).is_empty());
 
@@ -232,25 +234,7 @@ fn a_namespace_whose_only_process_lost_its_main_thread_is_found() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(std::fs::read_link(format!("/proc/{}/ns/net", l.pid)).is_err());
-    let tid = std::fs::read_dir(format!("/proc/{}/task", l.pid))
-        .unwrap()
-        .map(|t| {
-            t.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .parse::<u32>()
-                .unwrap()
-        })
-        .find(|tid| *tid != l.pid)
-        .unwrap();
-    let inode = netns_inode(tid);
-
-    let alert = d.record("alert-raised", l.pid);
-    assert_eq!(alert["LISTEN_NETNS"], inode.to_string(), "{alert}");
-    assert_eq!(alert["LISTEN_PORT"], "867", "{alert}");
-    let entries = scanned(&ns, l.pid);
-    assert_eq!(entries.len(), 1, "{entries:#?}");
-    assert_eq!(entries[0]["netns"]["inode"], inode, "{entries:#?}");
+    alerted_in(&mut d, &ns, l.pid, thread_netns(l.pid));
     drop(l);
     assert!(d.terminate().success());
 }
