@@ -298,7 +298,7 @@ fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
 pub fn render_alerts(reports: &[Report]) -> String {
     let mut out = String::new();
     for r in reports.iter().filter(|r| r.verdict.alert) {
-        let place = crate::model::classify::reach_words(r.reach, &r.netns, r.container.as_ref());
+        let place = crate::model::classify::reach_words(r.reach, &r.netns, r.container.as_deref());
         let what = match &r.portless {
             None => format!("{}/{} on {}: {place}", r.port, r.protocol, r.endpoint()),
             Some(p) => {
@@ -307,7 +307,7 @@ pub fn render_alerts(reports: &[Report]) -> String {
                     r.kind,
                     crate::model::listener::portless_protocol_name(r.protocol, r.port),
                     p.interface.as_deref().unwrap_or("all interfaces"),
-                ) + &crate::model::classify::place_words(&r.netns, r.container.as_ref())
+                ) + &crate::model::classify::place_words(&r.netns, r.container.as_deref())
                     .map(|w| format!(", {w}"))
                     .unwrap_or_default()
             }

@@ -115,20 +115,20 @@ pub struct Classification {
     /// The network namespace it listens in.
     pub netns: NetnsView,
     /// The container its program runs in, if any.
-    pub container: Option<Container>,
+    pub container: Option<Arc<Container>>,
 }
 
 impl Classification {
     /// `in container web-1`, `in network namespace vpn`, or nothing on the host: where a
     /// listener's addresses belong, for people.
     pub fn place_words(&self) -> Option<String> {
-        place_words(&self.netns, self.container.as_ref())
+        place_words(&self.netns, self.container.as_deref())
     }
 
     /// The reach in words, for this listener's namespace: `0.0.0.0` in a container is its
     /// interfaces, not the host's.
     pub fn reach_words(&self) -> String {
-        reach_words(self.reach, &self.netns, self.container.as_ref())
+        reach_words(self.reach, &self.netns, self.container.as_deref())
     }
 }
 

@@ -415,7 +415,7 @@ pub struct Process {
     pub start_time: u64,
     /// The container it runs in, from its cgroup path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container: Option<Container>,
+    pub container: Option<Arc<Container>>,
     /// Its pid inside its own PID namespace (the last of `NSpid`), when that is not the
     /// host's: what `ps` inside the container shows.
     #[serde(default, skip_serializing_if = "Option::is_none")]

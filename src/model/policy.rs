@@ -480,7 +480,7 @@ mod tests {
             let Owner::Process(mut p) = process("nc", "/usr/bin/nc") else {
                 unreachable!()
             };
-            std::sync::Arc::make_mut(&mut p).container = container;
+            std::sync::Arc::make_mut(&mut p).container = container.map(std::sync::Arc::new);
             Listener {
                 netns,
                 ..listener(Protocol::Tcp, "0.0.0.0", 867, Owner::Process(p))

@@ -40,7 +40,7 @@ pub struct Report {
     /// The network namespace: `inode`, `name` (or null), `host`.
     pub netns: NetnsView,
     /// The container of its program: `runtime`, `id`, `name`, `pod` (or null).
-    pub container: Option<Container>,
+    pub container: Option<std::sync::Arc<Container>>,
     /// `port`, `packet` or `raw`.
     #[serde(default = "port_kind")]
     pub kind: Kind,

@@ -765,7 +765,7 @@ impl ProcessDetails for SysinfoDetails {
                 exe_file: super::host::file_id(&dir.join("exe")),
                 mount_ns: super::ns_inode(&self.proc_root, &pid.0.to_string(), "mnt"),
                 start_time: p.start_time(),
-                container,
+                container: container.map(Arc::new),
                 ns_pid: read("status").ok().and_then(|s| ns_pid(&s)),
             };
             found.push(process);
@@ -779,7 +779,8 @@ impl ProcessDetails for SysinfoDetails {
                 .as_mut()
                 .filter(|c| c.runtime == "docker" && c.rootless_uid.is_none())
             {
-                c.name = self.container_name(&c.id);
+                let name = self.container_name(&c.id);
+                Arc::make_mut(c).name = name;
             }
             out.insert(process.pid, Arc::new(process));
         }
