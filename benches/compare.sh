@@ -33,6 +33,8 @@
 #   --strace                  [STRACE=1]  also `strace -c -f` one scan and one `ss -ltunp`
 #   --perf                    [PERF=1]    also `perf record -e cpu-clock` one scan (needs perf)
 #   --results DIR             [RESULTS=benches/results]  (ignored by git)
+#   --other PATH              [OTHER=]    another portsentinel binary (an older tree's),
+#                                         timed in the same run: `other: scan --json` rows
 #
 # Installs hyperfine, net-tools, lsof, iproute2 and jq with apt-get when their commands are
 # missing. Tears down the holders and the namespace on exit, also on failure or Ctrl-C.
@@ -50,6 +52,7 @@ ADDR=${ADDR:-127.0.0.1}
 STRACE=${STRACE:-0}
 PERF=${PERF:-0}
 RESULTS=${RESULTS:-benches/results}
+OTHER=${OTHER:-}
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
     --strace) STRACE=1; shift ;;
     --perf) PERF=1; shift ;;
     --results) RESULTS=$2; shift 2 ;;
+    --other) OTHER=$2; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
@@ -194,8 +198,13 @@ scenario() {
   local json="$RESULTS/compare-$STAMP-$order.json" load0; load0=$(cut -d' ' -f1 /proc/loadavg)
   # -i: lsof 4.95 exits 1 when -iTCP -sTCP:LISTEN and -iUDP are combined, though its output
   # is complete. The other commands' exit status is checked in the counting runs below.
+  local other=()
+  if [ -n "$OTHER" ]; then
+    other=(-n 'other: scan --json' "$OTHER scan --json"
+      -n 'other: scan --json --netns host' "$OTHER scan --json --netns host")
+  fi
   in_ns hyperfine -N -i --warmup "$WARMUP" --runs "$RUNS" --output=null --style basic \
-    --export-json "$json" \
+    --export-json "$json" "${other[@]}" \
     -n 'portsentinel scan --json' "$PS scan --json" \
     -n 'portsentinel scan --json --netns host' "$PS scan --json --netns host" \
     -n 'ss -ltunp' "$SS -ltunp" \
@@ -229,7 +238,8 @@ scenario() {
   local name count
   for name in 'portsentinel scan --json' 'ss -ltunp' 'netstat -ltunp' \
     'lsof -nP -iTCP -sTCP:LISTEN -iUDP' 'portsentinel scan --json --source proc-net' \
-    'portsentinel scan --json --netns host' 'portsentinel scan --json --all-holders'; do
+    'portsentinel scan --json --netns host' 'portsentinel scan --json --all-holders' \
+    ${OTHER:+'other: scan --json' 'other: scan --json --netns host'}; do
     case $name in
       'portsentinel scan --json') count="$c_ps sockets with --all ($o_ps), $c_psg rows grouped" ;;
       'ss -ltunp') count="$c_ss ($o_ss)" ;;
@@ -238,6 +248,7 @@ scenario() {
       *proc-net) count="$c_pn sockets with --all ($o_pn)" ;;
       *'netns host') count="this namespace only, as ss shows" ;;
       *all-holders) count="every fd table read to its end, as ss -p does" ;;
+      other:*) count="$OTHER" ;;
     esac
     jq -r --arg n "$name" --arg c "$count" --argjson ss "$ss_mean" --argjson ssmin "$ss_min" '
       def r2: . * 100 | round / 100;
