@@ -435,20 +435,32 @@ impl Daemon {
 
     /// The process an event names: as read from `/proc` when the event arrived, if it was
     /// still running; else what the event carried.
+    ///
+    /// A process read while it was exiting has no exe left to read (its memory is gone
+    /// before its `/proc` entry): the file the kernel saw it run stands in.
     fn process_of(&self, e: &KernelEvent) -> Arc<Process> {
+        let exe = e.exe.as_ref();
+        let path = || {
+            exe.and_then(|x| {
+                let path = x.path.as_deref()?;
+                (self.host.file_id(path) == Some(x.file)).then(|| path.to_owned())
+            })
+        };
         match self.kernel.processes.get(&(e.pid, e.start_ns)) {
+            Some((p, _)) if p.exe_file.is_none() && exe.is_some() => {
+                let mut p = Process::clone(p);
+                p.exe = path();
+                p.exe_file = exe.map(|x| x.file);
+                Arc::new(p)
+            }
             Some((p, _)) => Arc::clone(p),
             None => {
                 let name = String::from_utf8_lossy(&e.comm);
-                let exe = e.exe.as_ref();
                 Arc::new(Process {
                     pid: Pid(e.pid),
                     name_lossy: matches!(name, std::borrow::Cow::Owned(_)),
                     name: name.into_owned(),
-                    exe: exe.and_then(|x| {
-                        let path = x.path.as_deref()?;
-                        (self.host.file_id(path) == Some(x.file)).then(|| path.to_owned())
-                    }),
+                    exe: path(),
                     exe_file: exe.map(|x| x.file),
                     mount_ns: None,
                     cmdline: Vec::new(),
