@@ -164,6 +164,48 @@ fn alerted_in(d: &mut Daemon, ns: &Netns, pid: u32, inode: u64) {
     assert_eq!(entries[0]["port"], 867);
 }
 
+/// A python3 whose second thread moves into a new network namespace alone
+/// (`unshare(CLONE_NEWNET)`) and listens on 867/tcp there. The thread stays there; with
+/// `go_back`, it returns to its process's namespace and ends, and only the socket is left
+/// in the new one.
+fn thread_listener(ns: &Netns, go_back: bool) -> Listen {
+    let (stay, leave) = if go_back {
+        (
+            "\x20   if libc.setns(home, 0x40000000) != 0:\n\
+             \x20       raise OSError(ctypes.get_errno(), 'setns')\n\
+             \x20   kept.append(s)\n",
+            "t = threading.Thread(target=worker)\n\
+             t.start()\n\
+             t.join()\n\
+             print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+             sys.stdin.readline()\n",
+        )
+    } else {
+        (
+            "\x20   print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
+             \x20   sys.stdin.readline()\n\
+             \x20   os._exit(0)\n",
+            "threading.Thread(target=worker).start()\n",
+        )
+    };
+    let script = format!(
+        "import ctypes, os, socket, sys, threading\n\
+         libc = ctypes.CDLL(None, use_errno=True)\n\
+         home = os.open('/proc/self/ns/net', os.O_RDONLY)\n\
+         kept = []\n\
+         def worker():\n\
+         \x20   if libc.unshare(0x40000000) != 0:\n\
+         \x20       raise OSError(ctypes.get_errno(), 'unshare')\n\
+         \x20   s = socket.socket()\n\
+         \x20   s.bind(('0.0.0.0', 867))\n\
+         \x20   s.listen()\n\
+         {stay}{leave}"
+    );
+    let mut c = ns.command("python3");
+    c.arg("-c").arg(script);
+    Listen::start(c)
+}
+
 /// A thread alone moves into a new namespace (`unshare(CLONE_NEWNET)` from a second thread)
 /// and listens there, while its process's main thread stays in the daemon's namespace:
 /// `/proc/PID/ns/net` never names that namespace, and neither `ss` nor a reader of every
@@ -172,21 +214,7 @@ fn alerted_in(d: &mut Daemon, ns: &Netns, pid: u32, inode: u64) {
 fn a_listener_in_a_namespace_only_a_thread_entered_is_found() {
     let ns = Netns::new();
     let mut d = daemon(&ns);
-    let script = "import ctypes, os, socket, sys, threading\n\
-        libc = ctypes.CDLL(None, use_errno=True)\n\
-        def worker():\n\
-        \x20   if libc.unshare(0x40000000) != 0:\n\
-        \x20       raise OSError(ctypes.get_errno(), 'unshare')\n\
-        \x20   s = socket.socket()\n\
-        \x20   s.bind(('0.0.0.0', 867))\n\
-        \x20   s.listen()\n\
-        \x20   print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
-        \x20   sys.stdin.readline()\n\
-        \x20   os._exit(0)\n\
-        threading.Thread(target=worker).start()\n";
-    let mut c = ns.command("python3");
-    c.arg("-c").arg(script);
-    let l = Listen::start(c);
+    let l = thread_listener(&ns, false);
     let main = netns_inode(l.pid);
     let inode = thread_netns(l.pid);
     assert_ne!(inode, main, "the thread did not move");
@@ -252,27 +280,7 @@ fn a_listener_left_behind_in_a_namespace_is_named_by_the_warning() {
         word.contains("instant detection on") || word.contains("for TCP only"),
         "{word}"
     );
-    let script = "import ctypes, os, socket, sys, threading\n\
-        libc = ctypes.CDLL(None, use_errno=True)\n\
-        home = os.open('/proc/self/ns/net', os.O_RDONLY)\n\
-        kept = []\n\
-        def worker():\n\
-        \x20   if libc.unshare(0x40000000) != 0:\n\
-        \x20       raise OSError(ctypes.get_errno(), 'unshare')\n\
-        \x20   s = socket.socket()\n\
-        \x20   s.bind(('0.0.0.0', 867))\n\
-        \x20   s.listen()\n\
-        \x20   if libc.setns(home, 0x40000000) != 0:\n\
-        \x20       raise OSError(ctypes.get_errno(), 'setns')\n\
-        \x20   kept.append(s)\n\
-        t = threading.Thread(target=worker)\n\
-        t.start()\n\
-        t.join()\n\
-        print(f'ready pid={os.getpid()} ports=867', flush=True)\n\
-        sys.stdin.readline()\n";
-    let mut c = ns.command("python3");
-    c.arg("-c").arg(script);
-    let l = Listen::start(c);
+    let l = thread_listener(&ns, true);
     let warning = d.wait_for_within(
         "the warning about the announced socket",
         std::time::Duration::from_secs(60),

@@ -564,7 +564,8 @@ mod tests {
         assert_eq!((s.len(), s.unconfirmed), (0, MAX_SIGHTINGS as u64));
     }
 
-    /// The warning that counts forgotten sockets names the last one the kernel announced.
+    /// The warning that counts forgotten sockets names the last few the kernel announced,
+    /// in the order they were announced.
     #[test]
     fn the_last_socket_forgotten_is_kept_for_the_warning() {
         let mut s = Sightings::default();

@@ -295,8 +295,8 @@ struct Tasks {
     /// while other threads run on (`pthread_exit` in `main`: the process shows as a
     /// zombie, with no namespace link and no descriptors of its own).
     main: Option<u64>,
-    /// Threads in another namespace than the main thread's: (tid, namespace), one for
-    /// each namespace.
+    /// Threads in another namespace than the main thread's (any namespace, when it has
+    /// exited): (tid, namespace), one for each namespace.
     elsewhere: Vec<(u32, u64)>,
 }
 
