@@ -80,6 +80,12 @@ struct sock {
 } CORE;
 struct super_block { __u32 s_dev; } CORE;
 struct inode { unsigned long i_ino; struct super_block *i_sb; } CORE;
+// The inode's change time, as kernels have kept it: two integers since 6.11, a
+// timespec64 named __i_ctime in 6.6-6.10, i_ctime before (CO-RE picks the one there is).
+struct timespec64 { long long tv_sec; long tv_nsec; };
+struct inode___ctime_split { long long i_ctime_sec; __u32 i_ctime_nsec; } CORE;
+struct inode___ctime_hidden { struct timespec64 __i_ctime; } CORE;
+struct inode___ctime_plain { struct timespec64 i_ctime; } CORE;
 struct socket { struct sock *sk; } CORE;
 struct socket_alloc { struct socket socket; struct inode vfs_inode; } CORE;
 struct qstr { const unsigned char *name; } CORE;
@@ -168,6 +174,12 @@ struct event {
 	__u8 path_truncated;  // the walk stopped early: the path is not the whole path
 	__u8 pad[5];
 	char path[PATH_BYTES];
+	// The exe's change time: no process can set it, so it tells apart two files whose
+	// device and inode look the same (an overlayfs or btrfs inode, whose stat() device
+	// is not its superblock's).
+	__u64 exe_ctime_sec;
+	__u32 exe_ctime_nsec;
+	__u32 pad2;
 };
 
 struct {
@@ -298,6 +310,30 @@ static long walk_step(__u32 index, void *ctx)
 	return 0;
 }
 
+#define FIELD_EXISTS(f) __builtin_preserve_field_info(f, 2 /* BPF_FIELD_EXISTS */)
+#define I_CTIME_QUERIED (1U << 31) // a flag the kernel keeps in i_ctime_nsec (6.13 and later)
+
+// The exe inode's change time, whichever way this kernel keeps it.
+static void read_ctime(struct event *e, struct inode *inode)
+{
+	struct inode___ctime_split *split = (void *)inode;
+	struct inode___ctime_hidden *hidden = (void *)inode;
+	struct inode___ctime_plain *plain = (void *)inode;
+	struct timespec64 ts = {};
+	if (FIELD_EXISTS(split->i_ctime_sec)) {
+		READ(ts.tv_sec, split->i_ctime_sec);
+		__u32 nsec = 0;
+		READ(nsec, split->i_ctime_nsec);
+		ts.tv_nsec = nsec & ~I_CTIME_QUERIED;
+	} else if (FIELD_EXISTS(hidden->__i_ctime)) {
+		READ(ts, hidden->__i_ctime);
+	} else if (FIELD_EXISTS(plain->i_ctime)) {
+		READ(ts, plain->i_ctime);
+	}
+	e->exe_ctime_sec = ts.tv_sec;
+	e->exe_ctime_nsec = ts.tv_nsec;
+}
+
 // The process's side: when it started, and the file it runs with that file's path.
 static void fill_process(struct scratch *s)
 {
@@ -323,6 +359,7 @@ static void fill_process(struct scratch *s)
 		READ(sb, inode->i_sb);
 		if (sb)
 			READ(e->exe_dev, sb->s_dev);
+		read_ctime(e, inode);
 	}
 
 	// The path: names from the file up to the root, crossing mounts, as d_path would.

@@ -98,6 +98,124 @@ fn listeners_of_five_milliseconds_are_alerted_from_the_kernels_events() {
     );
 }
 
+/// A directory mounted as overlayfs, its lower layer on the disk and its upper one on a
+/// tmpfs: the root of most containers (and of many build machines). A file on it has, by
+/// `stat`, a device of its layer's, not the overlay's superblock that the kernel names.
+/// Unmounted on drop.
+struct Overlay {
+    dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    /// An overlay holding a copy of the `listen` helper in its lower layer.
+    fn with_listen() -> Overlay {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let at = |name: &str| dir.path().join(name);
+        for d in ["lower", "upper", "merged"] {
+            std::fs::create_dir(at(d)).unwrap();
+        }
+        std::fs::copy(listen_bin(), at("lower/listen")).unwrap();
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "tmpfs"])
+                .arg(at("upper")),
+        );
+        std::fs::create_dir(at("upper/data")).unwrap();
+        std::fs::create_dir(at("upper/work")).unwrap();
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            at("lower").display(),
+            at("upper/data").display(),
+            at("upper/work").display()
+        );
+        run_ok(
+            std::process::Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o", &options])
+                .arg(at("merged")),
+        );
+        Overlay { dir }
+    }
+
+    fn listen(&self) -> std::path::PathBuf {
+        self.dir.path().join("merged/listen")
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        for d in ["merged", "upper"] {
+            let _ = std::process::Command::new("umount")
+                .arg("--lazy")
+                .arg(self.dir.path().join(d))
+                .status();
+        }
+    }
+}
+
+/// A program run from overlayfs listens for no time at all on 867 and 868 (TCP and UDP)
+/// and exits, most often before the daemon can read it from `/proc`: each alert still
+/// names its exe, which is the overlay's file and no other (the kernel's device for it is
+/// not `stat`'s), and an `exe` rule for that path allows its listeners on 868.
+#[test]
+fn a_short_listener_run_from_overlayfs_names_its_exe_and_its_rule_allows_it() {
+    let _kernel = shared();
+    let ns = Netns::new();
+    let overlay = Overlay::with_listen();
+    let exe = overlay.listen();
+    let exe = exe.to_str().unwrap();
+    let (_dir, config) = config_file(&format!(
+        "[[allow]]\nname = \"the overlay's program\"\nexe = \"{exe}\"\nport = 868\n"
+    ));
+    let config = config.to_str().unwrap().to_owned();
+    let mut d = daemon(&ns, &["--config", &config, "--interval", "1s"]);
+    let specs = [
+        "tcp:0.0.0.0:867",
+        "udp:0.0.0.0:867",
+        "tcp:0.0.0.0:868",
+        "udp:0.0.0.0:868",
+    ];
+    let out = run_ok(ns.command(exe).arg("--for").arg("0").args(specs));
+    let pid: u32 = stdout(&out)
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("pid="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    d.lines
+        .wait_until("two alerts cleared and two listeners closed", |ls| {
+            records_of(ls, "alert-cleared", pid).len() == 2
+                && records_of(ls, "listener-closed", pid).len() == 2
+        });
+    let (status, lines) = d.terminate_lines();
+    assert!(status.success());
+    for proto in ["tcp", "udp"] {
+        let of = |event, port| -> Vec<serde_json::Value> {
+            records_of(&lines, event, pid)
+                .into_iter()
+                .filter(|r| r["LISTEN_PROTO"] == proto && r["LISTEN_PORT"] == port)
+                .collect()
+        };
+        let alerts = of("alert-raised", "867");
+        assert_eq!(alerts.len(), 1, "{proto}: {alerts:?}");
+        assert_eq!(alerts[0]["LISTENER_EXE"], exe, "{}", alerts[0]);
+        assert_eq!(alerts[0]["EVENT_SOURCE"], "ebpf", "{}", alerts[0]);
+        assert!(
+            of("alert-raised", "868").is_empty(),
+            "{proto}: 868 is allowed"
+        );
+        let opened = of("listener-opened", "868");
+        assert_eq!(opened.len(), 1, "{proto}: {opened:?}");
+        assert_eq!(opened[0]["LISTENER_EXE"], exe, "{}", opened[0]);
+        assert!(
+            opened[0]["VERDICT_REASON"]
+                .as_str()
+                .is_some_and(|r| r.contains("the overlay's program")),
+            "{}",
+            opened[0]
+        );
+    }
+}
+
 /// 100 listeners of 5 ms on distinct ports within about a second, TCP and UDP: 100
 /// alerts, each port once (never once from the kernel's event and again from a poll).
 #[test]

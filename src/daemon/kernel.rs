@@ -437,31 +437,33 @@ impl Daemon {
     /// still running; else what the event carried.
     ///
     /// A process read while it was exiting has no exe left to read (its memory is gone
-    /// before its `/proc` entry): the file the kernel saw it run stands in.
+    /// before its `/proc` entry): the file the kernel saw it run stands in, with its path
+    /// and the identity `stat` gives it where that path is that file here (rules compare
+    /// that identity), else as the kernel named it (which no rule's file is).
     fn process_of(&self, e: &KernelEvent) -> Arc<Process> {
-        let exe = e.exe.as_ref();
-        let path = || {
-            exe.and_then(|x| {
-                let path = x.path.as_deref()?;
-                (self.host.file_id(path) == Some(x.file)).then(|| path.to_owned())
+        let seen = || {
+            let exe = e.exe.as_ref()?;
+            Some(match self.host.exe_seen(exe) {
+                Some((path, file)) => (Some(path), file),
+                None => (None, exe.file),
             })
         };
         match self.kernel.processes.get(&(e.pid, e.start_ns)) {
-            Some((p, _)) if p.exe_file.is_none() && exe.is_some() => {
+            Some((p, _)) if p.exe_file.is_none() && e.exe.is_some() => {
                 let mut p = Process::clone(p);
-                p.exe = path();
-                p.exe_file = exe.map(|x| x.file);
+                (p.exe, p.exe_file) = seen().map_or((None, None), |(x, f)| (x, Some(f)));
                 Arc::new(p)
             }
             Some((p, _)) => Arc::clone(p),
             None => {
                 let name = String::from_utf8_lossy(&e.comm);
+                let (exe, exe_file) = seen().map_or((None, None), |(x, f)| (x, Some(f)));
                 Arc::new(Process {
                     pid: Pid(e.pid),
                     name_lossy: matches!(name, std::borrow::Cow::Owned(_)),
                     name: name.into_owned(),
-                    exe: path(),
-                    exe_file: exe.map(|x| x.file),
+                    exe,
+                    exe_file,
                     mount_ns: None,
                     cmdline: Vec::new(),
                     uid: Some(e.uid),

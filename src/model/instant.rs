@@ -71,6 +71,11 @@ pub struct ExeSeen {
     /// Its path, from the kernel's names of the file and the directories above it, in the
     /// process's own view of the mounts; `None` when the walk did not reach the root.
     pub path: Option<String>,
+    /// When the file last changed (its ctime: seconds, nanoseconds), which no process can
+    /// choose. On overlayfs and btrfs, `stat` shows a file on another device than the
+    /// kernel's superblock, and inode numbers repeat across layers and subvolumes: this
+    /// tells the file the kernel saw from another that looks like it.
+    pub changed: (i64, u32),
 }
 
 /// One event, as the kernel reported it.
@@ -100,7 +105,8 @@ pub struct KernelEvent {
 }
 
 /// The size of one record from the eBPF program (`struct event`).
-pub const EVENT_BYTES: usize = 352;
+pub const EVENT_BYTES: usize = 368;
+const CTIME_AT: usize = 352;
 const PATH_AT: usize = 96;
 const PATH_BYTES: usize = 256;
 
@@ -151,6 +157,10 @@ pub fn parse(b: &[u8]) -> Option<KernelEvent> {
         path: exe_path(
             &b[PATH_AT..PATH_AT + usize::from(u16_at(b, 88)).min(PATH_BYTES)],
             b[90] != 0,
+        ),
+        changed: (
+            i64::from_le_bytes(b[CTIME_AT..CTIME_AT + 8].try_into().expect("8 bytes")),
+            u32_at(b, CTIME_AT + 8),
         ),
     });
     Some(KernelEvent {
@@ -465,6 +475,8 @@ mod tests {
             off += name.len() + 1;
         }
         b[88..90].copy_from_slice(&((off - PATH_AT) as u16).to_le_bytes());
+        b[CTIME_AT..CTIME_AT + 8].copy_from_slice(&1_700_000_000u64.to_le_bytes());
+        b[CTIME_AT + 8..CTIME_AT + 12].copy_from_slice(&123_456_789u32.to_le_bytes());
         b
     }
 
@@ -486,6 +498,7 @@ mod tests {
                 ino: 4242
             }
         );
+        assert_eq!(exe.changed, (1_700_000_000, 123_456_789));
     }
 
     #[test]

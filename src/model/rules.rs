@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use ipnet::IpNet;
 
+use super::instant::ExeSeen;
 use super::listener::{FileId, Kind, Listener, NetnsView, Owner, Process, Protocol, Reach};
 
 /// What a policy needs to know about the host: the files an `exe` path names, the
@@ -19,6 +20,15 @@ use super::listener::{FileId, Kind, Listener, NetnsView, Owner, Process, Protoco
 pub trait Host {
     /// The identity of the file at `path`, following symlinks.
     fn file_id(&self, path: &str) -> Option<FileId>;
+    /// The file the kernel saw a process run (an event of instant detection), here: the
+    /// path its names make and the file's identity as [`Host::file_id`] gives it, when that
+    /// path is that very file in this mount namespace. `None` when it is not (a process in
+    /// a mount namespace of its own can make any path name its own file).
+    fn exe_seen(&self, seen: &ExeSeen) -> Option<(String, FileId)> {
+        let path = seen.path.as_deref()?;
+        let file = self.file_id(path).filter(|f| *f == seen.file)?;
+        Some((path.to_owned(), file))
+    }
     /// The host's mount namespace: init's (the shipped unit gives the daemon a private
     /// one of its own), or the daemon's where init's cannot be read.
     fn mount_ns(&self) -> Option<u64>;

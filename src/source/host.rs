@@ -4,11 +4,12 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::netns::NamespaceTable;
+use crate::model::instant::ExeSeen;
 use crate::model::listener::{FileId, NetnsView};
 use crate::model::rules::Host;
 
@@ -20,6 +21,7 @@ const USER_TTL: Duration = Duration::from_secs(60);
 /// network namespaces the source has found.
 #[derive(Debug)]
 pub struct SystemHost {
+    proc_root: PathBuf,
     mount_ns: Option<u64>,
     uids: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     namespaces: Arc<NamespaceTable>,
@@ -28,6 +30,7 @@ pub struct SystemHost {
 impl SystemHost {
     pub fn new(proc_root: &Path, namespaces: Arc<NamespaceTable>) -> SystemHost {
         SystemHost {
+            proc_root: proc_root.to_owned(),
             // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
             // daemon's own.
             mount_ns: super::ns_inode(proc_root, "1", "mnt")
@@ -44,6 +47,52 @@ pub fn file_id(path: &Path) -> Option<FileId> {
     Some(FileId {
         dev: m.dev(),
         ino: m.ino(),
+    })
+}
+
+/// Whether `path` here is the file the kernel saw a process run, and if so its identity
+/// as [`file_id`] gives it: the same inode number and change time, on the kernel's device
+/// as `stat` shows the file or as the mount it is on says (`mountinfo`: overlayfs and
+/// btrfs show a file on a device of their own, not their superblock's). The change time is
+/// what no process can set: inode numbers repeat across an overlay's layers and across
+/// btrfs subvolumes (which any user may create), so a look-alike inode number is not
+/// enough.
+pub fn seen_here(proc_root: &Path, path: &Path, seen: &ExeSeen) -> Option<FileId> {
+    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
+    let want = StatxFlags::INO | StatxFlags::CTIME | StatxFlags::MNT_ID;
+    let x = statx(CWD, path, AtFlags::empty(), want).ok()?;
+    let file = FileId {
+        dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+        ino: x.stx_ino,
+    };
+    let same_inode =
+        x.stx_ino == seen.file.ino && (x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec) == seen.changed;
+    if !same_inode {
+        return None;
+    }
+    let on_device = file.dev == seen.file.dev
+        || StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::MNT_ID)
+            && mount_device(proc_root, x.stx_mnt_id) == Some(seen.file.dev);
+    on_device.then_some(file)
+}
+
+/// The device of the filesystem a mount (by its id) shows, as `/proc/self/mountinfo`
+/// says: its superblock's, in `stat`'s encoding.
+fn mount_device(proc_root: &Path, mount_id: u64) -> Option<u64> {
+    let text = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok()?;
+    mountinfo_device(&text, mount_id)
+}
+
+/// The device (`MAJOR:MINOR`, third field) of the mount with this id (the first) in a
+/// `mountinfo` text.
+fn mountinfo_device(text: &str, mount_id: u64) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != mount_id {
+            return None;
+        }
+        let (major, minor) = fields.nth(1)?.split_once(':')?;
+        Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
     })
 }
 
@@ -79,6 +128,12 @@ impl Host for SystemHost {
         file_id(Path::new(path))
     }
 
+    fn exe_seen(&self, seen: &ExeSeen) -> Option<(String, FileId)> {
+        let path = seen.path.as_deref()?;
+        let file = seen_here(&self.proc_root, Path::new(path), seen)?;
+        Some((path.to_owned(), file))
+    }
+
     fn mount_ns(&self) -> Option<u64> {
         self.mount_ns
     }
@@ -110,5 +165,58 @@ impl Host for SystemHost {
 
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    /// What the kernel's event says of a file: its device (the superblock's, here the
+    /// same as `stat`'s), inode and change time.
+    fn seen(path: &Path) -> ExeSeen {
+        let m = std::fs::metadata(path).unwrap();
+        ExeSeen {
+            file: FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            },
+            path: Some(path.to_str().unwrap().to_owned()),
+            changed: (m.ctime(), u32::try_from(m.ctime_nsec()).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_file_the_kernel_saw_is_found_by_inode_change_time_and_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prog");
+        std::fs::write(&path, b"#!/bin/sh\n").unwrap();
+        let proc_root = Path::new("/proc");
+        let s = seen(&path);
+        assert_eq!(seen_here(proc_root, &path, &s), file_id(&path));
+
+        // A look-alike: same device and inode number, another change time (a file on
+        // another overlay layer or btrfs subvolume that took the same number).
+        let mut other = s.clone();
+        other.changed.1 = (other.changed.1 + 1) % 1_000_000_000;
+        assert_eq!(seen_here(proc_root, &path, &other), None);
+
+        // On another device, by `stat` and by the mount alike.
+        let mut elsewhere = s.clone();
+        elsewhere.file.dev = libc::makedev(4095, 4095);
+        assert_eq!(seen_here(proc_root, &path, &elsewhere), None);
+    }
+
+    #[test]
+    fn a_mounts_device_is_read_from_mountinfo() {
+        let text = "\
+29 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+412 29 0:41 / /var/lib/docker/overlay2/x/merged rw,relatime - overlay overlay rw,lowerdir=/a
+";
+        assert_eq!(mountinfo_device(text, 412), Some(libc::makedev(0, 41)));
+        assert_eq!(mountinfo_device(text, 29), Some(libc::makedev(254, 1)));
+        assert_eq!(mountinfo_device(text, 30), None);
     }
 }
