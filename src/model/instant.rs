@@ -66,7 +66,8 @@ enum Table {
 /// The program file a process ran when the event fired.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExeSeen {
-    /// Its device (as `stat` gives it) and inode: the file, whatever a path says.
+    /// Its device (its superblock's, in `stat`'s encoding: what `stat` shows but on
+    /// overlayfs and btrfs) and inode: the file, whatever a path says.
     pub file: FileId,
     /// Its path, from the kernel's names of the file and the directories above it, in the
     /// process's own view of the mounts; `None` when the walk did not reach the root.
