@@ -22,6 +22,7 @@ const USER_TTL: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct SystemHost {
     proc_root: PathBuf,
+    mounts: Mutex<Mounts>,
     mount_ns: Option<u64>,
     uids: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     namespaces: Arc<NamespaceTable>,
@@ -31,6 +32,7 @@ impl SystemHost {
     pub fn new(proc_root: &Path, namespaces: Arc<NamespaceTable>) -> SystemHost {
         SystemHost {
             proc_root: proc_root.to_owned(),
+            mounts: Mutex::new(Mounts::default()),
             // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
             // daemon's own.
             mount_ns: super::ns_inode(proc_root, "1", "mnt")
@@ -52,12 +54,16 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 
 /// Whether `path` here is the file the kernel saw a process run, and if so its identity
 /// as [`file_id`] gives it: the same inode number and change time, on the kernel's device
-/// as `stat` shows the file or as the mount it is on says (`mountinfo`: overlayfs and
-/// btrfs show a file on a device of their own, not their superblock's). The change time is
-/// what no process can set: inode numbers repeat across an overlay's layers and across
-/// btrfs subvolumes (which any user may create), so a look-alike inode number is not
-/// enough.
-pub fn seen_here(proc_root: &Path, path: &Path, seen: &ExeSeen) -> Option<FileId> {
+/// as `stat` shows the file or as the mount it is on says (`mount_device`, by the mount's
+/// id: overlayfs and btrfs show a file on a device of their own, not their superblock's).
+/// The change time is what no process can set: inode numbers repeat across an overlay's
+/// layers and across btrfs subvolumes (which any user may create), so a look-alike inode
+/// number is not enough.
+pub fn seen_here(
+    path: &Path,
+    seen: &ExeSeen,
+    mount_device: impl FnOnce(u64) -> Option<u64>,
+) -> Option<FileId> {
     use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
     let want = StatxFlags::INO | StatxFlags::CTIME | StatxFlags::MNT_ID;
     let x = statx(CWD, path, AtFlags::empty(), want).ok()?;
@@ -72,28 +78,53 @@ pub fn seen_here(proc_root: &Path, path: &Path, seen: &ExeSeen) -> Option<FileId
     }
     let on_device = file.dev == seen.file.dev
         || StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::MNT_ID)
-            && mount_device(proc_root, x.stx_mnt_id) == Some(seen.file.dev);
+            && mount_device(x.stx_mnt_id) == Some(seen.file.dev);
     on_device.then_some(file)
 }
 
-/// The device of the filesystem a mount (by its id) shows, as `/proc/self/mountinfo`
-/// says: its superblock's, in `stat`'s encoding.
-fn mount_device(proc_root: &Path, mount_id: u64) -> Option<u64> {
-    let text = std::fs::read_to_string(proc_root.join("self/mountinfo")).ok()?;
-    mountinfo_device(&text, mount_id)
+/// How long a reading of `mountinfo` answers for the mounts it lists, and how soon it is
+/// read again for a mount it does not list: any user's short listeners from an overlay
+/// (as many as a poll records) must not make the daemon read a container host's
+/// thousands of mounts once each.
+const MOUNTS_TTL: Duration = Duration::from_secs(1);
+const MOUNTS_RETRY: Duration = Duration::from_millis(100);
+
+/// The devices of the daemon's mounts, by mount id, as `mountinfo` said when last read.
+#[derive(Debug, Default)]
+struct Mounts {
+    read: Option<Instant>,
+    devices: HashMap<u64, u64>,
 }
 
-/// The device (`MAJOR:MINOR`, third field) of the mount with this id (the first) in a
-/// `mountinfo` text.
-fn mountinfo_device(text: &str, mount_id: u64) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let mut fields = line.split(' ');
-        if fields.next()?.parse::<u64>().ok()? != mount_id {
-            return None;
+impl Mounts {
+    /// The device (its superblock's, in `stat`'s encoding) of the mount with this id,
+    /// reading `mountinfo` under `proc_root` again when the last reading is old, or is
+    /// not new and lacks the mount.
+    fn device(&mut self, proc_root: &Path, mount_id: u64) -> Option<u64> {
+        let age = self.read.map(|at| at.elapsed());
+        let known = self.devices.get(&mount_id).copied();
+        let stale = age.is_none_or(|a| a >= MOUNTS_TTL || known.is_none() && a >= MOUNTS_RETRY);
+        if !stale {
+            return known;
         }
-        let (major, minor) = fields.nth(1)?.split_once(':')?;
-        Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
-    })
+        let text = std::fs::read_to_string(proc_root.join("self/mountinfo")).unwrap_or_default();
+        self.devices = mountinfo_devices(&text);
+        self.read = Some(Instant::now());
+        self.devices.get(&mount_id).copied()
+    }
+}
+
+/// Each mount's id (the first field of a `mountinfo` line) and device (`MAJOR:MINOR`, the
+/// third), in `stat`'s encoding.
+fn mountinfo_devices(text: &str) -> HashMap<u64, u64> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.parse().ok()?;
+            let (major, minor) = fields.nth(1)?.split_once(':')?;
+            Some((id, libc::makedev(major.parse().ok()?, minor.parse().ok()?)))
+        })
+        .collect()
 }
 
 /// `net.ipv4.ip_local_port_range` as the file under `proc_dir` (`/proc`, or `/proc/PID` of
@@ -130,7 +161,10 @@ impl Host for SystemHost {
 
     fn exe_seen(&self, seen: &ExeSeen) -> Option<(String, FileId)> {
         let path = seen.path.as_deref()?;
-        let file = seen_here(&self.proc_root, Path::new(path), seen)?;
+        let file = seen_here(Path::new(path), seen, |id| {
+            let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+            mounts.device(&self.proc_root, id)
+        })?;
         Some((path.to_owned(), file))
     }
 
@@ -193,20 +227,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("prog");
         std::fs::write(&path, b"#!/bin/sh\n").unwrap();
-        let proc_root = Path::new("/proc");
+        let mut mounts = Mounts::default();
+        let mut device = |id| mounts.device(Path::new("/proc"), id);
         let s = seen(&path);
-        assert_eq!(seen_here(proc_root, &path, &s), file_id(&path));
+        assert_eq!(seen_here(&path, &s, &mut device), file_id(&path));
 
         // A look-alike: same device and inode number, another change time (a file on
         // another overlay layer or btrfs subvolume that took the same number).
         let mut other = s.clone();
         other.changed.1 = (other.changed.1 + 1) % 1_000_000_000;
-        assert_eq!(seen_here(proc_root, &path, &other), None);
+        assert_eq!(seen_here(&path, &other, &mut device), None);
 
         // On another device, by `stat` and by the mount alike.
         let mut elsewhere = s.clone();
         elsewhere.file.dev = libc::makedev(4095, 4095);
-        assert_eq!(seen_here(proc_root, &path, &elsewhere), None);
+        assert_eq!(seen_here(&path, &elsewhere, &mut device), None);
     }
 
     #[test]
@@ -215,8 +250,28 @@ mod tests {
 29 1 254:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
 412 29 0:41 / /var/lib/docker/overlay2/x/merged rw,relatime - overlay overlay rw,lowerdir=/a
 ";
-        assert_eq!(mountinfo_device(text, 412), Some(libc::makedev(0, 41)));
-        assert_eq!(mountinfo_device(text, 29), Some(libc::makedev(254, 1)));
-        assert_eq!(mountinfo_device(text, 30), None);
+        let devices = mountinfo_devices(text);
+        assert_eq!(devices.get(&412), Some(&libc::makedev(0, 41)));
+        assert_eq!(devices.get(&29), Some(&libc::makedev(254, 1)));
+        assert_eq!(devices.get(&30), None);
+    }
+
+    #[test]
+    fn a_mount_made_since_the_last_reading_is_read_again() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("self")).unwrap();
+        let info = root.path().join("self/mountinfo");
+        std::fs::write(&info, "29 1 254:1 / / rw - ext4 /dev/vda rw\n").unwrap();
+        let mut mounts = Mounts::default();
+        assert_eq!(mounts.device(root.path(), 29), Some(libc::makedev(254, 1)));
+        std::fs::write(
+            &info,
+            "29 1 254:1 / / rw - ext4 /dev/vda rw\n500 29 0:77 / /c rw - overlay overlay rw\n",
+        )
+        .unwrap();
+        // Not before a tenth of a second: a flood of lookups reads it ten times a second
+        // at most.
+        std::thread::sleep(MOUNTS_RETRY);
+        assert_eq!(mounts.device(root.path(), 500), Some(libc::makedev(0, 77)));
     }
 }
