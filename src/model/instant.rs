@@ -337,7 +337,16 @@ impl Sightings {
             let keep = now_ns.saturating_sub(s.opened.at_ns) < FORGET_AFTER_NS;
             if !keep {
                 unconfirmed += 1;
-                forgotten.push(s.opened.clone());
+                // Only the latest few are named: a clone of each of thousands would be
+                // dropped at once.
+                let at = (s.opened.at_ns, s.opened.key);
+                if forgotten.len() < NAMED_UNCONFIRMED
+                    || forgotten.iter().any(|e| (e.at_ns, e.key) < at)
+                {
+                    forgotten.push(s.opened.clone());
+                    forgotten.sort_by_key(|e| (e.at_ns, e.key));
+                    forgotten.drain(..forgotten.len().saturating_sub(NAMED_UNCONFIRMED));
+                }
             }
             keep
         });
