@@ -19,7 +19,12 @@ fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
 /// Runs the `listen` helper with `--for MS`: each spec opened, held, closed in turn; the
 /// process has exited when this returns. Its pid.
 fn short_lived(ns: &Netns, ms: &str, specs: &[&str]) -> u32 {
-    let out = run_ok(ns.command(listen_bin()).arg("--for").arg(ms).args(specs));
+    short_lived_from(ns, &listen_bin(), ms, specs)
+}
+
+/// [`short_lived`], with a copy of the helper at `program`.
+fn short_lived_from(ns: &Netns, program: &std::path::Path, ms: &str, specs: &[&str]) -> u32 {
+    let out = run_ok(ns.command(program).arg("--for").arg(ms).args(specs));
     let out = stdout(&out);
     let pid = out
         .split_whitespace()
@@ -174,13 +179,7 @@ fn a_short_listener_run_from_overlayfs_names_its_exe_and_its_rule_allows_it() {
         "tcp:0.0.0.0:868",
         "udp:0.0.0.0:868",
     ];
-    let out = run_ok(ns.command(exe).arg("--for").arg("0").args(specs));
-    let pid: u32 = stdout(&out)
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix("pid="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pid = short_lived_from(&ns, &overlay.listen(), "0", &specs);
     d.lines
         .wait_until("two alerts cleared and two listeners closed", |ls| {
             records_of(ls, "alert-cleared", pid).len() == 2
