@@ -20,7 +20,8 @@
 //! non-dumpable (its fd links unreadable without `CAP_SYS_PTRACE`).
 //!
 //! `--for MS` opens each spec in turn, holds it MS milliseconds, closes it, and exits once
-//! all have been: short-lived listeners, from a process gone before anyone looks.
+//! all have been: short-lived listeners, from a process gone before anyone looks. With
+//! `--go` it first prints `ready pid=PID` (no port open yet) and waits for a line on standard input.
 //!
 //! `--decoy PROGRAM` plays the decoy an attacker sets up: the sockets are handed to PROGRAM
 //! (started with them inherited, and `3600` as its argument) and closed here, so PROGRAM
@@ -252,13 +253,22 @@ fn short_lived(specs: &[String], ms: &str) {
         std::thread::sleep(hold);
         drop(sockets);
     }
-    println!("done pid={} ports={}", std::process::id(), ports.join(","));
+    // The caller may have stopped reading.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stdout(),
+        format_args!(
+            "done pid={} ports={}\n",
+            std::process::id(),
+            ports.join(",")
+        ),
+    );
 }
 
 fn main() {
     raise_fd_limit();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let wait = flag(&mut args, "--wait");
+    let go = flag(&mut args, "--go");
     if flag(&mut args, "--nondumpable") {
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
             .expect("prctl(PR_SET_DUMPABLE)");
@@ -272,6 +282,11 @@ fn main() {
     }
     let decoy = option(&mut args, "--decoy");
     if let Some(ms) = option(&mut args, "--for") {
+        if go {
+            println!("ready pid={}", std::process::id());
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }
         return short_lived(&args, &ms);
     }
     let mut sockets = Vec::new();

@@ -6,7 +6,7 @@ mod util;
 
 use std::collections::HashMap;
 
-use util::{Daemon, Netns, config_file, listen_bin, run_ok, stdout};
+use util::{Daemon, Listen, Netns, config_file, listen_bin, run_ok, stdout};
 
 /// Every daemon's eBPF program hears every namespace's events: the flood test holds
 /// this alone, so that its flood fills no other test's ring buffer.
@@ -213,6 +213,104 @@ fn a_short_listener_run_from_overlayfs_names_its_exe_and_its_rule_allows_it() {
             opened[0]
         );
     }
+}
+
+/// A FUSE filesystem (bindfs, as any user may mount one) holding a copy of the `listen`
+/// helper, that caches nothing: every lookup and `stat` asks its server. Stopped and
+/// unmounted on drop.
+struct Fuse {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+}
+
+impl Fuse {
+    fn with_listen() -> Fuse {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
+        std::fs::create_dir(&src).unwrap();
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::copy(listen_bin(), src.join("listen")).unwrap();
+        let server = std::process::Command::new("bindfs")
+            .args([
+                "-f",
+                "-o",
+                "attr_timeout=0,entry_timeout=0,negative_timeout=0",
+            ])
+            .arg(&src)
+            .arg(&mnt)
+            .spawn()
+            .expect("bindfs (Debian's bindfs) runs");
+        let fuse = Fuse { dir, server };
+        let listen = fuse.listen();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !listen.exists() {
+            assert!(std::time::Instant::now() < deadline, "bindfs never mounted");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        fuse
+    }
+
+    fn listen(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt/listen")
+    }
+
+    /// Stops (`STOP`) or resumes (`CONT`) its server.
+    fn signal(&self, sig: &str) {
+        util::kill(self.server.id(), sig);
+    }
+}
+
+impl Drop for Fuse {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(self.dir.path().join("mnt"))
+            .status();
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// Any user can mount a FUSE filesystem, run programs from it, and stop its server: then
+/// a `stat` of such a program's file, or a lookup of its path, waits for the server
+/// forever. A program from there listens on 867 before the daemon starts and the server
+/// stops; another listens on 868 for no time at all once it has stopped (its path is
+/// looked up from the kernel's event). Both are alerted, and a listener after them too:
+/// the daemon was not stopped.
+#[test]
+fn a_fuse_server_that_stops_answering_blinds_nothing() {
+    let _kernel = shared();
+    let ns = Netns::new();
+    let fuse = Fuse::with_listen();
+    let lasting = Listen::start({
+        let mut c = ns.command(fuse.listen());
+        c.arg("tcp:0.0.0.0:867");
+        c
+    });
+    let mut short = Listen::start({
+        let mut c = ns.command(fuse.listen());
+        c.args(["--go", "--for", "0", "tcp:0.0.0.0:868"]);
+        c
+    });
+    // Its code into the page cache, or the programs would wait for the server too.
+    std::fs::read(fuse.listen()).unwrap();
+    fuse.signal("STOP");
+    let mut d = daemon(&ns, &["--interval", "1s"]);
+    let a = d.record("alert-raised", lasting.pid);
+    assert_eq!(a["LISTEN_PORT"], "867", "{a}");
+    short.say("go");
+    let a = d.record("alert-raised", short.pid);
+    assert_eq!(a["LISTEN_PORT"], "868", "{a}");
+    let after = Listen::start({
+        let mut c = ns.command(listen_bin());
+        c.arg("tcp:0.0.0.0:869");
+        c
+    });
+    let a = d.record("alert-raised", after.pid);
+    assert_eq!(a["LISTEN_PORT"], "869", "{a}");
+    fuse.signal("CONT");
+    assert!(d.terminate().success());
 }
 
 /// 100 listeners of 5 ms on distinct ports within about a second, TCP and UDP: 100

@@ -39,6 +39,8 @@ need=(
   "dhclient:isc-dhcp-client"
   # A real capture tool, allowed when root starts it (tests/portless.rs).
   "tcpdump:tcpdump"
+  # A FUSE filesystem whose server a test stops, as any user could (tests/instant.rs).
+  "bindfs:bindfs"
   # The compiler of record for the eBPF program: tests/bpf_object.rs rebuilds
   # bpf/instant.bpf.o from its source and checks it is the committed one.
   "clang-14:clang-14"

@@ -3,7 +3,6 @@
 //! system's user database (NSS, so LDAP and systemd-homed users count), and the time.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +22,7 @@ const USER_TTL: Duration = Duration::from_secs(60);
 pub struct SystemHost {
     proc_root: PathBuf,
     mounts: Mutex<Mounts>,
+    lookups: Mutex<Lookups>,
     mount_ns: Option<u64>,
     uids: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     namespaces: Arc<NamespaceTable>,
@@ -33,6 +33,7 @@ impl SystemHost {
         SystemHost {
             proc_root: proc_root.to_owned(),
             mounts: Mutex::new(Mounts::default()),
+            lookups: Mutex::new(Lookups::default()),
             // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
             // daemon's own.
             mount_ns: super::ns_inode(proc_root, "1", "mnt")
@@ -44,12 +45,27 @@ impl SystemHost {
 }
 
 /// The identity of the file at `path` (following symlinks), if it exists.
+///
+/// From the attributes the kernel has (`AT_STATX_DONT_SYNC`), never by asking a FUSE or
+/// network filesystem: a program run from a FUSE mount whose server does not answer
+/// (any user can mount one, and stop its server) would otherwise stop the daemon at the
+/// first `stat` of its `/proc/PID/exe`. Device and inode do not change, so a cached
+/// answer is the answer.
 pub fn file_id(path: &Path) -> Option<FileId> {
-    let m = std::fs::metadata(path).ok()?;
+    let x = cached_statx(path, rustix::fs::StatxFlags::INO).ok()?;
     Some(FileId {
-        dev: m.dev(),
-        ino: m.ino(),
+        dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+        ino: x.stx_ino,
     })
+}
+
+/// `statx` of `path`, following symlinks, from the attributes the kernel has.
+fn cached_statx(
+    path: &Path,
+    want: rustix::fs::StatxFlags,
+) -> rustix::io::Result<rustix::fs::Statx> {
+    use rustix::fs::{AtFlags, CWD, statx};
+    statx(CWD, path, AtFlags::STATX_DONT_SYNC, want)
 }
 
 /// Whether `path` here is the file the kernel saw a process run, and if so its identity
@@ -59,14 +75,14 @@ pub fn file_id(path: &Path) -> Option<FileId> {
 /// The change time is what no process can set: inode numbers repeat across an overlay's
 /// layers and across btrfs subvolumes (which any user may create), so a look-alike inode
 /// number is not enough.
+///
+/// `x` is the path's attributes, as [`Lookups`] found them.
 pub fn seen_here(
-    path: &Path,
+    x: &rustix::fs::Statx,
     seen: &ExeSeen,
     mount_device: impl FnOnce(u64) -> Option<u64>,
 ) -> Option<FileId> {
-    use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
-    let want = StatxFlags::INO | StatxFlags::CTIME | StatxFlags::MNT_ID;
-    let x = statx(CWD, path, AtFlags::empty(), want).ok()?;
+    use rustix::fs::StatxFlags;
     let file = FileId {
         dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
         ino: x.stx_ino,
@@ -80,6 +96,57 @@ pub fn seen_here(
         || StatxFlags::from_bits_retain(x.stx_mask).contains(StatxFlags::MNT_ID)
             && mount_device(x.stx_mnt_id) == Some(seen.file.dev);
     on_device.then_some(file)
+}
+
+/// What [`seen_here`] asks of a path.
+fn exe_statx(path: &Path) -> rustix::io::Result<rustix::fs::Statx> {
+    use rustix::fs::StatxFlags;
+    cached_statx(
+        path,
+        StatxFlags::INO | StatxFlags::CTIME | StatxFlags::MNT_ID,
+    )
+}
+
+/// How long the daemon waits for a path to be looked up.
+const LOOKUP_WAIT: Duration = Duration::from_millis(100);
+
+/// Looks up the paths that events name, on a thread of its own. The path of a program a
+/// process ran is a path in that process's view of the mounts; looked up here it may
+/// pass through a FUSE mount whose server never answers (any user can mount one, stop its
+/// server, and run a program from under it, or bind it over a path in a mount namespace
+/// of their own). The daemon waits [`LOOKUP_WAIT`] at most; while a lookup hangs, no other
+/// is started and none is waited for: such paths are not shown, and the loop goes on.
+#[derive(Debug, Default)]
+struct Lookups {
+    /// The one lookup under way that was not waited for to its end.
+    hung: Option<std::sync::mpsc::Receiver<rustix::io::Result<rustix::fs::Statx>>>,
+}
+
+impl Lookups {
+    fn statx(&mut self, path: &Path) -> Option<rustix::fs::Statx> {
+        use std::sync::mpsc::TryRecvError;
+        if let Some(hung) = &self.hung {
+            match hung.try_recv() {
+                Err(TryRecvError::Empty) => return None,
+                Ok(_) | Err(TryRecvError::Disconnected) => self.hung = None,
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let path = path.to_owned();
+        std::thread::Builder::new()
+            .name("lookup".into())
+            .spawn(move || {
+                let _ = tx.send(exe_statx(&path));
+            })
+            .ok()?;
+        match rx.recv_timeout(LOOKUP_WAIT) {
+            Ok(x) => x.ok(),
+            Err(_) => {
+                self.hung = Some(rx);
+                None
+            }
+        }
+    }
 }
 
 /// How long a reading of `mountinfo` answers for the mounts it lists, and how soon it is
@@ -161,7 +228,11 @@ impl Host for SystemHost {
 
     fn exe_seen(&self, seen: &ExeSeen) -> Option<(String, FileId)> {
         let path = seen.path.as_deref()?;
-        let file = seen_here(Path::new(path), seen, |id| {
+        let x = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            lookups.statx(Path::new(path))?
+        };
+        let file = seen_here(&x, seen, |id| {
             let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
             mounts.device(&self.proc_root, id)
         })?;
@@ -230,18 +301,19 @@ mod tests {
         let mut mounts = Mounts::default();
         let mut device = |id| mounts.device(Path::new("/proc"), id);
         let s = seen(&path);
-        assert_eq!(seen_here(&path, &s, &mut device), file_id(&path));
+        let x = exe_statx(&path).unwrap();
+        assert_eq!(seen_here(&x, &s, &mut device), file_id(&path));
 
         // A look-alike: same device and inode number, another change time (a file on
         // another overlay layer or btrfs subvolume that took the same number).
         let mut other = s.clone();
         other.changed.1 = (other.changed.1 + 1) % 1_000_000_000;
-        assert_eq!(seen_here(&path, &other, &mut device), None);
+        assert_eq!(seen_here(&x, &other, &mut device), None);
 
         // On another device, by `stat` and by the mount alike.
         let mut elsewhere = s.clone();
         elsewhere.file.dev = libc::makedev(4095, 4095);
-        assert_eq!(seen_here(&path, &elsewhere, &mut device), None);
+        assert_eq!(seen_here(&x, &elsewhere, &mut device), None);
     }
 
     #[test]
