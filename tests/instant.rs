@@ -280,6 +280,10 @@ impl Drop for Fuse {
 /// the daemon was not stopped.
 #[test]
 fn a_fuse_server_that_stops_answering_blinds_nothing() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("no /dev/fuse: nobody here can mount a FUSE filesystem, nothing to test");
+        return;
+    }
     let _kernel = shared();
     let ns = Netns::new();
     let fuse = Fuse::with_listen();
