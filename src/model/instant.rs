@@ -64,7 +64,7 @@ enum Table {
 }
 
 /// The program file a process ran when the event fired.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ExeSeen {
     /// Its device (its superblock's, in `stat`'s encoding: what `stat` shows but on
     /// overlayfs and btrfs) and inode: the file, whatever a path says.

@@ -23,6 +23,7 @@ pub struct SystemHost {
     proc_root: PathBuf,
     mounts: Mutex<Mounts>,
     lookups: Mutex<Lookups>,
+    answers: Mutex<Answers>,
     mount_ns: Option<u64>,
     uids: Mutex<HashMap<String, (Option<u32>, Instant)>>,
     namespaces: Arc<NamespaceTable>,
@@ -34,6 +35,7 @@ impl SystemHost {
             proc_root: proc_root.to_owned(),
             mounts: Mutex::new(Mounts::default()),
             lookups: Mutex::new(Lookups::default()),
+            answers: Mutex::new(Answers::default()),
             // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
             // daemon's own.
             mount_ns: super::ns_inode(proc_root, "1", "mnt")
@@ -149,6 +151,41 @@ impl Lookups {
     }
 }
 
+/// What [`Host::exe_seen`] answered in the last second, by what the kernel saw: a program
+/// that binds thousands of times (as any user's can) is looked up once, not once a
+/// socket. At most [`ANSWERS_KEPT`] programs.
+#[derive(Debug, Default)]
+struct Answers {
+    since: Option<Instant>,
+    by_seen: HashMap<ExeSeen, Option<(String, FileId)>>,
+}
+
+const ANSWERS_KEPT: usize = 256;
+
+impl Answers {
+    /// The answer for `seen` as of `now`: the one kept, else what `look` finds.
+    fn get_or(
+        &mut self,
+        now: Instant,
+        seen: &ExeSeen,
+        look: impl FnOnce() -> Option<(String, FileId)>,
+    ) -> Option<(String, FileId)> {
+        let old = self
+            .since
+            .is_none_or(|at| now.saturating_duration_since(at) >= MOUNTS_TTL);
+        if old || self.by_seen.len() >= ANSWERS_KEPT {
+            self.by_seen.clear();
+            self.since = Some(now);
+        }
+        if let Some(answer) = self.by_seen.get(seen) {
+            return answer.clone();
+        }
+        let answer = look();
+        self.by_seen.insert(seen.clone(), answer.clone());
+        answer
+    }
+}
+
 /// How long a reading of `mountinfo` answers for the mounts it lists, and how soon it is
 /// read again for a mount it does not list: any user's short listeners from an overlay
 /// (as many as a poll records) must not make the daemon read a container host's
@@ -228,15 +265,18 @@ impl Host for SystemHost {
 
     fn exe_seen(&self, seen: &ExeSeen) -> Option<(String, FileId)> {
         let path = seen.path.as_deref()?;
-        let x = {
-            let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-            lookups.statx(Path::new(path))?
-        };
-        let file = seen_here(&x, seen, |id| {
-            let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
-            mounts.device(&self.proc_root, id)
-        })?;
-        Some((path.to_owned(), file))
+        let mut answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        answers.get_or(Instant::now(), seen, || {
+            let x = {
+                let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+                lookups.statx(Path::new(path))?
+            };
+            let file = seen_here(&x, seen, |id| {
+                let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());
+                mounts.device(&self.proc_root, id)
+            })?;
+            Some((path.to_owned(), file))
+        })
     }
 
     fn mount_ns(&self) -> Option<u64> {
@@ -314,6 +354,33 @@ mod tests {
         let mut elsewhere = s.clone();
         elsewhere.file.dev = libc::makedev(4095, 4095);
         assert_eq!(seen_here(&x, &elsewhere, &mut device), None);
+    }
+
+    #[test]
+    fn a_program_is_looked_up_once_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prog");
+        std::fs::write(&path, b"").unwrap();
+        let s = seen(&path);
+        let mut other = s.clone();
+        other.file.ino += 1;
+        let mut answers = Answers::default();
+        let looked = std::cell::Cell::new(0);
+        let look = || {
+            looked.set(looked.get() + 1);
+            Some(("/p".to_owned(), s.file))
+        };
+        let t0 = Instant::now();
+        let first = answers.get_or(t0, &s, look);
+        assert_eq!(
+            answers.get_or(t0 + Duration::from_millis(900), &s, look),
+            first
+        );
+        assert_eq!(looked.get(), 1);
+        answers.get_or(t0 + Duration::from_millis(900), &other, look);
+        assert_eq!(looked.get(), 2, "another program is looked up");
+        answers.get_or(t0 + MOUNTS_TTL, &s, look);
+        assert_eq!(looked.get(), 3, "a second later, again");
     }
 
     #[test]
