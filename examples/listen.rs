@@ -21,7 +21,8 @@
 //!
 //! `--for MS` opens each spec in turn, holds it MS milliseconds, closes it, and exits once
 //! all have been: short-lived listeners, from a process gone before anyone looks. With
-//! `--go` it first prints `ready pid=PID` (no port open yet) and waits for a line on standard input.
+//! `--go` it first prints `ready pid=PID` (no port open yet) and waits for a line on
+//! standard input.
 //!
 //! `--decoy PROGRAM` plays the decoy an attacker sets up: the sockets are handed to PROGRAM
 //! (started with them inherited, and `3600` as its argument) and closed here, so PROGRAM

@@ -441,23 +441,23 @@ impl Daemon {
     /// and the identity `stat` gives it where that path is that file here (rules compare
     /// that identity), else as the kernel named it (which no rule's file is).
     fn process_of(&self, e: &KernelEvent) -> Arc<Process> {
-        let seen = || {
-            let exe = e.exe.as_ref()?;
-            Some(match self.host.exe_seen(exe) {
-                Some((path, file)) => (Some(path), file),
-                None => (None, exe.file),
-            })
+        let seen = || match e.exe.as_ref() {
+            None => (None, None),
+            Some(exe) => match self.host.exe_seen(exe) {
+                Some((path, file)) => (Some(path), Some(file)),
+                None => (None, Some(exe.file)),
+            },
         };
         match self.kernel.processes.get(&(e.pid, e.start_ns)) {
             Some((p, _)) if p.exe_file.is_none() && e.exe.is_some() => {
                 let mut p = Process::clone(p);
-                (p.exe, p.exe_file) = seen().map_or((None, None), |(x, f)| (x, Some(f)));
+                (p.exe, p.exe_file) = seen();
                 Arc::new(p)
             }
             Some((p, _)) => Arc::clone(p),
             None => {
                 let name = String::from_utf8_lossy(&e.comm);
-                let (exe, exe_file) = seen().map_or((None, None), |(x, f)| (x, Some(f)));
+                let (exe, exe_file) = seen();
                 Arc::new(Process {
                     pid: Pid(e.pid),
                     name_lossy: matches!(name, std::borrow::Cow::Owned(_)),
