@@ -132,6 +132,10 @@ fn scan_reports_and_alerts_a_tcp_listener_on_867() {
             .unwrap()
             .contains("unassigned by IANA")
     );
+    let cmdline = e["process"]["cmdline"].as_array().unwrap();
+    assert_eq!(cmdline.len(), 2, "{e}");
+    assert!(cmdline[0].as_str().unwrap().ends_with("/listen"), "{e}");
+    assert_eq!(cmdline[1], "tcp:0.0.0.0:867", "{e}");
 
     assert_eq!(ns.portsentinel(&["scan", "--check"]).status.code(), Some(1));
     let table = stdout(&ns.portsentinel(&["scan"]));

@@ -58,6 +58,11 @@ fn json_log_is_one_object_per_line() {
     assert_eq!(v["LISTEN_PROTO"], "udp");
     assert_eq!(v["LISTEN_PORT"], "867");
     assert_eq!(v["PRIORITY"], "4");
+    let cmdline = v["LISTENER_CMDLINE"].as_str().unwrap();
+    assert!(
+        cmdline.ends_with("/listen udp:0.0.0.0:867 tcp:127.0.0.1:22"),
+        "{cmdline}"
+    );
     assert!(d.terminate().success());
 }
 

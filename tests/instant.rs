@@ -225,6 +225,11 @@ struct Fuse {
 
 impl Fuse {
     fn with_listen() -> Fuse {
+        Fuse::mount("")
+    }
+
+    /// [`Fuse::with_listen`], with more of bindfs' `-o` options (`,direct_io`).
+    fn mount(options: &str) -> Fuse {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let (src, mnt) = (dir.path().join("src"), dir.path().join("mnt"));
         std::fs::create_dir(&src).unwrap();
@@ -234,7 +239,7 @@ impl Fuse {
             .args([
                 "-f",
                 "-o",
-                "attr_timeout=0,entry_timeout=0,negative_timeout=0",
+                &format!("attr_timeout=0,entry_timeout=0,negative_timeout=0{options}"),
             ])
             .arg(&src)
             .arg(&mnt)
@@ -254,9 +259,25 @@ impl Fuse {
         self.dir.path().join("mnt/listen")
     }
 
+    /// A file of `len` bytes in the filesystem, written beside it (not through it): none
+    /// of it is in the mount's page cache, so its first read asks the server.
+    fn uncached_file(&self, name: &str, len: usize) -> std::path::PathBuf {
+        std::fs::write(self.dir.path().join("src").join(name), vec![b'x'; len]).unwrap();
+        self.dir.path().join("mnt").join(name)
+    }
+
     /// Stops (`STOP`) or resumes (`CONT`) its server.
     fn signal(&self, sig: &str) {
         util::kill(self.server.id(), sig);
+    }
+}
+
+/// Resumes a FUSE server when dropped.
+struct Resumes<'a>(&'a Fuse);
+
+impl Drop for Resumes<'_> {
+    fn drop(&mut self) {
+        self.0.signal("CONT");
     }
 }
 
@@ -313,6 +334,119 @@ fn a_fuse_server_that_stops_answering_blinds_nothing() {
     });
     let a = d.record("alert-raised", after.pid);
     assert_eq!(a["LISTEN_PORT"], "869", "{a}");
+    fuse.signal("CONT");
+    assert!(d.terminate().success());
+}
+
+/// Listens on 867, then holds its own memory map's lock for good: a thread reads a page
+/// of the file `argv[1]` (on a FUSE mount with `direct_io`) after stopping that mount's
+/// server (pid `argv[2]`), so the page stays locked; another maps the file again, which
+/// waits for that page while it holds the lock. Says `ready` once the first waits; the
+/// second may still be on its way.
+const HOLDS_ITS_MAP_LOCK: &str = r#"
+import ctypes, os, signal, socket, sys, threading, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('', 867))
+s.listen()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+libc.memcpy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+fd = os.open(sys.argv[1], os.O_RDONLY)
+page = libc.mmap(None, 4096, 1, 2, fd, 0)  # PROT_READ, MAP_PRIVATE
+buf = ctypes.create_string_buffer(8)
+ready = f'ready pid={os.getpid()} ports=867\n'.encode()
+os.kill(int(sys.argv[2]), signal.SIGSTOP)
+reader = threading.Thread(target=lambda: libc.memcpy(buf, page, 8), daemon=True)
+reader.start()
+def state(tid):
+    stat = open(f'/proc/self/task/{tid}/stat', 'rb').read()
+    return stat[stat.rindex(b')') + 2:][:1]
+while state(reader.native_id) != b'D':
+    time.sleep(0.01)
+threading.Thread(target=lambda: libc.mmap(None, 4096, 1, 2, fd, 0), daemon=True).start()
+os.write(1, ready)
+sys.stdin.readline()
+"#;
+
+/// A command line is read out of the process's memory, under the lock of its memory map,
+/// and any user can make a process of their own hold that lock for good (a FUSE mount
+/// whose server stops, see [`HOLDS_ITS_MAP_LOCK`]): a read of its command line then waits
+/// with it, as `ps` does. Such a process listening on 867 is alerted, by the daemon and by
+/// `scan`, and a listener after it too.
+#[test]
+fn a_process_holding_its_memory_map_lock_blinds_nothing() {
+    if !std::path::Path::new("/dev/fuse").exists() {
+        eprintln!("no /dev/fuse: nobody here can mount a FUSE filesystem, nothing to test");
+        return;
+    }
+    let _kernel = shared();
+    let ns = Netns::new();
+    let fuse = Fuse::mount(",direct_io");
+    let file = fuse.uncached_file("data", 1 << 20);
+    let mapped = Listen::start({
+        let mut c = ns.command("python3");
+        c.arg("-c").arg(HOLDS_ITS_MAP_LOCK).arg(&file);
+        c.arg(fuse.server.id().to_string());
+        c
+    });
+    // Both of its threads wait: the reader for the page, the other with the lock.
+    let blocked = || {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", mapped.pid)).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("stat")).ok())
+            .filter(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('D'))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while blocked() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock is never held"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let mut d = daemon(&ns, &["--interval", "1s"]);
+    // Dropped before the daemon: a failed test resumes the server first, or the daemon
+    // could not be stopped.
+    let _resume = Resumes(&fuse);
+    let a = d.record("alert-raised", mapped.pid);
+    assert_eq!(a["LISTEN_PORT"], "867", "{a}");
+    assert!(a["LISTENER_EXE"].is_string(), "{a}");
+    let after = Listen::start({
+        let mut c = ns.command(listen_bin());
+        c.arg("tcp:0.0.0.0:869");
+        c
+    });
+    let a = d.record("alert-raised", after.pid);
+    assert_eq!(a["LISTEN_PORT"], "869", "{a}");
+    let mut scan = ns
+        .command(util::bin())
+        .args(["scan", "--json", "--netns", "host"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while scan.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = scan.kill();
+            panic!("scan waits for the process's lock");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = scan.wait_with_output().unwrap();
+    let entries: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["port"] == 867 && e["process"]["pid"] == mapped.pid),
+        "{entries:#?}"
+    );
     fuse.signal("CONT");
     assert!(d.terminate().success());
 }

@@ -6,6 +6,7 @@
 //! tests can point at a fixture tree.
 
 pub mod cgroup;
+pub mod cmdline;
 pub mod fds;
 pub mod host;
 pub mod instant;

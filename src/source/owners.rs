@@ -664,6 +664,8 @@ pub struct SysinfoDetails {
     users: HashMap<u32, (Option<String>, std::time::Instant)>,
     /// Container id → name.
     containers: HashMap<String, Option<String>>,
+    /// Command lines, read apart: sysinfo's read of one could wait forever.
+    cmdlines: super::cmdline::Cmdlines,
 }
 
 impl std::fmt::Debug for SysinfoDetails {
@@ -683,6 +685,7 @@ impl SysinfoDetails {
             system,
             users: HashMap::new(),
             containers: HashMap::new(),
+            cmdlines: super::cmdline::Cmdlines::new(proc_root),
         })
     }
 
@@ -733,7 +736,6 @@ impl ProcessDetails for SysinfoDetails {
             ProcessRefreshKind::nothing()
                 .without_tasks()
                 .with_exe(UpdateKind::Always)
-                .with_cmd(UpdateKind::Always)
                 .with_user(UpdateKind::Always),
         );
         let mut out = HashMap::with_capacity(pids.len());
@@ -756,7 +758,7 @@ impl ProcessDetails for SysinfoDetails {
                 pid,
                 name: p.name().to_string_lossy().into_owned(),
                 exe: p.exe().map(|e| e.to_string_lossy().into_owned()),
-                cmdline: capped_cmdline(p.cmd()),
+                cmdline: Vec::new(),
                 uid,
                 user: None,
                 unit,
@@ -770,7 +772,10 @@ impl ProcessDetails for SysinfoDetails {
             };
             found.push(process);
         }
+        let pids: Vec<Pid> = found.iter().map(|p| p.pid).collect();
+        let mut cmdlines = self.cmdlines.read(&pids);
         for mut process in found {
+            process.cmdline = cmdlines.remove(&process.pid).unwrap_or_default();
             if let Some(uid) = process.uid {
                 process.user = self.user_name(uid);
             }
@@ -809,28 +814,6 @@ fn ns_pid(status: &str) -> Option<u32> {
     }
 }
 
-/// Longest command line kept, in bytes, and most arguments: a process chooses its own
-/// command line, and one of a megabyte must not be copied into every record and event.
-pub const CMDLINE_MAX_BYTES: usize = 4096;
-pub const CMDLINE_MAX_ARGS: usize = 256;
-
-/// The command line, cut at [`CMDLINE_MAX_BYTES`] / [`CMDLINE_MAX_ARGS`]; a cut ends with
-/// a last argument `…`.
-pub fn capped_cmdline(args: &[std::ffi::OsString]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len().min(CMDLINE_MAX_ARGS));
-    let mut bytes = 0;
-    for arg in args {
-        let arg = arg.to_string_lossy();
-        if out.len() == CMDLINE_MAX_ARGS || bytes + arg.len() > CMDLINE_MAX_BYTES {
-            out.push("…".to_owned());
-            break;
-        }
-        bytes += arg.len();
-        out.push(arg.into_owned());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,17 +827,6 @@ mod tests {
         assert_eq!(ns_pid("Name:\tx\n"), None);
     }
 
-    #[test]
-    fn long_command_lines_are_cut() {
-        let many: Vec<std::ffi::OsString> = (0..10_000).map(|i| format!("arg{i}").into()).collect();
-        let c = capped_cmdline(&many);
-        assert_eq!(c.len(), CMDLINE_MAX_ARGS + 1);
-        assert_eq!(c.last().unwrap(), "…");
-        let huge = vec![std::ffi::OsString::from("x".repeat(100_000))];
-        assert_eq!(capped_cmdline(&huge), ["…"]);
-        let short: Vec<std::ffi::OsString> = vec!["/bin/nc".into(), "-l".into()];
-        assert_eq!(capped_cmdline(&short), ["/bin/nc", "-l"]);
-    }
     use std::cell::Cell;
 
     /// A `/proc` fixture: `PID/fd/N -> socket:[INODE]` links and `PID/stat` files.
