@@ -375,7 +375,7 @@ sys.stdin.readline()
 /// and any user can make a process of their own hold that lock for good (a FUSE mount
 /// whose server stops, see [`HOLDS_ITS_MAP_LOCK`]): a read of its command line then waits
 /// with it, as `ps` does. Such a process listening on 867 is alerted, by the daemon and by
-/// `scan`, and a listener after it too.
+/// `scan`, without its command line, and a listener after it too, with its own.
 #[test]
 fn a_process_holding_its_memory_map_lock_blinds_nothing() {
     if !std::path::Path::new("/dev/fuse").exists() {
@@ -418,6 +418,10 @@ fn a_process_holding_its_memory_map_lock_blinds_nothing() {
     let a = d.record("alert-raised", mapped.pid);
     assert_eq!(a["LISTEN_PORT"], "867", "{a}");
     assert!(a["LISTENER_EXE"].is_string(), "{a}");
+    assert!(
+        a["LISTENER_CMDLINE"].is_null(),
+        "read through the lock? {a}"
+    );
     let after = Listen::start({
         let mut c = ns.command(listen_bin());
         c.arg("tcp:0.0.0.0:869");
@@ -425,6 +429,9 @@ fn a_process_holding_its_memory_map_lock_blinds_nothing() {
     });
     let a = d.record("alert-raised", after.pid);
     assert_eq!(a["LISTEN_PORT"], "869", "{a}");
+    // The read that waits holds back no other process's command line.
+    let cmdline = a["LISTENER_CMDLINE"].as_str().unwrap_or_default();
+    assert!(cmdline.ends_with("/listen tcp:0.0.0.0:869"), "{a}");
     let mut scan = ns
         .command(util::bin())
         .args(["scan", "--json", "--netns", "host"])

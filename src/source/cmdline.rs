@@ -1,11 +1,14 @@
 //! Command lines, read where a read that never ends costs the loop nothing.
 //!
-//! `/proc/PID/cmdline` is copied out of the process's memory. Any user can mount a FUSE
-//! filesystem, map one of its files over the page that holds their own arguments
-//! (`mmap` with `MAP_FIXED`), and stop its server: a read of that command line then waits
-//! for the server, forever if it never answers. So command lines are read on a thread of
-//! their own, and the caller waits [`CMDLINE_WAIT`] at most for each. While a read hangs,
-//! no other is started: command lines are not shown, and everything else goes on.
+//! `/proc/PID/cmdline` is copied out of the process's memory under the lock of its memory
+//! map, and a process can hold that lock for as long as it likes: one thread reads a
+//! page of a file on a FUSE mount of its own (`direct_io`) whose server it has stopped,
+//! another maps that file again, and the kernel waits for the page, lock held, before it
+//! maps. (A file mapped over the arguments themselves does not work: the kernel copies
+//! command lines out of anonymous memory only.) So command lines are read on a thread of
+//! their own, and the caller waits [`CMDLINE_WAIT`] at most for each. A read that hangs
+//! is left to its thread: that process's command line is not shown, and everything else
+//! goes on.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -28,75 +31,100 @@ const CMDLINE_WAIT: Duration = Duration::from_millis(100);
 /// before its end (unless it pads them with empty ones, which are not shown anyway).
 const READ_MAX: usize = CMDLINE_MAX_BYTES + CMDLINE_MAX_ARGS + 1;
 
-/// A reader of command lines under `proc_root`, and the one read it stopped waiting for.
+/// Most reads left waiting at once. Each holds a thread: a user who makes this many
+/// processes wait costs the daemon this many threads, and then every command line until
+/// one of them lets go.
+const HUNG_MAX: usize = 4;
+
+/// A reader of command lines under `proc_root`, and the reads it stopped waiting for.
 #[derive(Debug)]
 pub struct Cmdlines {
     proc_root: PathBuf,
-    hung: Option<Receiver<(Pid, Vec<String>)>>,
+    hung: Vec<Hung>,
+}
+
+/// A read not waited for to its end: the pid it waits on, and its thread's answers.
+#[derive(Debug)]
+struct Hung {
+    pid: Pid,
+    answers: Receiver<(Pid, Option<Vec<String>>)>,
+}
+
+impl Hung {
+    /// Whether its thread still waits; what it found since is dropped (its processes
+    /// are asked for again when they matter).
+    fn waits(&self) -> bool {
+        loop {
+            match self.answers.try_recv() {
+                Ok(_) => continue,
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
 }
 
 impl Cmdlines {
     pub fn new(proc_root: &Path) -> Cmdlines {
         Cmdlines {
             proc_root: proc_root.to_owned(),
-            hung: None,
+            hung: Vec::new(),
         }
     }
 
     /// The command lines of `pids`, each cut as [`capped`] cuts it. A pid is missing when
-    /// its command line could not be read, or was not read in time (then neither were
-    /// those after it, nor any until that read has ended).
+    /// its command line could not be read or was not read in time: a read that takes
+    /// longer is left to its thread, and its pid is not asked again until it ends (at
+    /// most [`HUNG_MAX`] are left so; then no command line is read until one ends).
     pub fn read(&mut self, pids: &[Pid]) -> HashMap<Pid, Vec<String>> {
+        self.hung.retain(Hung::waits);
         let mut out = HashMap::with_capacity(pids.len());
-        if pids.is_empty() || self.still_hung() {
-            return out;
+        let wanted: Vec<Pid> = pids
+            .iter()
+            .copied()
+            .filter(|p| !self.hung.iter().any(|h| h.pid == *p))
+            .collect();
+        let mut rest = &wanted[..];
+        while !rest.is_empty() && self.hung.len() < HUNG_MAX {
+            let Some(answers) = self.spawn(rest) else {
+                break;
+            };
+            let mut answered = 0;
+            rest = loop {
+                match answers.recv_timeout(CMDLINE_WAIT) {
+                    Ok((pid, args)) => {
+                        answered += 1;
+                        out.extend(args.map(|a| (pid, a)));
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break &[],
+                    Err(RecvTimeoutError::Timeout) => {
+                        let Some(&pid) = rest.get(answered) else {
+                            break &[];
+                        };
+                        self.hung.push(Hung { pid, answers });
+                        break &rest[answered + 1..];
+                    }
+                }
+            };
         }
+        out
+    }
+
+    /// A thread that reads the command lines of `pids` in turn, answering for each.
+    fn spawn(&self, pids: &[Pid]) -> Option<Receiver<(Pid, Option<Vec<String>>)>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (root, pids_owned) = (self.proc_root.clone(), pids.to_vec());
-        let spawned = std::thread::Builder::new()
+        let (root, pids) = (self.proc_root.clone(), pids.to_vec());
+        std::thread::Builder::new()
             .name("cmdline".into())
             .spawn(move || {
-                for pid in pids_owned {
-                    if let Some(args) = read_one(&root, pid)
-                        && tx.send((pid, args)).is_err()
-                    {
+                for pid in pids {
+                    if tx.send((pid, read_one(&root, pid))).is_err() {
                         return;
                     }
                 }
-            });
-        if spawned.is_err() {
-            return out;
-        }
-        loop {
-            match rx.recv_timeout(CMDLINE_WAIT) {
-                Ok((pid, args)) => {
-                    out.insert(pid, args);
-                }
-                Err(RecvTimeoutError::Disconnected) => return out,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.hung = Some(rx);
-                    return out;
-                }
-            }
-        }
-    }
-
-    /// Whether the read not waited for is still under way; what it found since is
-    /// dropped (its processes are asked for again when they matter).
-    fn still_hung(&mut self) -> bool {
-        let Some(rx) = &self.hung else {
-            return false;
-        };
-        loop {
-            match rx.try_recv() {
-                Ok(_) => continue,
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => {
-                    self.hung = None;
-                    return false;
-                }
-            }
-        }
+            })
+            .ok()?;
+        Some(rx)
     }
 }
 
