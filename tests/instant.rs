@@ -272,6 +272,15 @@ impl Fuse {
     }
 }
 
+/// Whether FUSE filesystems can be mounted here; says so when not.
+fn fuse_here() -> bool {
+    let here = std::path::Path::new("/dev/fuse").exists();
+    if !here {
+        eprintln!("no /dev/fuse: nobody here can mount a FUSE filesystem, nothing to test");
+    }
+    here
+}
+
 /// Resumes a FUSE server when dropped.
 struct Resumes<'a>(&'a Fuse);
 
@@ -301,8 +310,7 @@ impl Drop for Fuse {
 /// the daemon was not stopped.
 #[test]
 fn a_fuse_server_that_stops_answering_blinds_nothing() {
-    if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("no /dev/fuse: nobody here can mount a FUSE filesystem, nothing to test");
+    if !fuse_here() {
         return;
     }
     let _kernel = shared();
@@ -378,8 +386,7 @@ sys.stdin.readline()
 /// `scan`, without its command line, and a listener after it too, with its own.
 #[test]
 fn a_process_holding_its_memory_map_lock_blinds_nothing() {
-    if !std::path::Path::new("/dev/fuse").exists() {
-        eprintln!("no /dev/fuse: nobody here can mount a FUSE filesystem, nothing to test");
+    if !fuse_here() {
         return;
     }
     let _kernel = shared();
