@@ -98,6 +98,11 @@ impl Cmdlines {
                     }
                     Err(RecvTimeoutError::Disconnected) => break &[],
                     Err(RecvTimeoutError::Timeout) => {
+                        // Answers that came in since: the read that waits is after them.
+                        while let Ok((pid, args)) = answers.try_recv() {
+                            answered += 1;
+                            out.extend(args.map(|a| (pid, a)));
+                        }
                         let Some(&pid) = rest.get(answered) else {
                             break &[];
                         };
