@@ -5,17 +5,16 @@
 //! page of a file on a FUSE mount of its own (`direct_io`) whose server it has stopped,
 //! another maps that file again, and the kernel waits for the page, lock held, before it
 //! maps. (A file mapped over the arguments themselves does not work: the kernel copies
-//! command lines out of anonymous memory only.) So command lines are read on a thread of
-//! their own, and the caller waits [`CMDLINE_WAIT`] at most for each. A read that hangs
-//! is left to its thread: that process's command line is not shown, and everything else
-//! goes on.
+//! command lines out of anonymous memory only.) So command lines are read as
+//! [`Bounded`] reads: a process that does this is shown without its command line, and
+//! everything else goes on.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 
+use super::bounded::Bounded;
 use crate::model::Pid;
 
 /// Longest command line kept, in bytes, and most arguments: a process chooses its own
@@ -31,105 +30,29 @@ const CMDLINE_WAIT: Duration = Duration::from_millis(100);
 /// before its end (unless it pads them with empty ones, which are not shown anyway).
 const READ_MAX: usize = CMDLINE_MAX_BYTES + CMDLINE_MAX_ARGS + 1;
 
-/// Most reads left waiting at once. Each holds a thread: a user who makes this many
-/// processes wait costs the daemon this many threads, and then every command line until
-/// one of them lets go.
-const HUNG_MAX: usize = 4;
-
-/// A reader of command lines under `proc_root`, and the reads it stopped waiting for.
+/// A reader of command lines under `proc_root`.
 #[derive(Debug)]
 pub struct Cmdlines {
     proc_root: PathBuf,
-    hung: Vec<Hung>,
-}
-
-/// A read not waited for to its end: the pid it waits on, and its thread's answers.
-#[derive(Debug)]
-struct Hung {
-    pid: Pid,
-    answers: Receiver<(Pid, Option<Vec<String>>)>,
-}
-
-impl Hung {
-    /// Whether its thread still waits; what it found since is dropped (its processes
-    /// are asked for again when they matter).
-    fn waits(&self) -> bool {
-        loop {
-            match self.answers.try_recv() {
-                Ok(_) => continue,
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
-            }
-        }
-    }
+    reads: Bounded<Pid, Vec<String>>,
 }
 
 impl Cmdlines {
     pub fn new(proc_root: &Path) -> Cmdlines {
         Cmdlines {
             proc_root: proc_root.to_owned(),
-            hung: Vec::new(),
+            reads: Bounded::new("cmdline", CMDLINE_WAIT),
         }
     }
 
     /// The command lines of `pids`, each cut as [`capped`] cuts it. A pid is missing when
-    /// its command line could not be read or was not read in time: a read that takes
-    /// longer is left to its thread, and its pid is not asked again until it ends (at
-    /// most [`HUNG_MAX`] are left so; then no command line is read until one ends).
+    /// its command line could not be read or was not read in time (see [`Bounded`]).
     pub fn read(&mut self, pids: &[Pid]) -> HashMap<Pid, Vec<String>> {
-        self.hung.retain(Hung::waits);
-        let mut out = HashMap::with_capacity(pids.len());
-        let wanted: Vec<Pid> = pids
-            .iter()
-            .copied()
-            .filter(|p| !self.hung.iter().any(|h| h.pid == *p))
-            .collect();
-        let mut rest = &wanted[..];
-        while !rest.is_empty() && self.hung.len() < HUNG_MAX {
-            let Some(answers) = self.spawn(rest) else {
-                break;
-            };
-            let mut answered = 0;
-            rest = loop {
-                match answers.recv_timeout(CMDLINE_WAIT) {
-                    Ok((pid, args)) => {
-                        answered += 1;
-                        out.extend(args.map(|a| (pid, a)));
-                    }
-                    Err(RecvTimeoutError::Disconnected) => break &[],
-                    Err(RecvTimeoutError::Timeout) => {
-                        // Answers that came in since: the read that waits is after them.
-                        while let Ok((pid, args)) = answers.try_recv() {
-                            answered += 1;
-                            out.extend(args.map(|a| (pid, a)));
-                        }
-                        let Some(&pid) = rest.get(answered) else {
-                            break &[];
-                        };
-                        self.hung.push(Hung { pid, answers });
-                        break &rest[answered + 1..];
-                    }
-                }
-            };
-        }
-        out
-    }
-
-    /// A thread that reads the command lines of `pids` in turn, answering for each.
-    fn spawn(&self, pids: &[Pid]) -> Option<Receiver<(Pid, Option<Vec<String>>)>> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (root, pids) = (self.proc_root.clone(), pids.to_vec());
-        std::thread::Builder::new()
-            .name("cmdline".into())
-            .spawn(move || {
-                for pid in pids {
-                    if tx.send((pid, read_one(&root, pid))).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok()?;
-        Some(rx)
+        let root = self.proc_root.clone();
+        self.reads
+            .read(pids, move |pid| read_one(&root, *pid))
+            .into_iter()
+            .collect()
     }
 }
 

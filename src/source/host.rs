@@ -34,7 +34,7 @@ impl SystemHost {
         SystemHost {
             proc_root: proc_root.to_owned(),
             mounts: Mutex::new(Mounts::default()),
-            lookups: Mutex::new(Lookups::default()),
+            lookups: Mutex::new(Lookups::new("lookup", LOOKUP_WAIT)),
             answers: Mutex::new(Answers::default()),
             // Init's: under the shipped unit (`PrivateMounts=`) no service shares the
             // daemon's own.
@@ -78,7 +78,7 @@ fn cached_statx(
 /// layers and across btrfs subvolumes (which any user may create), so a look-alike inode
 /// number is not enough.
 ///
-/// `x` is the path's attributes, as [`Lookups`] found them.
+/// `x` is the path's attributes, as a [`Lookups`] read found them.
 pub fn seen_here(
     x: &rustix::fs::Statx,
     seen: &ExeSeen,
@@ -112,44 +112,13 @@ fn exe_statx(path: &Path) -> rustix::io::Result<rustix::fs::Statx> {
 /// How long the daemon waits for a path to be looked up.
 const LOOKUP_WAIT: Duration = Duration::from_millis(100);
 
-/// Looks up the paths that events name, on a thread of its own. The path of a program a
-/// process ran is a path in that process's view of the mounts; looked up here it may
-/// pass through a FUSE mount whose server never answers (any user can mount one, stop its
-/// server, and run a program from under it, or bind it over a path in a mount namespace
-/// of their own). The daemon waits [`LOOKUP_WAIT`] at most; while a lookup hangs, no other
-/// is started and none is waited for: such paths are not shown, and the loop goes on.
-#[derive(Debug, Default)]
-struct Lookups {
-    /// The one lookup under way that was not waited for to its end.
-    hung: Option<std::sync::mpsc::Receiver<rustix::io::Result<rustix::fs::Statx>>>,
-}
-
-impl Lookups {
-    fn statx(&mut self, path: &Path) -> Option<rustix::fs::Statx> {
-        use std::sync::mpsc::TryRecvError;
-        if let Some(hung) = &self.hung {
-            match hung.try_recv() {
-                Err(TryRecvError::Empty) => return None,
-                Ok(_) | Err(TryRecvError::Disconnected) => self.hung = None,
-            }
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let path = path.to_owned();
-        std::thread::Builder::new()
-            .name("lookup".into())
-            .spawn(move || {
-                let _ = tx.send(exe_statx(&path));
-            })
-            .ok()?;
-        match rx.recv_timeout(LOOKUP_WAIT) {
-            Ok(x) => x.ok(),
-            Err(_) => {
-                self.hung = Some(rx);
-                None
-            }
-        }
-    }
-}
+/// Looks up the paths that events name. The path of a program a process ran is a path in
+/// that process's view of the mounts; looked up here it may pass through a FUSE mount
+/// whose server never answers (any user can mount one, stop its server, and run a
+/// program from under it, or bind it over a path in a mount namespace of their own). So
+/// lookups are [`Bounded`](super::bounded::Bounded) reads: such a path is not shown, and
+/// the loop goes on.
+type Lookups = super::bounded::Bounded<PathBuf, rustix::fs::Statx>;
 
 /// What [`Host::exe_seen`] answered in the last second, by what the kernel saw: a program
 /// that binds thousands of times (as any user's can) is looked up once, not once a
@@ -269,7 +238,8 @@ impl Host for SystemHost {
         answers.get_or(Instant::now(), seen, || {
             let x = {
                 let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-                lookups.statx(Path::new(path))?
+                let found = lookups.read(&[PathBuf::from(path)], |p| exe_statx(p).ok());
+                found.into_iter().next()?.1
             };
             let file = seen_here(&x, seen, |id| {
                 let mut mounts = self.mounts.lock().unwrap_or_else(|p| p.into_inner());

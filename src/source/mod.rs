@@ -5,6 +5,7 @@
 //! netlink as soon as it answers again. Every path under `/proc` is built from a root that
 //! tests can point at a fixture tree.
 
+pub mod bounded;
 pub mod cgroup;
 pub mod cmdline;
 pub mod fds;
